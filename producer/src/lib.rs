@@ -1,0 +1,1 @@
+//! The xclog producer (being written).

@@ -1,0 +1,1 @@
+//! The xclog projector (being written).

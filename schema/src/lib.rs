@@ -1,0 +1,1 @@
+//! The xclog wire contract (being written).
