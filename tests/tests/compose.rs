@@ -1,0 +1,135 @@
+//! compose/docker-compose.yml cannot run here (no Docker engine), so this test checks that it
+//! agrees with scripts/stack.sh: the same host ports on 127.0.0.1, the same credentials, and
+//! projector services configured through the same environment variable names.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context as _;
+use serde_yaml::Value;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The variables `scripts/stack.sh env` exports, with the process environment cleared of
+/// overrides so the script's defaults are what we compare against.
+fn stack_env() -> anyhow::Result<BTreeMap<String, String>> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/stack.sh"))
+        .arg("env")
+        .env_remove("XCLOG_KAFKA_PORT")
+        .env_remove("XCLOG_PG_PORT")
+        .env_remove("XCLOG_MONGO_PORT")
+        .output()
+        .context("running scripts/stack.sh env")?;
+    anyhow::ensure!(out.status.success(), "stack.sh env failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+fn compose() -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(repo_root().join("compose/docker-compose.yml"))?;
+    Ok(serde_yaml::from_str(&text)?)
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    &compose["services"][name]
+}
+
+fn published_ports(service: &Value) -> Vec<String> {
+    service["ports"]
+        .as_sequence()
+        .map(|s| s.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn env_of(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `host:port` of a URL such as `postgres://u:p@127.0.0.1:5432/db` or `mongodb://127.0.0.1:27017/`.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+#[test]
+fn compose_publishes_the_same_loopback_ports_as_the_stack_script() -> anyhow::Result<()> {
+    let env = stack_env()?;
+    let compose = compose()?;
+    for (svc, var) in [("kafka", "XCLOG_KAFKA_BROKERS"), ("postgres", "DATABASE_URL"), ("mongo", "MONGODB_URI")] {
+        let addr = host_port(env.get(var).with_context(|| format!("stack.sh env lacks {var}"))?);
+        let port = addr.rsplit_once(':').context("no port")?.1;
+        let expected = format!("{addr}:{port}");
+        let ports = published_ports(service(&compose, svc));
+        assert!(
+            ports.contains(&expected),
+            "compose service {svc} should publish {expected} (from {var}); it publishes {ports:?}"
+        );
+        assert!(ports.iter().all(|p| p.starts_with("127.0.0.1:")), "{svc} must publish on 127.0.0.1 only: {ports:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn compose_postgres_credentials_match_database_url() -> anyhow::Result<()> {
+    let env = stack_env()?;
+    let url = &env["DATABASE_URL"];
+    let pg = env_of(service(&compose()?, "postgres"));
+    let expected = format!(
+        "postgres://{}:{}@{}/{}",
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+        host_port(url),
+        pg["POSTGRES_DB"]
+    );
+    assert_eq!(url, &expected);
+    Ok(())
+}
+
+#[test]
+fn compose_projectors_read_the_stack_variable_names() -> anyhow::Result<()> {
+    let env = stack_env()?;
+    let compose = compose()?;
+    let pg = env_of(service(&compose, "projector-postgres"));
+    let mongo = env_of(service(&compose, "projector-mongo"));
+    for (name, vars) in [("projector-postgres", &pg), ("projector-mongo", &mongo)] {
+        assert!(vars.contains_key("XCLOG_KAFKA_BROKERS"), "{name} lacks XCLOG_KAFKA_BROKERS");
+        for key in vars.keys() {
+            assert!(
+                env.contains_key(key) || key.starts_with("XCLOG_"),
+                "{name} sets {key}, which is neither a stack variable nor an XCLOG_ setting"
+            );
+        }
+    }
+    assert!(pg.contains_key("DATABASE_URL"), "projector-postgres lacks DATABASE_URL");
+    assert!(mongo.contains_key("MONGODB_URI"), "projector-mongo lacks MONGODB_URI");
+    Ok(())
+}
+
+#[test]
+fn compose_services_that_the_tests_need_have_healthchecks() -> anyhow::Result<()> {
+    let compose = compose()?;
+    for svc in ["kafka", "postgres", "mongo"] {
+        assert!(
+            service(&compose, svc)["healthcheck"]["test"].is_sequence(),
+            "{svc} has no healthcheck"
+        );
+    }
+    Ok(())
+}
