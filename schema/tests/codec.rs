@@ -1,0 +1,139 @@
+//! Behaviour of `encode`/`decode` on hand-picked records.
+
+use serde_json::json;
+use xclog_schema::{
+    DecodeErrorKind, Encoding, FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, Limits,
+    PendingTimeout, PersistedEvent, Record, RecordKind, decode, encode, encode_with_traceparent,
+    headers,
+};
+
+fn event() -> Record {
+    let mut extra = serde_json::Map::new();
+    extra.insert("_sourceComponent".into(), json!("Billing"));
+    Record::Event(PersistedEvent {
+        id: "0190b6d2-6c4e-7b3a-9f1e-2a5c8d9e0f11".into(),
+        instance_id: "order-42".into(),
+        machine_name: "Order".into(),
+        component_name: "Orders".into(),
+        event: FsmEvent {
+            event_type: "SUBMIT".into(),
+            payload: json!({"amount": 12.5, "items": [1, 2, 3], "big": 9007199254740993_i64}),
+            timestamp: Some(1_700_000_000_000),
+            extra,
+        },
+        state_before: "Draft".into(),
+        state_after: "Submitted".into(),
+        persisted_at: 1_700_000_000_001,
+        caused_by: vec!["a".into()],
+        caused: vec![],
+        source_component_name: Some("Billing".into()),
+        target_component_name: None,
+        public_member_snapshot: Some(json!({"amount": 12.5})),
+        sequence: Some(7),
+    })
+}
+
+fn snapshot() -> Record {
+    Record::Snapshot(InstanceSnapshot {
+        instance: FsmInstance {
+            id: "order-42".into(),
+            machine_name: "Order".into(),
+            current_state: "Submitted".into(),
+            context: json!({}),
+            public_member: Some(json!({"amount": 12.5})),
+            internal_member: None,
+            created_at: 1,
+            updated_at: 2,
+            status: InstanceStatus::Completed,
+            is_entry_point: Some(false),
+            parent_instance_id: None,
+            parent_machine_name: None,
+        },
+        snapshot_at: 3,
+        last_event_id: String::new(),
+        pending_timeouts: Some(vec![PendingTimeout {
+            state_key: "Submitted".into(),
+            event_type: "TIMEOUT".into(),
+            remaining_ms: 500,
+        }]),
+        sequence: None,
+    })
+}
+
+fn decode_encoded(
+    r: &Record,
+    encoding: Encoding,
+) -> Result<xclog_schema::Decoded, xclog_schema::DecodeError> {
+    let enc = encode_with_traceparent(
+        r,
+        encoding,
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    let hs: Vec<(&str, &[u8])> = enc
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_slice()))
+        .collect();
+    decode(
+        &hs,
+        Some(enc.key.as_bytes()),
+        &enc.value,
+        &Limits::default(),
+    )
+}
+
+#[test]
+fn events_and_snapshots_round_trip_through_both_encodings() {
+    for r in [event(), snapshot()] {
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let d = decode_encoded(&r, encoding).expect("decodes");
+            assert_eq!(d.record, r);
+            assert_eq!(d.encoding, encoding);
+            assert_eq!(d.schema_version, 1);
+            assert_eq!(
+                d.traceparent.as_deref(),
+                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            );
+        }
+    }
+}
+
+#[test]
+fn encode_sets_the_key_to_the_instance_id_and_writes_the_three_headers() {
+    let enc = encode(&snapshot(), Encoding::Json);
+    assert_eq!(enc.key, "order-42");
+    let names: Vec<&str> = enc.headers.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        names,
+        [
+            headers::CONTENT_TYPE,
+            headers::KIND,
+            headers::SCHEMA_VERSION
+        ]
+    );
+    assert_eq!(enc.headers[1].1, b"snapshot");
+}
+
+#[test]
+fn a_typescript_runtime_event_without_headers_decodes_as_an_event() {
+    let value = br#"{"id":"e1","instanceId":"i1","machineName":"M","componentName":"C",
+        "event":{"type":"GO","payload":{}},"stateBefore":"","stateAfter":"A","persistedAt":5,
+        "caused":[],"publicMemberSnapshot":null}"#;
+    let d = decode(&[], None, value, &Limits::default()).expect("decodes");
+    assert_eq!(d.record.kind(), RecordKind::Event);
+    assert_eq!(d.encoding, Encoding::Json);
+    let Record::Event(e) = d.record else {
+        unreachable!()
+    };
+    assert_eq!(e.event.timestamp, None);
+    assert!(e.caused_by.is_empty());
+    assert_eq!(e.public_member_snapshot, None);
+}
+
+#[test]
+fn a_key_that_differs_from_the_instance_id_is_a_key_mismatch() {
+    let enc = encode(&event(), Encoding::Protobuf);
+    let err = decode(&[], Some(b"other"), &enc.value, &Limits::default()).unwrap_err();
+    assert_eq!(err.kind(), DecodeErrorKind::KeyMismatch);
+    assert_eq!(err.field(), "key");
+}
