@@ -1,1 +1,38 @@
-//! The xclog producer (being written).
+//! xclog producer: the library FSM runtimes embed to publish every state transition
+//! (a [`PersistedEvent`](xclog_schema::PersistedEvent)) and periodic instance snapshots to
+//! the xclog topic, keyed by instance id so each instance keeps its order.
+//!
+//! What flows where:
+//! - [`ProducerConfig`] (plain data, safe defaults: idempotent, `acks=all`, at most 5
+//!   requests in flight) -> [`Producer::connect`].
+//! - [`Producer::append`] / [`Producer::append_all`] / [`Producer::append_nowait`] /
+//!   [`Producer::save_snapshot`] encode with `xclog_schema` (protobuf by default) and hand
+//!   the record to librdkafka; the returned [`Position`] means the brokers acknowledged it.
+//! - [`SequenceAssigner`] numbers each instance's events; [`SnapshotPolicy`] decides when
+//!   an instance gets a snapshot (every N transitions, always on final/error).
+//! - [`ensure_topic`] creates the topic with the settings a log needs (infinite
+//!   retention, no compaction) and refuses an existing topic that would lose data.
+//! - [`workload`] generates a realistic, reproducible FSM workload (`xclog produce`,
+//!   tests and benchmarks use it).
+//!
+//! Errors are [`Error`]; [`Error::next_move`] says whether to retry, fix the config, give
+//! up on the record, or recreate the producer.
+
+mod config;
+mod error;
+mod producer;
+mod sequence;
+mod snapshot;
+mod topic;
+pub mod workload;
+
+pub use config::{
+    Compression, MAX_IN_FLIGHT_LIMIT, ProducerConfig, SaslConfig, SaslMechanism, Secret, Security,
+    TlsConfig,
+};
+pub use error::{Error, NextMove};
+pub use producer::{PendingAck, Position, Producer};
+pub use sequence::SequenceAssigner;
+pub use snapshot::{DEFAULT_SNAPSHOT_INTERVAL, SnapshotPolicy};
+pub use topic::{EnsuredTopic, Retention, TopicSpec, ensure_topic};
+pub use xclog_schema::Encoding;
