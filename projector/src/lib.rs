@@ -1,1 +1,35 @@
-//! The xclog projector (being written).
+//! xclog projector: consumes the xclog topic and materializes it into a store.
+//!
+//! What flows where:
+//!
+//! ```text
+//! Kafka topic --(consumer thread: poll, decode, check, batch)--> bounded queue
+//!     --(writer task: dead letters first, then Sink::write = rows + offsets in one commit)-->
+//!     PostgreSQL (sink::postgres) | MongoDB (next)
+//! ```
+//!
+//! * [`sink`]: the [`sink::Sink`] trait every target implements, and the PostgreSQL sink.
+//! * [`batch`]: pure batching logic; offsets chain from batch to batch so the sink can fence.
+//! * `consumer` / `writer`: the target-independent pipeline (rebalance, seek to stored
+//!   offsets, pause instead of buffering, retries, dead letters, drain on shutdown).
+//! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) and its
+//!   PostgreSQL implementation; cross-component traces.
+//! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! The design and its invariants are in `docs/DESIGN.md`; operating it in `docs/OPERATIONS.md`.
+
+pub mod batch;
+pub mod config;
+pub mod metrics;
+pub mod sink;
+
+pub use config::{ConfigError, ProjectorConfig, Secret};
+pub use sink::{ErrorClass, Sink, SinkError};
+
+mod consumer;
+pub mod dead_letter;
+mod http;
+mod projector;
+mod writer;
+
+pub use projector::{Projector, ProjectorError};

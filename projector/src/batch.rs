@@ -1,0 +1,424 @@
+//! Batching: turning consumed records into [`Batch`]es whose offsets the sink can fence.
+//!
+//! Invariant: for every partition, consecutive batches chain: a batch's
+//! [`OffsetAdvance::expected`] is the previous batch's [`OffsetAdvance::next`] (or the offset
+//! stored in the sink at assignment), and `next` is one past the last offset the batch covers.
+//! A record below a partition's position (redelivered after a seek) is skipped, never written
+//! twice in one chain. Pure logic: no I/O.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::sink::{OffsetAdvance, SinkRecord, WriteBatch};
+
+/// The raw bytes of a record, kept so a record the store rejects can be dead-lettered as it
+/// was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value.
+    pub value: Option<Vec<u8>>,
+    /// Message headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A record that goes to the dead-letter topic, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The record as read.
+    pub raw: RawRecord,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Error kind: `decode`, `validation` or `rejected`.
+    pub kind: &'static str,
+    /// Human-readable reason (what was wrong and where).
+    pub reason: String,
+}
+
+/// A cut batch: what to write, the raw bytes of its records, and what to dead-letter first.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// The assignment generation the batch belongs to; a stale batch is dropped unwritten.
+    pub generation: u64,
+    /// Records and offset advances for the sink.
+    pub write: WriteBatch,
+    /// `raw[i]` is the record `write.records[i]` as read.
+    pub raw: Vec<RawRecord>,
+    /// Records to send to the dead-letter topic before the write commits.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Batch {
+    /// Splits the records in two halves (to isolate a record the store rejects). Each half
+    /// chains its partitions' offsets: the first ends where the second starts. Dead letters
+    /// stay with the first half.
+    pub fn split(self) -> (Batch, Batch) {
+        let mid = self.write.records.len() / 2;
+        let mut first_records = self.write.records;
+        let second_records = first_records.split_off(mid);
+        let mut first_raw = self.raw;
+        let second_raw = first_raw.split_off(mid.min(first_raw.len()));
+
+        let mut first_next: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in &first_records {
+            first_next.insert(r.source.partition, r.source.offset + 1);
+        }
+        let mut first_offsets = Vec::new();
+        let mut second_offsets = Vec::new();
+        for o in &self.write.offsets {
+            match first_next.get(&o.partition) {
+                Some(&n) => {
+                    first_offsets.push(OffsetAdvance {
+                        partition: o.partition,
+                        expected: o.expected,
+                        next: n,
+                    });
+                    second_offsets.push(OffsetAdvance {
+                        partition: o.partition,
+                        expected: Some(n),
+                        next: o.next,
+                    });
+                }
+                None => second_offsets.push(*o),
+            }
+        }
+        let first = Batch {
+            generation: self.generation,
+            write: WriteBatch {
+                topic: self.write.topic.clone(),
+                records: first_records,
+                offsets: first_offsets,
+            },
+            raw: first_raw,
+            dead_letters: self.dead_letters,
+        };
+        let second = Batch {
+            generation: self.generation,
+            write: WriteBatch {
+                topic: self.write.topic,
+                records: second_records,
+                offsets: second_offsets,
+            },
+            raw: second_raw,
+            dead_letters: Vec::new(),
+        };
+        (first, second)
+    }
+}
+
+/// Where one assigned partition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    /// Stored offset the next cut batch starts from (`None`: nothing stored yet).
+    expected: Option<i64>,
+    /// One past the last offset accepted (`None`: nothing accepted since assignment).
+    next: Option<i64>,
+}
+
+/// What to do with a consumed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Add it to the pending batch.
+    Accept,
+    /// Already covered (redelivered below the position): drop it.
+    Skip,
+    /// Its partition is not assigned to this worker (any more): drop it.
+    NotAssigned,
+}
+
+/// The pending batch and the position of every assigned partition.
+#[derive(Debug)]
+pub struct Batcher {
+    topic: String,
+    max_records: usize,
+    max_latency: Duration,
+    positions: BTreeMap<i32, Position>,
+    pending: Batch,
+    touched: BTreeMap<i32, i64>,
+    started: Option<Instant>,
+}
+
+impl Batcher {
+    /// An empty batcher with no partition assigned.
+    pub fn new(topic: impl Into<String>, max_records: usize, max_latency: Duration) -> Self {
+        Self {
+            topic: topic.into(),
+            max_records,
+            max_latency,
+            positions: BTreeMap::new(),
+            pending: Batch::default(),
+            touched: BTreeMap::new(),
+            started: None,
+        }
+    }
+
+    /// Replaces the assignment: every partition with the offset stored for it (or none), and
+    /// drops whatever was pending (it was not written; it will be read again).
+    pub fn assign(&mut self, generation: u64, partitions: &BTreeMap<i32, Option<i64>>) {
+        self.positions = partitions
+            .iter()
+            .map(|(&p, &stored)| {
+                (
+                    p,
+                    Position {
+                        expected: stored,
+                        next: stored,
+                    },
+                )
+            })
+            .collect();
+        self.pending = Batch {
+            generation,
+            ..Batch::default()
+        };
+        self.touched.clear();
+        self.started = None;
+    }
+
+    /// Assigned partitions.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.positions.keys().copied().collect()
+    }
+
+    /// Next offset to read per assigned partition, as far as this worker has read.
+    pub fn read_positions(&self) -> BTreeMap<i32, Option<i64>> {
+        self.positions
+            .iter()
+            .map(|(&p, pos)| (p, pos.next))
+            .collect()
+    }
+
+    /// Decides whether a consumed record at `partition`/`offset` belongs in the pending batch;
+    /// on [`Admit::Accept`] the position moves past it (the caller then adds it with
+    /// [`Batcher::push`] or [`Batcher::push_dead_letter`]).
+    pub fn admit(&mut self, partition: i32, offset: i64) -> Admit {
+        let Some(pos) = self.positions.get_mut(&partition) else {
+            return Admit::NotAssigned;
+        };
+        if pos.next.is_some_and(|n| offset < n) {
+            return Admit::Skip;
+        }
+        pos.next = Some(offset + 1);
+        self.touched.insert(partition, offset + 1);
+        self.started.get_or_insert_with(Instant::now);
+        Admit::Accept
+    }
+
+    /// Adds an admitted, decoded record.
+    pub fn push(&mut self, record: SinkRecord, raw: RawRecord) {
+        self.pending.write.records.push(record);
+        self.pending.raw.push(raw);
+    }
+
+    /// Adds an admitted record that goes to the dead-letter topic.
+    pub fn push_dead_letter(&mut self, dead: DeadLetter) {
+        self.pending.dead_letters.push(dead);
+    }
+
+    /// Records (good and bad) in the pending batch.
+    pub fn pending_len(&self) -> usize {
+        self.pending.write.records.len() + self.pending.dead_letters.len()
+    }
+
+    /// Whether the pending batch is full or old enough to cut.
+    pub fn should_cut(&self, now: Instant) -> bool {
+        !self.touched.is_empty()
+            && (self.pending_len() >= self.max_records
+                || self
+                    .started
+                    .is_some_and(|s| now.duration_since(s) >= self.max_latency))
+    }
+
+    /// Cuts the pending batch: it carries an offset advance for every partition it touched,
+    /// chained on the previous batch. `None` if nothing is pending.
+    pub fn cut(&mut self) -> Option<Batch> {
+        if self.touched.is_empty() {
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(self.touched.len());
+        for (&partition, &next) in &self.touched {
+            let pos = self.positions.get_mut(&partition)?;
+            offsets.push(OffsetAdvance {
+                partition,
+                expected: pos.expected,
+                next,
+            });
+            pos.expected = Some(next);
+        }
+        self.touched.clear();
+        self.started = None;
+        let generation = self.pending.generation;
+        let mut batch = std::mem::replace(
+            &mut self.pending,
+            Batch {
+                generation,
+                ..Batch::default()
+            },
+        );
+        batch.write.topic = self.topic.clone();
+        batch.write.offsets = offsets;
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SourcePosition;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use xclog_schema::{FsmEvent, PersistedEvent, Record};
+
+    fn rec(partition: i32, offset: i64) -> SinkRecord {
+        SinkRecord {
+            record: Record::Event(PersistedEvent {
+                id: format!("{partition}-{offset}"),
+                instance_id: "i".into(),
+                machine_name: "m".into(),
+                component_name: "c".into(),
+                event: FsmEvent {
+                    event_type: "E".into(),
+                    payload: json!({}),
+                    timestamp: None,
+                    extra: Default::default(),
+                },
+                state_before: "".into(),
+                state_after: "s".into(),
+                persisted_at: 0,
+                caused_by: vec![],
+                caused: vec![],
+                source_component_name: None,
+                target_component_name: None,
+                public_member_snapshot: None,
+                sequence: None,
+            }),
+            source: SourcePosition {
+                topic: "t".into(),
+                partition,
+                offset,
+            },
+        }
+    }
+
+    fn raw() -> RawRecord {
+        RawRecord {
+            key: None,
+            value: None,
+            headers: vec![],
+        }
+    }
+
+    fn batcher(stored: &[(i32, Option<i64>)]) -> Batcher {
+        let mut b = Batcher::new("t", 3, Duration::from_secs(60));
+        b.assign(1, &stored.iter().copied().collect());
+        b
+    }
+
+    #[test]
+    fn consecutive_batches_chain_their_offsets() {
+        let mut b = batcher(&[(0, Some(10)), (1, None)]);
+        for o in 10..13 {
+            assert_eq!(b.admit(0, o), Admit::Accept);
+            b.push(rec(0, o), raw());
+        }
+        assert!(b.should_cut(Instant::now()));
+        let first = b.cut().unwrap();
+        assert_eq!(
+            first.write.offsets,
+            vec![OffsetAdvance {
+                partition: 0,
+                expected: Some(10),
+                next: 13
+            }]
+        );
+        assert_eq!(b.admit(1, 5), Admit::Accept);
+        b.push(rec(1, 5), raw());
+        assert_eq!(b.admit(0, 13), Admit::Accept);
+        b.push(rec(0, 13), raw());
+        let second = b.cut().unwrap();
+        assert_eq!(
+            second.write.offsets,
+            vec![
+                OffsetAdvance {
+                    partition: 0,
+                    expected: Some(13),
+                    next: 14
+                },
+                OffsetAdvance {
+                    partition: 1,
+                    expected: None,
+                    next: 6
+                },
+            ]
+        );
+        assert!(b.cut().is_none());
+    }
+
+    #[test]
+    fn records_below_the_position_or_of_unassigned_partitions_are_dropped() {
+        let mut b = batcher(&[(0, Some(10))]);
+        assert_eq!(b.admit(0, 9), Admit::Skip);
+        assert_eq!(b.admit(2, 50), Admit::NotAssigned);
+        assert_eq!(b.admit(0, 12), Admit::Accept); // a gap (compaction, control record) is fine
+        assert_eq!(b.admit(0, 11), Admit::Skip);
+    }
+
+    #[test]
+    fn a_new_assignment_drops_what_was_pending() {
+        let mut b = batcher(&[(0, Some(0))]);
+        assert_eq!(b.admit(0, 0), Admit::Accept);
+        b.push(rec(0, 0), raw());
+        b.assign(2, &[(0, Some(0))].into_iter().collect());
+        assert_eq!(b.pending_len(), 0);
+        assert!(b.cut().is_none());
+        assert_eq!(b.admit(0, 0), Admit::Accept);
+        assert_eq!(b.cut().unwrap().generation, 2);
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_a_batch_keeps_every_record_once_and_chains_offsets(
+            offsets in proptest::collection::vec((0i32..3, 1i64..4), 1..40)
+        ) {
+            let mut b = Batcher::new("t", usize::MAX, Duration::from_secs(60));
+            b.assign(1, &[(0, Some(0)), (1, None), (2, Some(0))].into_iter().collect());
+            let mut next = [0i64; 3];
+            for (p, step) in &offsets {
+                let o = next[*p as usize];
+                next[*p as usize] += step;
+                prop_assert_eq!(b.admit(*p, o), Admit::Accept);
+                b.push(rec(*p, o), raw());
+            }
+            let batch = b.cut().unwrap();
+            let all = batch.write.records.clone();
+            let original = batch.write.offsets.clone();
+            let (x, y) = batch.split();
+            let mut joined = x.write.records.clone();
+            joined.extend(y.write.records.clone());
+            prop_assert_eq!(joined, all);
+            for o in &original {
+                let a = x.write.offsets.iter().find(|a| a.partition == o.partition);
+                let c = y.write.offsets.iter().find(|c| c.partition == o.partition).unwrap();
+                prop_assert_eq!(c.next, o.next);
+                match a {
+                    Some(a) => {
+                        prop_assert_eq!(a.expected, o.expected);
+                        prop_assert_eq!(c.expected, Some(a.next));
+                    }
+                    None => prop_assert_eq!(c.expected, o.expected),
+                }
+            }
+            // Every record of a half lies inside the range its half advances.
+            for half in [&x, &y] {
+                for r in &half.write.records {
+                    let adv = half.write.offsets.iter().find(|a| a.partition == r.source.partition).unwrap();
+                    prop_assert!(r.source.offset < adv.next);
+                    prop_assert!(adv.expected.is_none_or(|e| r.source.offset >= e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Plain configuration structs of the projector library (the binary fills them from flags and
+//! `XCLOG_*` variables; the library never reads the environment).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A credential-bearing string (a database URL with a password, a SASL secret). `Debug` and
+/// `Display` print it with the password replaced by `***`, so it can be logged safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value, for handing to a client library. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host/...` URL with `***`; anything that
+/// is not such a URL is replaced entirely (it may be a bare secret).
+pub fn redact_url(value: &str) -> String {
+    match value.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let tail = match tail.split_once('?') {
+                Some((path, query)) if query.contains("password") => format!("{path}?***"),
+                _ => tail.to_owned(),
+            };
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    format!("{scheme}://{user}:***@{host}{tail}")
+                }
+                None => format!("{scheme}://{authority}{tail}"),
+            }
+        }
+        None => "***".to_owned(),
+    }
+}
+
+/// Settings of the consume/batch/commit pipeline (independent of the target store).
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Kafka bootstrap servers (`host:port,host:port`).
+    pub brokers: String,
+    /// The log topic to project.
+    pub topic: String,
+    /// Kafka consumer group; projectors with the same group share the partitions.
+    pub group_id: String,
+    /// Dead-letter topic (default `<topic>.dlq`).
+    pub dead_letter_topic: String,
+    /// A batch is cut when it holds this many records...
+    pub batch_max_records: usize,
+    /// ...or when its first record has waited this long.
+    pub batch_max_latency: Duration,
+    /// Batches cut but not yet written (the bound of the consumer -> writer queue). When it is
+    /// full, the consumer pauses its partitions instead of buffering.
+    pub max_queued_batches: usize,
+    /// librdkafka's prefetch buffer per partition (`queued.max.messages.kbytes`), the other
+    /// bound on memory.
+    pub fetch_buffer_kbytes: usize,
+    /// First backoff after a transient store error; doubles up to `retry_backoff_max`.
+    pub retry_backoff_initial: Duration,
+    /// Longest backoff between retries of one batch.
+    pub retry_backoff_max: Duration,
+    /// On shutdown or revoke, how long to wait for the in-flight batch before abandoning it.
+    pub drain_timeout: Duration,
+    /// `/readyz` answers 200 once assigned and every assigned partition lags by at most this.
+    pub ready_max_lag: i64,
+    /// Address of the `/healthz`, `/readyz`, `/metrics` server (`None`: no server).
+    pub http_addr: Option<SocketAddr>,
+    /// Decoding limits for records read from the topic.
+    pub limits: xclog_schema::Limits,
+    /// Extra librdkafka settings (for example security), applied to consumer and producer.
+    /// Values are secrets: never logged.
+    pub kafka_settings: Vec<(String, Secret)>,
+}
+
+impl ProjectorConfig {
+    /// A configuration with the defaults used by `xclog project`.
+    pub fn new(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+        group_id: impl Into<String>,
+    ) -> Self {
+        let topic = topic.into();
+        Self {
+            brokers: brokers.into(),
+            dead_letter_topic: format!("{topic}.dlq"),
+            topic,
+            group_id: group_id.into(),
+            batch_max_records: 1000,
+            batch_max_latency: Duration::from_millis(200),
+            max_queued_batches: 2,
+            fetch_buffer_kbytes: 16 * 1024,
+            retry_backoff_initial: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            ready_max_lag: 1000,
+            http_addr: None,
+            limits: xclog_schema::Limits::default(),
+            kafka_settings: Vec::new(),
+        }
+    }
+
+    /// Cross-field checks, before anything connects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        if self.brokers.trim().is_empty() {
+            return bad("brokers", "is empty; give host:port[,host:port]".into());
+        }
+        if self.topic.trim().is_empty() {
+            return bad("topic", "is empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return bad("group_id", "is empty".into());
+        }
+        if self.dead_letter_topic == self.topic {
+            return bad(
+                "dead_letter_topic",
+                format!(
+                    "equals the source topic {:?}; dead letters would be consumed again",
+                    self.topic
+                ),
+            );
+        }
+        if self.batch_max_records == 0 {
+            return bad("batch_max_records", "must be at least 1".into());
+        }
+        if self.batch_max_latency.is_zero() {
+            return bad("batch_max_latency", "must be greater than zero".into());
+        }
+        if self.max_queued_batches == 0 {
+            return bad("max_queued_batches", "must be at least 1".into());
+        }
+        if self.fetch_buffer_kbytes == 0 {
+            return bad("fetch_buffer_kbytes", "must be at least 1".into());
+        }
+        if self.retry_backoff_initial.is_zero()
+            || self.retry_backoff_initial > self.retry_backoff_max
+        {
+            return bad(
+                "retry_backoff_initial",
+                format!(
+                    "must be > 0 and <= retry_backoff_max ({:?}), is {:?}",
+                    self.retry_backoff_max, self.retry_backoff_initial
+                ),
+            );
+        }
+        if self.ready_max_lag < 0 {
+            return bad("ready_max_lag", "must not be negative".into());
+        }
+        if let Some(addr) = self.http_addr
+            && !addr.ip().is_loopback()
+        {
+            return bad(
+                "http_addr",
+                format!(
+                    "{addr} is not a loopback address; the ops server listens on 127.0.0.1 only"
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot work, with the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field} {reason}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it and what would be right.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_debug_or_display() {
+        let s = Secret::new("postgres://xclog:hunter2@127.0.0.1:5432/xclog");
+        assert_eq!(format!("{s}"), "postgres://xclog:***@127.0.0.1:5432/xclog");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{}", Secret::new("hunter2")).contains("hunter2"));
+        let q = Secret::new("postgres://h/db?user=a&password=hunter2");
+        assert!(!q.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn validate_names_the_field_that_is_wrong() {
+        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+        assert!(c.validate().is_ok());
+        c.batch_max_records = 0;
+        assert_eq!(c.validate().unwrap_err().field, "batch_max_records");
+        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+        c.dead_letter_topic = "log".into();
+        assert_eq!(c.validate().unwrap_err().field, "dead_letter_topic");
+        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+        c.http_addr = Some("0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.validate().unwrap_err().field, "http_addr");
+    }
+}

@@ -1,0 +1,530 @@
+//! The consumer thread: polls Kafka, decodes, checks and batches records, and hands batches to
+//! the writer over a bounded queue.
+//!
+//! Invariants:
+//! * On assignment, partitions start at the offsets stored in the sink (never at Kafka's group
+//!   offsets, which only feed lag tools). The offsets are loaded inside the rebalance callback,
+//!   before `assign`, so no record is fetched from a wrong position.
+//! * On revoke (and shutdown), the pending batch is dropped unwritten, the generation moves on
+//!   (queued batches of the old assignment are skipped by the writer), and the callback waits
+//!   for the in-flight batch (at most `drain_timeout`) before letting the partitions go.
+//! * When the queue is full the partitions are paused, not buffered; polling goes on so the
+//!   group membership and rebalances keep working.
+//!
+//! It runs on its own OS thread: librdkafka callbacks may block there without stalling the
+//! async runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use xclog_schema::Record;
+
+use crate::batch::{Admit, Batch, Batcher, DeadLetter, RawRecord};
+use crate::config::ProjectorConfig;
+use crate::metrics::{KindLabel, Metrics, PartitionLabel};
+use crate::sink::{SinkError, SinkRecord, SourcePosition};
+
+/// Loads stored offsets for partitions of the topic (blocking; called on the consumer thread).
+pub(crate) type OffsetLoader =
+    Arc<dyn Fn(&[i32]) -> Result<HashMap<i32, i64>, SinkError> + Send + Sync>;
+/// The sink's pre-write check of a decoded record.
+pub(crate) type RecordCheck = Arc<dyn Fn(&Record) -> Result<(), String> + Send + Sync>;
+
+/// State shared by the consumer thread, its rebalance callback and the writer task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    state: Mutex<SharedState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SharedState {
+    generation: u64,
+    /// A new assignment (partition -> stored offset) for the consumer loop to install.
+    assignment: Option<BTreeMap<i32, Option<i64>>>,
+    assigned_once: bool,
+    in_flight: usize,
+    reseek: bool,
+    writer_done: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        // A poisoned lock means a thread panicked while holding it; the state is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The writer finished (or skipped) one batch.
+    pub(crate) fn batch_done(&self) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// The writer was fenced: the consumer must reload offsets and seek.
+    pub(crate) fn request_reseek(&self) {
+        let mut s = self.lock();
+        s.reseek = true;
+        s.generation += 1;
+    }
+
+    pub(crate) fn writer_done(&self) {
+        let mut s = self.lock();
+        s.writer_done = true;
+        self.changed.notify_all();
+    }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&SharedState) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.lock();
+        while !done(&s) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// librdkafka context: seeks to stored offsets on assignment, drains on revoke.
+pub(crate) struct ProjectorContext {
+    pub(crate) topic: String,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) loader: OffsetLoader,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl ClientContext for ProjectorContext {}
+
+impl ProjectorContext {
+    /// Stored offsets of `partitions`, retrying transient failures until shutdown.
+    fn load(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match (self.loader)(partitions) {
+                Ok(map) => return Some(map),
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot load stored offsets; retrying");
+                    if error.class() == crate::sink::ErrorClass::Fatal
+                        || self.shutdown.is_cancelled()
+                    {
+                        self.shutdown.cancel();
+                        return None;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.backoff_max);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ProjectorContext {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.topic)
+                    .map(|e| e.partition())
+                    .collect();
+                let stored = self.load(&partitions).unwrap_or_default();
+                let mut assignment = BTreeMap::new();
+                for p in &partitions {
+                    let offset = stored.get(p).copied();
+                    let position = offset.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(error) = tpl.set_partition_offset(&self.topic, *p, position) {
+                        tracing::error!(error = %error, partition = p, "cannot set start offset");
+                    }
+                    assignment.insert(*p, offset);
+                }
+                tracing::info!(partitions = ?assignment, "partitions assigned; starting from stored offsets");
+                {
+                    let mut s = self.shared.lock();
+                    s.generation += 1;
+                    s.assignment = Some(assignment);
+                    s.assigned_once = true;
+                    s.reseek = false;
+                }
+                if let Err(error) = base_consumer.assign(tpl) {
+                    tracing::error!(error = %error, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                {
+                    let mut s = self.shared.lock();
+                    s.generation += 1;
+                    s.assignment = Some(BTreeMap::new());
+                }
+                let drained = self
+                    .shared
+                    .wait_until(self.drain_timeout, |s| s.in_flight == 0);
+                tracing::info!(
+                    drained,
+                    "partitions revoked; in-flight batch finished or abandoned"
+                );
+                if let Err(error) = base_consumer.unassign() {
+                    tracing::warn!(error = %error, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                {
+                    let mut s = self.shared.lock();
+                    s.generation += 1;
+                    s.assignment = Some(BTreeMap::new());
+                }
+                let _ = base_consumer.unassign();
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, _base_consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {}
+}
+
+/// Everything the consumer thread needs.
+pub(crate) struct ConsumerLoop {
+    pub(crate) consumer: Arc<BaseConsumer<ProjectorContext>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) queue: mpsc::Sender<Batch>,
+    pub(crate) check: RecordCheck,
+    pub(crate) loader: OffsetLoader,
+    pub(crate) config: ProjectorConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl ConsumerLoop {
+    /// Runs until shutdown; then drops what is pending, waits for the in-flight batch and leaves
+    /// the group.
+    pub(crate) fn run(self) {
+        let ConsumerLoop {
+            consumer,
+            shared,
+            queue,
+            check,
+            loader,
+            config,
+            metrics,
+            shutdown,
+        } = self;
+        let topic = config.topic.clone();
+        let mut batcher = Batcher::new(
+            topic.clone(),
+            config.batch_max_records,
+            config.batch_max_latency,
+        );
+        let mut generation = 0u64;
+        let mut ready: Option<Batch> = None;
+        let mut paused = false;
+        let mut next_lag_check = Instant::now();
+
+        while !shutdown.is_cancelled() {
+            // A rebalance (inside poll) or a fence changed the assignment.
+            let (new_assignment, reseek) = {
+                let mut s = shared.lock();
+                let r = std::mem::take(&mut s.reseek);
+                (s.assignment.take().map(|a| (s.generation, a)), r)
+            };
+            if let Some((g, assignment)) = new_assignment {
+                generation = g;
+                batcher.assign(g, &assignment);
+                ready = None;
+                paused = false;
+            }
+            if reseek {
+                generation =
+                    reseek_all(&consumer, &shared, &loader, &topic, &mut batcher, &shutdown);
+                ready = None;
+                if paused {
+                    resume(&consumer, &topic, &batcher);
+                    paused = false;
+                }
+            }
+
+            // Hand a cut batch to the writer; pause instead of buffering when it is busy.
+            if let Some(batch) = ready.take() {
+                shared.lock().in_flight += 1;
+                match queue.try_send(batch) {
+                    Ok(()) => {
+                        if paused {
+                            resume(&consumer, &topic, &batcher);
+                            paused = false;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(batch)) => {
+                        shared.batch_done();
+                        ready = Some(batch);
+                        if !paused {
+                            pause(&consumer, &topic, &batcher);
+                            paused = true;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        shared.batch_done();
+                        break;
+                    }
+                }
+            }
+            if ready.is_none() && batcher.should_cut(Instant::now()) {
+                ready = batcher.cut();
+                continue;
+            }
+
+            if let Some(result) = consumer.poll(Duration::from_millis(50)) {
+                let message = match result {
+                    Ok(m) => m,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "kafka consumer error");
+                        continue;
+                    }
+                };
+                // The poll may have run a rebalance callback: install it before this record.
+                if shared.generation() != generation {
+                    continue_with_new_assignment(
+                        &shared,
+                        &mut batcher,
+                        &mut generation,
+                        &mut ready,
+                        &mut paused,
+                    );
+                }
+                metrics.records_consumed.inc();
+                let partition = message.partition();
+                let offset = message.offset();
+                if batcher.admit(partition, offset) != Admit::Accept {
+                    continue;
+                }
+                let raw = RawRecord {
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| {
+                                    (
+                                        x.key.to_owned(),
+                                        x.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                };
+                let header_refs: Vec<(&str, &[u8])> = raw
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()))
+                    .collect();
+                let decoded = xclog_schema::decode(
+                    &header_refs,
+                    raw.key.as_deref(),
+                    raw.value.as_deref().unwrap_or(&[]),
+                    &config.limits,
+                );
+                let dead = |kind: &'static str, reason: String| DeadLetter {
+                    raw: raw.clone(),
+                    partition,
+                    offset,
+                    kind,
+                    reason,
+                };
+                match decoded {
+                    Err(error) => {
+                        tracing::warn!(partition, offset, error = %error, "record does not decode; dead-lettering it");
+                        metrics
+                            .dead_lettered
+                            .get_or_create(&KindLabel { kind: "decode" })
+                            .inc();
+                        batcher.push_dead_letter(dead("decode", error.to_string()));
+                    }
+                    Ok(decoded) => match check(&decoded.record) {
+                        Err(reason) => {
+                            tracing::warn!(partition, offset, reason = %reason, "record fails validation; dead-lettering it");
+                            metrics
+                                .dead_lettered
+                                .get_or_create(&KindLabel { kind: "validation" })
+                                .inc();
+                            batcher.push_dead_letter(dead("validation", reason));
+                        }
+                        Ok(()) => batcher.push(
+                            SinkRecord {
+                                record: decoded.record,
+                                source: SourcePosition {
+                                    topic: topic.clone(),
+                                    partition,
+                                    offset,
+                                },
+                            },
+                            raw,
+                        ),
+                    },
+                }
+            }
+
+            if Instant::now() >= next_lag_check {
+                next_lag_check = Instant::now() + Duration::from_secs(2);
+                update_lag(
+                    &consumer,
+                    &topic,
+                    &batcher,
+                    &shared,
+                    &metrics,
+                    config.ready_max_lag,
+                );
+            }
+        }
+
+        // Shutdown: stop fetching, drop what was not handed over, let the writer finish.
+        drop(ready);
+        drop(queue);
+        let drained = shared.wait_until(config.drain_timeout, |s| s.writer_done);
+        tracing::info!(drained, "consumer stopping; leaving the group");
+        metrics.set_ready(false);
+        consumer.unsubscribe();
+        // Dropping the last handle closes the consumer (runs the final revoke on this thread).
+        drop(consumer);
+    }
+}
+
+fn continue_with_new_assignment(
+    shared: &Shared,
+    batcher: &mut Batcher,
+    generation: &mut u64,
+    ready: &mut Option<Batch>,
+    paused: &mut bool,
+) {
+    let mut s = shared.lock();
+    if let Some(a) = s.assignment.take() {
+        *generation = s.generation;
+        batcher.assign(s.generation, &a);
+        *ready = None;
+        *paused = false;
+    }
+}
+
+fn tpl_of(topic: &str, partitions: &[i32]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    tpl
+}
+
+fn pause(consumer: &BaseConsumer<ProjectorContext>, topic: &str, batcher: &Batcher) {
+    if let Err(error) = consumer.pause(&tpl_of(topic, &batcher.partitions())) {
+        tracing::warn!(error = %error, "pause failed");
+    } else {
+        tracing::debug!("writer busy; partitions paused");
+    }
+}
+
+fn resume(consumer: &BaseConsumer<ProjectorContext>, topic: &str, batcher: &Batcher) {
+    if let Err(error) = consumer.resume(&tpl_of(topic, &batcher.partitions())) {
+        tracing::warn!(error = %error, "resume failed");
+    }
+}
+
+/// After a fence: reload stored offsets of every assigned partition and seek to them.
+fn reseek_all(
+    consumer: &BaseConsumer<ProjectorContext>,
+    shared: &Shared,
+    loader: &OffsetLoader,
+    topic: &str,
+    batcher: &mut Batcher,
+    shutdown: &CancellationToken,
+) -> u64 {
+    let partitions = batcher.partitions();
+    let mut backoff = Duration::from_millis(100);
+    let stored = loop {
+        match loader(&partitions) {
+            Ok(m) => break m,
+            Err(error)
+                if !shutdown.is_cancelled() && error.class() != crate::sink::ErrorClass::Fatal =>
+            {
+                tracing::warn!(error = %error, "cannot reload offsets after a fence; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot reload offsets after a fence; stopping");
+                shutdown.cancel();
+                break HashMap::new();
+            }
+        }
+    };
+    let mut assignment = BTreeMap::new();
+    for p in partitions {
+        let offset = stored.get(&p).copied();
+        let position = offset.map_or(Offset::Beginning, Offset::Offset);
+        if let Err(error) = seek(consumer, topic, p, position) {
+            tracing::warn!(error = %error, partition = p, "seek after fence failed");
+        }
+        assignment.insert(p, offset);
+    }
+    tracing::warn!(partitions = ?assignment, "fenced: reloaded stored offsets and sought");
+    let generation = shared.generation();
+    batcher.assign(generation, &assignment);
+    generation
+}
+
+fn seek(
+    consumer: &BaseConsumer<ProjectorContext>,
+    topic: &str,
+    partition: i32,
+    offset: Offset,
+) -> KafkaResult<()> {
+    consumer.seek(topic, partition, offset, Duration::from_secs(5))
+}
+
+fn update_lag(
+    consumer: &BaseConsumer<ProjectorContext>,
+    topic: &str,
+    batcher: &Batcher,
+    shared: &Shared,
+    metrics: &Metrics,
+    ready_max_lag: i64,
+) {
+    let mut ready = shared.lock().assigned_once;
+    for (partition, position) in batcher.read_positions() {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_millis(500)) {
+            Ok((low, high)) => {
+                let lag = (high - position.unwrap_or(low)).max(0);
+                metrics
+                    .partition_lag
+                    .get_or_create(&PartitionLabel { partition })
+                    .set(lag);
+                ready &= lag <= ready_max_lag;
+            }
+            Err(_) => ready = false,
+        }
+    }
+    metrics.set_ready(ready);
+}

@@ -1,0 +1,189 @@
+//! Wiring: `Projector::new(config, sink)` then `run(shutdown)`. The shutdown token is an
+//! argument so tests pass their own; the binary cancels it on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, ProjectorConfig};
+use crate::consumer::{ConsumerLoop, OffsetLoader, ProjectorContext, RecordCheck, Shared};
+use crate::dead_letter::{DeadLetterError, DeadLetterProducer, client_config};
+use crate::metrics::Metrics;
+use crate::sink::{Sink, SinkError};
+use crate::writer::Writer;
+
+/// Why the projector stopped (or could not start).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectorError {
+    /// The configuration cannot work: fix the named field.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Kafka client setup failed: check brokers and Kafka settings.
+    #[error("cannot set up the Kafka consumer; check brokers and Kafka settings")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+    /// The dead-letter topic or producer could not be set up.
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    /// The ops server could not bind its address: pick a free port.
+    #[error("cannot bind the ops server on {addr}; pick a free port")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed in a way retrying cannot fix: check configuration and migrations.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// An internal task panicked (a bug): restart; the store is consistent (offsets are data).
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// A configured projector for one sink.
+#[derive(Debug)]
+pub struct Projector<S> {
+    config: ProjectorConfig,
+    sink: Arc<S>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: Sink> Projector<S> {
+    /// Validates the configuration; connects nothing yet.
+    pub fn new(config: ProjectorConfig, sink: S) -> Result<Self, ProjectorError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            sink: Arc::new(sink),
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The projector's metrics (also served on `/metrics`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Consumes and materializes until `shutdown` is cancelled (or a fatal error), then stops
+    /// fetching, finishes or abandons the in-flight batch, and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        let Projector {
+            config,
+            sink,
+            metrics,
+        } = self;
+        // A child token: a fatal error stops this projector without cancelling the caller's.
+        let stop = shutdown.child_token();
+
+        let mut http_task = None;
+        if let Some(addr) = config.http_addr {
+            let (local, serve) = crate::http::bind(addr, metrics.clone(), stop.clone())
+                .await
+                .map_err(|source| ProjectorError::Http { addr, source })?;
+            tracing::info!(addr = %local, "ops server listening (/healthz, /readyz, /metrics)");
+            http_task = Some(tokio::spawn(serve));
+        }
+
+        let shared = Arc::new(Shared::default());
+        let handle = tokio::runtime::Handle::current();
+        let loader: OffsetLoader = {
+            let sink = sink.clone();
+            let topic = config.topic.clone();
+            Arc::new(move |partitions: &[i32]| {
+                handle.block_on(sink.load_offsets(&topic, partitions))
+            })
+        };
+        let check: RecordCheck = {
+            let sink = sink.clone();
+            Arc::new(move |record| sink.check(record))
+        };
+        let context = ProjectorContext {
+            topic: config.topic.clone(),
+            shared: shared.clone(),
+            loader: loader.clone(),
+            drain_timeout: config.drain_timeout,
+            backoff_max: config.retry_backoff_max,
+            shutdown: stop.clone(),
+        };
+        let consumer: BaseConsumer<ProjectorContext> = client_config(&config)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "roundrobin")
+            .set(
+                "queued.max.messages.kbytes",
+                config.fetch_buffer_kbytes.to_string(),
+            )
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(context)
+            .map_err(ProjectorError::Kafka)?;
+        let consumer = Arc::new(consumer);
+
+        let partitions = consumer
+            .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == config.topic)
+                    .map(|t| t.partitions().len() as i32)
+            })
+            .unwrap_or(1);
+        DeadLetterProducer::ensure_topic(&config, partitions).await?;
+        let dead_letters = DeadLetterProducer::new(&config)?;
+
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(ProjectorError::Kafka)?;
+        tracing::info!(topic = %config.topic, group = %config.group_id, sink = sink.name(), "projector started");
+
+        let (tx, rx) = mpsc::channel(config.max_queued_batches);
+        let writer = Writer {
+            sink: sink.clone(),
+            shared: shared.clone(),
+            dead_letters,
+            consumer: Some(consumer.clone()),
+            metrics: metrics.clone(),
+            backoff_initial: config.retry_backoff_initial,
+            backoff_max: config.retry_backoff_max,
+            shutdown: stop.clone(),
+        };
+        let writer_task = tokio::spawn(writer.run(rx));
+        let consumer_loop = ConsumerLoop {
+            consumer,
+            shared,
+            queue: tx,
+            check,
+            loader,
+            config,
+            metrics,
+            shutdown: stop.clone(),
+        };
+        let consumer_thread = std::thread::Builder::new()
+            .name("xclog-consumer".into())
+            .spawn(move || consumer_loop.run())
+            .map_err(|e| ProjectorError::Task(format!("cannot spawn the consumer thread: {e}")))?;
+
+        let written = writer_task
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?;
+        // The writer ends when the consumer closes the queue; make sure the consumer is gone.
+        stop.cancel();
+        tokio::task::spawn_blocking(move || consumer_thread.join())
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?
+            .map_err(|_| ProjectorError::Task("consumer thread panicked".into()))?;
+        if let Some(task) = http_task {
+            let _ = task.await;
+        }
+        tracing::info!("projector stopped");
+        written.map_err(ProjectorError::from)
+    }
+}

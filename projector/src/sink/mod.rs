@@ -1,0 +1,182 @@
+//! Sinks: where decoded records are materialized (PostgreSQL today, MongoDB next).
+//!
+//! A [`Sink`] receives a [`WriteBatch`]: decoded records in log order plus, for every
+//! partition the batch covers, the offset the batch started from and the next offset after it.
+//! The invariant every implementation keeps:
+//!
+//! * **Atomic progress.** The rows of a batch and the new offsets of its partitions become
+//!   visible together (one transaction), or neither does.
+//! * **Fencing.** The offset of a partition advances only if the stored offset still equals
+//!   [`OffsetAdvance::expected`]; otherwise nothing of the batch is kept and the write fails with
+//!   [`ErrorClass::Fenced`]. A worker that lost a partition without noticing can never commit it.
+//! * **Idempotence.** Writing a record twice (replay after a crash) changes nothing: events are
+//!   keyed by id, snapshots only move forward.
+//!
+//! Everything else (consuming, batching, dead letters, retries, shutdown, metrics) lives in the
+//! target-independent pipeline and only sees the sink through this trait and [`SinkError::class`].
+
+pub mod postgres;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use xclog_schema::Record;
+
+/// Where a record came from in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Topic the record was read from.
+    pub topic: String,
+    /// Partition of the topic.
+    pub partition: i32,
+    /// Offset of the record in its partition.
+    pub offset: i64,
+}
+
+/// One decoded record and its position in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkRecord {
+    /// The decoded event or snapshot.
+    pub record: Record,
+    /// Its position in the log.
+    pub source: SourcePosition,
+}
+
+/// How far a batch moves one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAdvance {
+    /// The partition.
+    pub partition: i32,
+    /// The stored next offset this batch started from (`None`: nothing stored yet).
+    pub expected: Option<i64>,
+    /// The next offset to read after this batch (last offset covered + 1).
+    pub next: i64,
+}
+
+/// A batch to write: records in log order (per partition) and the offsets it advances.
+///
+/// `offsets` may name partitions with no record in `records` (every record of that range was
+/// dead-lettered or skipped): the offset still advances, in the same transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    /// The topic every record and offset belongs to.
+    pub topic: String,
+    /// The records, in log order within each partition.
+    pub records: Vec<SinkRecord>,
+    /// One entry per partition the batch covers.
+    pub offsets: Vec<OffsetAdvance>,
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Event rows inserted (replayed events already present are not counted).
+    pub events_inserted: u64,
+    /// Snapshot rows inserted or moved forward.
+    pub snapshots_applied: u64,
+}
+
+/// What the pipeline does about a failed write. Decided in one place per sink
+/// ([`SinkError::class`]); the retry loop, the metrics and the tests all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The store is unavailable or the transaction lost a race (connection lost, restart,
+    /// serialization failure, deadlock): retry the same batch after a backoff, never skip it.
+    Transient,
+    /// The store refuses the *content* of a record in the batch: isolate the record (split the
+    /// batch) and send it to the dead-letter topic; the stream goes on.
+    Rejected,
+    /// The stored offset of a partition is not the one the batch started from (another worker
+    /// owns it now): drop the batch, reload offsets, seek.
+    Fenced,
+    /// Configuration or schema problem that retrying cannot fix: stop the projector.
+    Fatal,
+}
+
+/// A failed sink operation, with its class decided by the sink's classifier.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// See [`ErrorClass::Transient`]: retry the same batch after a backoff.
+    #[error("store temporarily unavailable ({context}); retry the batch")]
+    Transient {
+        /// What was being done.
+        context: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// See [`ErrorClass::Rejected`]: dead-letter the offending record.
+    #[error("store rejected a record's content ({context}): {reason}")]
+    Rejected {
+        /// What was being done.
+        context: &'static str,
+        /// Why, in the store's words (goes into the dead-letter headers).
+        reason: String,
+    },
+    /// See [`ErrorClass::Fenced`]: reload offsets and seek.
+    #[error(
+        "partition {partition} is fenced: stored offset is {stored:?}, batch started from {expected:?}; reload offsets and seek"
+    )]
+    Fenced {
+        /// The partition whose stored offset moved.
+        partition: i32,
+        /// What the batch expected.
+        expected: Option<i64>,
+        /// What is stored.
+        stored: Option<i64>,
+    },
+    /// See [`ErrorClass::Fatal`]: stop and fix the configuration or schema.
+    #[error("store error that retrying cannot fix ({context}); check configuration and migrations")]
+    Fatal {
+        /// What was being done.
+        context: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SinkError {
+    /// The pipeline's next move for this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Transient { .. } => ErrorClass::Transient,
+            SinkError::Rejected { .. } => ErrorClass::Rejected,
+            SinkError::Fenced { .. } => ErrorClass::Fenced,
+            SinkError::Fatal { .. } => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// A materialization target.
+///
+/// Implementations are cheap to share (`Clone` of a pool handle) and safe to call from several
+/// tasks; the pipeline never calls `write` twice at once for the same partition.
+pub trait Sink: Send + Sync + 'static {
+    /// Name of the target for logs and metrics (`"postgres"`, `"mongodb"`).
+    fn name(&self) -> &'static str;
+
+    /// Stored next offsets of `partitions` of `topic` for this sink's projection. Partitions
+    /// with nothing stored are absent from the map.
+    fn load_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> impl Future<Output = Result<HashMap<i32, i64>, SinkError>> + Send;
+
+    /// Writes the batch's records and advances its offsets atomically (or idempotently), with
+    /// the fencing check described in the module docs.
+    fn write(
+        &self,
+        batch: &WriteBatch,
+    ) -> impl Future<Output = Result<WriteOutcome, SinkError>> + Send;
+
+    /// Checks a decoded record against what the store can hold, before any write. A record
+    /// that fails goes to the dead-letter topic with the returned reason. The default accepts all.
+    fn check(&self, record: &Record) -> Result<(), String> {
+        let _ = record;
+        Ok(())
+    }
+}

@@ -1,0 +1,497 @@
+//! The PostgreSQL sink: Schema A tables plus what a log adds (see `migrations/`).
+//!
+//! One batch is one transaction, in this order (every lock taken in a fixed order, so two
+//! workers never deadlock, and a deadlock PostgreSQL still reports is retried):
+//!
+//! 1. advance the offset of each partition, conditional on the offset the batch started from
+//!    (fencing; sorted by partition);
+//! 2. lock the `fsm_causality_lock` rows of every event id inserted and every parent named
+//!    (sorted by id): a parent and its child written by two workers at once are serialized;
+//! 3. insert events (`ON CONFLICT (id) DO NOTHING`) and fold the new ones into `fsm_instances`;
+//! 4. insert causality edges, then recompute `caused` of every affected parent from the edges;
+//! 5. upsert snapshots that are newer than the stored one, and their status into `fsm_instances`.
+//!
+//! All writes are bulk statements over UNNEST-ed arrays, never row by row.
+
+pub(crate) mod rows;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use xclog_schema::Record;
+
+use crate::config::Secret;
+use crate::sink::{Sink, SinkError, WriteBatch, WriteOutcome};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Settings of the PostgreSQL sink.
+#[derive(Debug, Clone)]
+pub struct PgSinkConfig {
+    /// Connection URL (`postgres://user:password@host/db`); redacted in `Debug`.
+    pub database_url: Secret,
+    /// Name of this projection: offsets are stored per projection, so two projections of one
+    /// topic into one database (for example a rebuild) do not share a position.
+    pub projection: String,
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a connection before the attempt counts as a transient failure.
+    pub acquire_timeout: Duration,
+}
+
+/// Writes batches into PostgreSQL. Cheap to clone (shares the pool).
+#[derive(Debug, Clone)]
+pub struct PgSink {
+    pool: PgPool,
+    projection: String,
+}
+
+impl PgSink {
+    /// Creates the pool lazily (no connection yet, so a database that is down at start is
+    /// retried like any transient failure).
+    pub fn connect_lazy(config: &PgSinkConfig) -> Result<Self, SinkError> {
+        let options: PgConnectOptions =
+            config
+                .database_url
+                .expose()
+                .parse()
+                .map_err(|e| SinkError::Fatal {
+                    context: "parsing the database URL",
+                    source: Box::new(e),
+                })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            projection: config.projection.clone(),
+        })
+    }
+
+    /// Wraps an existing pool (tests, tools).
+    pub fn from_pool(pool: PgPool, projection: impl Into<String>) -> Self {
+        Self {
+            pool,
+            projection: projection.into(),
+        }
+    }
+
+    /// The pool, for readers that share it.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations (idempotent; concurrent callers are serialized by sqlx's lock).
+    pub async fn migrate(&self) -> Result<(), SinkError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => classify(inner, "running migrations"),
+            other => SinkError::Fatal {
+                context: "running migrations",
+                source: Box::new(other),
+            },
+        })
+    }
+
+    async fn write_tx(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        batch: &WriteBatch,
+    ) -> Result<WriteOutcome, SinkError> {
+        let ctx = "writing a batch";
+        let err = |e| classify(e, ctx);
+
+        // 1. Fencing: advance offsets only from the offset the batch started from.
+        let mut offsets = batch.offsets.clone();
+        offsets.sort_by_key(|o| o.partition);
+        for o in &offsets {
+            let done = match o.expected {
+                Some(expected) => sqlx::query(
+                    "UPDATE xclog_offsets SET next_offset = $4, updated_at = now() \
+                     WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
+                )
+                .bind(&self.projection)
+                .bind(&batch.topic)
+                .bind(o.partition)
+                .bind(o.next)
+                .bind(expected)
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?,
+                None => sqlx::query(
+                    "INSERT INTO xclog_offsets (projection, topic, partition, next_offset) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(&self.projection)
+                .bind(&batch.topic)
+                .bind(o.partition)
+                .bind(o.next)
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?,
+            };
+            if done.rows_affected() != 1 {
+                let stored: Option<i64> = sqlx::query_scalar(
+                    "SELECT next_offset FROM xclog_offsets \
+                     WHERE projection = $1 AND topic = $2 AND partition = $3",
+                )
+                .bind(&self.projection)
+                .bind(&batch.topic)
+                .bind(o.partition)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(err)?;
+                return Err(SinkError::Fenced {
+                    partition: o.partition,
+                    expected: o.expected,
+                    stored,
+                });
+            }
+        }
+
+        let (events, snapshots) = rows::columns(&batch.records);
+        let mut outcome = WriteOutcome::default();
+
+        if events.len() > 0 {
+            // 2. Causality locks, in id order.
+            let lock_ids = events.causality_ids();
+            sqlx::query(
+                "INSERT INTO fsm_causality_lock (event_id) \
+                 SELECT x FROM unnest($1::text[]) AS x ORDER BY x ON CONFLICT DO NOTHING",
+            )
+            .bind(&lock_ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            sqlx::query(
+                "SELECT event_id FROM fsm_causality_lock WHERE event_id = ANY($1) \
+                 ORDER BY event_id FOR UPDATE",
+            )
+            .bind(&lock_ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+
+            // 3. Events, and the instance view from the rows actually inserted.
+            let inserted: i64 = sqlx::query_scalar(INSERT_EVENTS)
+                .bind(&events.id)
+                .bind(&events.instance_id)
+                .bind(&events.machine_name)
+                .bind(&events.component_name)
+                .bind(&events.event_type)
+                .bind(&events.event_payload)
+                .bind(&events.state_before)
+                .bind(&events.state_after)
+                .bind(&events.persisted_at)
+                .bind(&events.caused_by)
+                .bind(&events.source_component_name)
+                .bind(&events.target_component_name)
+                .bind(&events.sequence)
+                .bind(&events.event_timestamp)
+                .bind(&events.event_extra)
+                .bind(&events.public_member_snapshot)
+                .bind(&events.source_topic)
+                .bind(&events.source_partition)
+                .bind(&events.source_offset)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(err)?;
+            outcome.events_inserted = u64::try_from(inserted).unwrap_or(0);
+
+            // 4. Edges (idempotent), then `caused` of every affected parent, derived from them.
+            sqlx::query(
+                "INSERT INTO fsm_causality (parent_id, child_id, child_persisted_at) \
+                 SELECT DISTINCT p, u.id, u.pa \
+                 FROM unnest($1::text[], $2::jsonb[], $3::bigint[]) AS u(id, cb, pa) \
+                 CROSS JOIN LATERAL jsonb_array_elements_text(u.cb) AS p \
+                 ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+            )
+            .bind(&events.id)
+            .bind(&events.caused_by)
+            .bind(&events.persisted_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            sqlx::query(
+                "UPDATE fsm_events e SET caused = c.children \
+                 FROM (SELECT parent_id, \
+                              array_agg(child_id ORDER BY child_persisted_at, child_id) AS children \
+                       FROM fsm_causality WHERE parent_id = ANY($1) GROUP BY parent_id) c \
+                 WHERE e.id = c.parent_id AND e.caused IS DISTINCT FROM c.children",
+            )
+            .bind(&lock_ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+        }
+
+        if snapshots.len() > 0 {
+            // 5. Snapshots: only newer ones move the stored row.
+            let applied: i64 = sqlx::query_scalar(UPSERT_SNAPSHOTS)
+                .bind(&snapshots.instance_id)
+                .bind(&snapshots.machine_name)
+                .bind(&snapshots.current_state)
+                .bind(&snapshots.status)
+                .bind(&snapshots.context)
+                .bind(&snapshots.public_member)
+                .bind(&snapshots.snapshot_at)
+                .bind(&snapshots.last_event_id)
+                .bind(&snapshots.pending_timeouts)
+                .bind(&snapshots.sequence)
+                .bind(&snapshots.internal_member)
+                .bind(&snapshots.is_entry_point)
+                .bind(&snapshots.parent_instance_id)
+                .bind(&snapshots.parent_machine_name)
+                .bind(&snapshots.instance_created_at)
+                .bind(&snapshots.instance_updated_at)
+                .bind(&snapshots.source_topic)
+                .bind(&snapshots.source_partition)
+                .bind(&snapshots.source_offset)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(err)?;
+            outcome.snapshots_applied = u64::try_from(applied).unwrap_or(0);
+        }
+        Ok(outcome)
+    }
+}
+
+const INSERT_EVENTS: &str = r#"
+WITH ins AS (
+    INSERT INTO fsm_events (id, instance_id, machine_name, component_name, event_type, event_payload,
+        state_before, state_after, persisted_at, caused_by, caused, source_component_name,
+        target_component_name, sequence, event_timestamp, event_extra, public_member_snapshot,
+        source_topic, source_partition, source_offset)
+    SELECT u.id, u.instance_id, u.machine_name, u.component_name, u.event_type, u.event_payload,
+        u.state_before, u.state_after, u.persisted_at,
+        ARRAY(SELECT jsonb_array_elements_text(u.caused_by)), '{}'::text[],
+        u.source_component_name, u.target_component_name, u.sequence, u.event_timestamp,
+        u.event_extra, u.public_member_snapshot, u.source_topic, u.source_partition, u.source_offset
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+                $7::text[], $8::text[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[],
+                $13::bigint[], $14::bigint[], $15::jsonb[], $16::jsonb[], $17::text[],
+                $18::integer[], $19::bigint[])
+        AS u(id, instance_id, machine_name, component_name, event_type, event_payload,
+             state_before, state_after, persisted_at, caused_by, source_component_name,
+             target_component_name, sequence, event_timestamp, event_extra,
+             public_member_snapshot, source_topic, source_partition, source_offset)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, instance_id, machine_name, component_name, state_after, persisted_at, source_offset
+), agg AS (
+    SELECT instance_id,
+           (array_agg(machine_name ORDER BY source_offset DESC))[1] AS machine_name,
+           (array_agg(component_name ORDER BY source_offset DESC))[1] AS component_name,
+           (array_agg(state_after ORDER BY source_offset DESC))[1] AS current_state,
+           count(*) AS n, min(persisted_at) AS first_at, max(persisted_at) AS last_at,
+           (array_agg(id ORDER BY source_offset DESC))[1] AS last_id,
+           max(source_offset) AS last_offset
+    FROM ins GROUP BY instance_id
+), inst AS (
+    INSERT INTO fsm_instances AS f (instance_id, machine_name, component_name, current_state,
+        event_count, first_event_at, last_event_at, last_event_id, last_event_offset)
+    SELECT instance_id, machine_name, component_name, current_state, n, first_at, last_at,
+           last_id, last_offset
+    FROM agg ORDER BY instance_id
+    ON CONFLICT (instance_id) DO UPDATE SET
+        event_count = f.event_count + EXCLUDED.event_count,
+        first_event_at = LEAST(f.first_event_at, EXCLUDED.first_event_at),
+        last_event_at = GREATEST(f.last_event_at, EXCLUDED.last_event_at),
+        machine_name = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
+                            THEN EXCLUDED.machine_name ELSE f.machine_name END,
+        component_name = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
+                              THEN EXCLUDED.component_name ELSE f.component_name END,
+        current_state = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
+                             THEN EXCLUDED.current_state ELSE f.current_state END,
+        last_event_id = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
+                             THEN EXCLUDED.last_event_id ELSE f.last_event_id END,
+        last_event_offset = GREATEST(f.last_event_offset, EXCLUDED.last_event_offset)
+    RETURNING 1
+)
+SELECT count(*) FROM ins
+"#;
+
+const UPSERT_SNAPSHOTS: &str = r#"
+WITH up AS (
+    INSERT INTO fsm_snapshots AS s (instance_id, machine_name, current_state, status, context,
+        public_member, snapshot_at, last_event_id, pending_timeouts, sequence, internal_member,
+        is_entry_point, parent_instance_id, parent_machine_name, instance_created_at,
+        instance_updated_at, source_topic, source_partition, source_offset)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+                         $7::bigint[], $8::text[], $9::jsonb[], $10::bigint[], $11::jsonb[],
+                         $12::boolean[], $13::text[], $14::text[], $15::bigint[], $16::bigint[],
+                         $17::text[], $18::integer[], $19::bigint[])
+    ON CONFLICT (instance_id) DO UPDATE SET
+        machine_name = EXCLUDED.machine_name, current_state = EXCLUDED.current_state,
+        status = EXCLUDED.status, context = EXCLUDED.context,
+        public_member = EXCLUDED.public_member, snapshot_at = EXCLUDED.snapshot_at,
+        last_event_id = EXCLUDED.last_event_id, pending_timeouts = EXCLUDED.pending_timeouts,
+        sequence = EXCLUDED.sequence, internal_member = EXCLUDED.internal_member,
+        is_entry_point = EXCLUDED.is_entry_point,
+        parent_instance_id = EXCLUDED.parent_instance_id,
+        parent_machine_name = EXCLUDED.parent_machine_name,
+        instance_created_at = EXCLUDED.instance_created_at,
+        instance_updated_at = EXCLUDED.instance_updated_at,
+        source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
+        source_offset = EXCLUDED.source_offset, updated_at = CURRENT_TIMESTAMP
+    WHERE (EXCLUDED.sequence IS NOT NULL AND s.sequence IS NOT NULL AND EXCLUDED.sequence > s.sequence)
+       OR ((EXCLUDED.sequence IS NULL OR s.sequence IS NULL)
+           AND (EXCLUDED.snapshot_at, EXCLUDED.source_offset) > (s.snapshot_at, COALESCE(s.source_offset, -1)))
+    RETURNING instance_id, machine_name, current_state, status
+), inst AS (
+    INSERT INTO fsm_instances AS f (instance_id, machine_name, component_name, current_state, status)
+    SELECT instance_id, machine_name, '', current_state, status FROM up ORDER BY instance_id
+    ON CONFLICT (instance_id) DO UPDATE SET status = EXCLUDED.status
+    RETURNING 1
+)
+SELECT count(*) FROM up
+"#;
+
+impl Sink for PgSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn load_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, SinkError> {
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT partition, next_offset FROM xclog_offsets \
+             WHERE projection = $1 AND topic = $2 AND partition = ANY($3)",
+        )
+        .bind(&self.projection)
+        .bind(topic)
+        .bind(partitions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(e, "loading stored offsets"))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| classify(e, "starting a transaction"))?;
+        // Dropping `tx` on error rolls the whole batch back, offsets included.
+        let outcome = self.write_tx(&mut tx, batch).await?;
+        tx.commit()
+            .await
+            .map_err(|e| classify(e, "committing a batch"))?;
+        Ok(outcome)
+    }
+
+    fn check(&self, record: &Record) -> Result<(), String> {
+        rows::check(record)
+    }
+}
+
+/// The one place that decides what a PostgreSQL error means for the pipeline.
+///
+/// * connection-level failures, shutdowns, serialization failures, deadlocks, lock and
+///   resource exhaustion: [`SinkError::Transient`] (retry the same batch);
+/// * data exceptions (class 22) and integrity violations (class 23): the content of a record
+///   is refused, [`SinkError::Rejected`] (isolate and dead-letter it);
+/// * everything else (undefined table or column, permissions, bad configuration):
+///   [`SinkError::Fatal`].
+pub fn classify(error: sqlx::Error, context: &'static str) -> SinkError {
+    match &error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match sqlstate_class(&code) {
+                SqlStateClass::Transient => SinkError::Transient {
+                    context,
+                    source: Box::new(error),
+                },
+                SqlStateClass::Content => SinkError::Rejected {
+                    context,
+                    reason: format!("SQLSTATE {code}: {}", db.message()),
+                },
+                SqlStateClass::Fatal => SinkError::Fatal {
+                    context,
+                    source: Box::new(error),
+                },
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => SinkError::Transient {
+            context,
+            source: Box::new(error),
+        },
+        _ => SinkError::Fatal {
+            context,
+            source: Box::new(error),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SqlStateClass {
+    Transient,
+    Content,
+    Fatal,
+}
+
+fn sqlstate_class(code: &str) -> SqlStateClass {
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available, query_canceled
+        "40001" | "40P01" | "55P03" | "57014" => SqlStateClass::Transient,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, database_dropped(no: fatal)
+        "57P01" | "57P02" | "57P03" => SqlStateClass::Transient,
+        _ => match code.get(..2) {
+            // connection exceptions, insufficient resources, system errors, transaction rollback
+            Some("08") | Some("53") | Some("58") | Some("40") => SqlStateClass::Transient,
+            Some("22") | Some("23") => SqlStateClass::Content,
+            _ => SqlStateClass::Fatal,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_by_what_the_pipeline_must_do() {
+        for code in [
+            "40001", "40P01", "08006", "08003", "57P01", "57P03", "53300", "55P03",
+        ] {
+            assert_eq!(sqlstate_class(code), SqlStateClass::Transient, "{code}");
+        }
+        for code in ["22P02", "22021", "23502", "23514", "22003"] {
+            assert_eq!(sqlstate_class(code), SqlStateClass::Content, "{code}");
+        }
+        for code in ["42P01", "42703", "42501", "3D000", ""] {
+            assert_eq!(sqlstate_class(code), SqlStateClass::Fatal, "{code}");
+        }
+    }
+
+    #[test]
+    fn io_errors_and_pool_timeouts_are_transient() {
+        let io = sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        assert_eq!(
+            classify(io, "t").class(),
+            crate::sink::ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(sqlx::Error::PoolTimedOut, "t").class(),
+            crate::sink::ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(sqlx::Error::RowNotFound, "t").class(),
+            crate::sink::ErrorClass::Fatal
+        );
+    }
+}

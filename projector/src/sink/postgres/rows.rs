@@ -1,0 +1,441 @@
+//! Pure mapping from decoded records to the column arrays the bulk statements UNNEST.
+//!
+//! Invariant: one array element per row, all arrays of a struct the same length, in batch
+//! order; nothing here touches the database, so it is tested with plain and property tests.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use xclog_schema::{InstanceSnapshot, PersistedEvent, Record};
+
+use crate::sink::SinkRecord;
+
+/// Column arrays of `fsm_events` rows.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct EventColumns {
+    pub id: Vec<String>,
+    pub instance_id: Vec<String>,
+    pub machine_name: Vec<String>,
+    pub component_name: Vec<String>,
+    pub event_type: Vec<String>,
+    pub event_payload: Vec<Value>,
+    pub state_before: Vec<String>,
+    pub state_after: Vec<String>,
+    pub persisted_at: Vec<i64>,
+    /// `caused_by` of each row as a JSON array (UNNEST cannot take ragged 2-D arrays).
+    pub caused_by: Vec<Value>,
+    pub source_component_name: Vec<Option<String>>,
+    pub target_component_name: Vec<Option<String>>,
+    pub sequence: Vec<Option<i64>>,
+    pub event_timestamp: Vec<Option<i64>>,
+    pub event_extra: Vec<Option<Value>>,
+    pub public_member_snapshot: Vec<Option<Value>>,
+    pub source_topic: Vec<String>,
+    pub source_partition: Vec<i32>,
+    pub source_offset: Vec<i64>,
+}
+
+impl EventColumns {
+    pub(crate) fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    fn push(&mut self, e: &PersistedEvent, r: &SinkRecord) {
+        self.id.push(e.id.clone());
+        self.instance_id.push(e.instance_id.clone());
+        self.machine_name.push(e.machine_name.clone());
+        self.component_name.push(e.component_name.clone());
+        self.event_type.push(e.event.event_type.clone());
+        self.event_payload.push(e.event.payload.clone());
+        self.state_before.push(e.state_before.clone());
+        self.state_after.push(e.state_after.clone());
+        self.persisted_at.push(e.persisted_at);
+        self.caused_by.push(Value::Array(
+            e.caused_by.iter().cloned().map(Value::String).collect(),
+        ));
+        self.source_component_name
+            .push(e.source_component_name.clone());
+        self.target_component_name
+            .push(e.target_component_name.clone());
+        self.sequence
+            .push(e.sequence.and_then(|s| i64::try_from(s).ok()));
+        self.event_timestamp.push(e.event.timestamp);
+        self.event_extra.push(if e.event.extra.is_empty() {
+            None
+        } else {
+            Some(Value::Object(e.event.extra.clone()))
+        });
+        self.public_member_snapshot
+            .push(e.public_member_snapshot.clone());
+        self.source_topic.push(r.source.topic.clone());
+        self.source_partition.push(r.source.partition);
+        self.source_offset.push(r.source.offset);
+    }
+
+    /// Every id this batch inserts plus every parent it names: the ids whose causality rows it
+    /// must lock, sorted and deduplicated (lock order prevents deadlocks).
+    pub(crate) fn causality_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.id.clone();
+        for parents in &self.caused_by {
+            if let Value::Array(items) = parents {
+                ids.extend(items.iter().filter_map(|p| p.as_str().map(str::to_owned)));
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Column arrays of `fsm_snapshots` rows.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct SnapshotColumns {
+    pub instance_id: Vec<String>,
+    pub machine_name: Vec<String>,
+    pub current_state: Vec<String>,
+    pub status: Vec<String>,
+    pub context: Vec<Value>,
+    pub public_member: Vec<Option<Value>>,
+    pub snapshot_at: Vec<i64>,
+    pub last_event_id: Vec<String>,
+    pub pending_timeouts: Vec<Option<Value>>,
+    pub sequence: Vec<Option<i64>>,
+    pub internal_member: Vec<Option<Value>>,
+    pub is_entry_point: Vec<Option<bool>>,
+    pub parent_instance_id: Vec<Option<String>>,
+    pub parent_machine_name: Vec<Option<String>>,
+    pub instance_created_at: Vec<i64>,
+    pub instance_updated_at: Vec<i64>,
+    pub source_topic: Vec<String>,
+    pub source_partition: Vec<i32>,
+    pub source_offset: Vec<i64>,
+}
+
+impl SnapshotColumns {
+    pub(crate) fn len(&self) -> usize {
+        self.instance_id.len()
+    }
+
+    fn push(&mut self, s: &InstanceSnapshot, r: &SinkRecord) {
+        let i = &s.instance;
+        self.instance_id.push(i.id.clone());
+        self.machine_name.push(i.machine_name.clone());
+        self.current_state.push(i.current_state.clone());
+        self.status.push(i.status.as_str().to_owned());
+        self.context.push(i.context.clone());
+        self.public_member.push(i.public_member.clone());
+        self.snapshot_at.push(s.snapshot_at);
+        self.last_event_id.push(s.last_event_id.clone());
+        self.pending_timeouts.push(
+            s.pending_timeouts
+                .as_ref()
+                .map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
+        );
+        self.sequence
+            .push(s.sequence.and_then(|q| i64::try_from(q).ok()));
+        self.internal_member.push(i.internal_member.clone());
+        self.is_entry_point.push(i.is_entry_point);
+        self.parent_instance_id.push(i.parent_instance_id.clone());
+        self.parent_machine_name.push(i.parent_machine_name.clone());
+        self.instance_created_at.push(i.created_at);
+        self.instance_updated_at.push(i.updated_at);
+        self.source_topic.push(r.source.topic.clone());
+        self.source_partition.push(r.source.partition);
+        self.source_offset.push(r.source.offset);
+    }
+}
+
+/// Whether snapshot `a` is newer than `b` of the same instance: by sequence when both have
+/// one, else by `snapshot_at`, ties broken by log offset (later record wins). The SQL upsert
+/// applies the same rule against the stored row.
+pub(crate) fn snapshot_is_newer(a: (&InstanceSnapshot, i64), b: (&InstanceSnapshot, i64)) -> bool {
+    match (a.0.sequence, b.0.sequence) {
+        (Some(x), Some(y)) => x > y,
+        _ => (a.0.snapshot_at, a.1) > (b.0.snapshot_at, b.1),
+    }
+}
+
+/// Splits a batch into event rows and snapshot rows. Snapshots are reduced to the newest per
+/// instance (an upsert cannot touch one row twice in a statement).
+pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns, SnapshotColumns) {
+    let mut events = EventColumns::default();
+    let mut newest: HashMap<&str, (&InstanceSnapshot, &SinkRecord)> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in records {
+        match &r.record {
+            // The same event id twice in one batch (a producer retry): the first copy wins,
+            // as it would across batches.
+            Record::Event(e) => {
+                if seen.insert(e.id.as_str()) {
+                    events.push(e, r);
+                }
+            }
+            Record::Snapshot(s) => match newest.get(s.instance.id.as_str()) {
+                Some((old, old_r)) => {
+                    if snapshot_is_newer((s, r.source.offset), (old, old_r.source.offset)) {
+                        newest.insert(s.instance.id.as_str(), (s, r));
+                    }
+                }
+                None => {
+                    order.push(s.instance.id.as_str());
+                    newest.insert(s.instance.id.as_str(), (s, r));
+                }
+            },
+        }
+    }
+    // Sorted by instance id: row locks in a fixed order.
+    order.sort_unstable();
+    let mut snapshots = SnapshotColumns::default();
+    for id in order {
+        let (s, r) = newest[id];
+        snapshots.push(s, r);
+    }
+    (events, snapshots)
+}
+
+/// Why PostgreSQL would refuse this record's content, checked before writing so that common
+/// poison records never cost a failed batch: NUL characters (TEXT and JSONB reject them) and
+/// sequences beyond BIGINT.
+pub(crate) fn check(record: &Record) -> Result<(), String> {
+    fn text(field: &str, s: &str) -> Result<(), String> {
+        if s.contains('\0') {
+            Err(format!(
+                "{field} contains a NUL character, which PostgreSQL text cannot hold"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    fn json(field: &str, v: &Value) -> Result<(), String> {
+        match v {
+            Value::String(s) => text(field, s),
+            Value::Array(items) => items.iter().try_for_each(|x| json(field, x)),
+            Value::Object(map) => map.iter().try_for_each(|(k, x)| {
+                text(field, k)?;
+                json(field, x)
+            }),
+            _ => Ok(()),
+        }
+    }
+    fn seq(s: Option<u64>) -> Result<(), String> {
+        match s {
+            Some(s) if i64::try_from(s).is_err() => Err(format!(
+                "sequence {s} exceeds the BIGINT range of PostgreSQL"
+            )),
+            _ => Ok(()),
+        }
+    }
+    match record {
+        Record::Event(e) => {
+            if e.id.is_empty() {
+                return Err("event id is empty".to_owned());
+            }
+            for (f, s) in [
+                ("id", &e.id),
+                ("instanceId", &e.instance_id),
+                ("machineName", &e.machine_name),
+                ("componentName", &e.component_name),
+                ("event.type", &e.event.event_type),
+                ("stateBefore", &e.state_before),
+                ("stateAfter", &e.state_after),
+            ] {
+                text(f, s)?;
+            }
+            for p in &e.caused_by {
+                text("causedBy", p)?;
+            }
+            for (f, s) in [
+                ("sourceComponentName", &e.source_component_name),
+                ("targetComponentName", &e.target_component_name),
+            ] {
+                if let Some(s) = s {
+                    text(f, s)?;
+                }
+            }
+            json("event.payload", &e.event.payload)?;
+            for (k, v) in &e.event.extra {
+                text("event", k)?;
+                json("event", v)?;
+            }
+            if let Some(v) = &e.public_member_snapshot {
+                json("publicMemberSnapshot", v)?;
+            }
+            seq(e.sequence)
+        }
+        Record::Snapshot(s) => {
+            let i = &s.instance;
+            if i.id.is_empty() {
+                return Err("snapshot instance.id is empty".to_owned());
+            }
+            for (f, v) in [
+                ("instance.id", &i.id),
+                ("instance.machineName", &i.machine_name),
+                ("instance.currentState", &i.current_state),
+                ("lastEventId", &s.last_event_id),
+            ] {
+                text(f, v)?;
+            }
+            json("instance.context", &i.context)?;
+            for (f, v) in [
+                ("instance.publicMember", &i.public_member),
+                ("instance.internalMember", &i.internal_member),
+            ] {
+                if let Some(v) = v {
+                    json(f, v)?;
+                }
+            }
+            for (f, v) in [
+                ("instance.parentInstanceId", &i.parent_instance_id),
+                ("instance.parentMachineName", &i.parent_machine_name),
+            ] {
+                if let Some(v) = v {
+                    text(f, v)?;
+                }
+            }
+            if let Some(p) = &s.pending_timeouts {
+                for t in p {
+                    text("pendingTimeouts.stateKey", &t.state_key)?;
+                    text("pendingTimeouts.eventType", &t.event_type)?;
+                }
+            }
+            seq(s.sequence)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SourcePosition;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use xclog_schema::{FsmEvent, FsmInstance, InstanceStatus};
+
+    fn event(id: &str, parents: &[&str]) -> PersistedEvent {
+        PersistedEvent {
+            id: id.to_owned(),
+            instance_id: "i1".to_owned(),
+            machine_name: "Order".to_owned(),
+            component_name: "Shop".to_owned(),
+            event: FsmEvent {
+                event_type: "SUBMIT".to_owned(),
+                payload: json!({"a": 1}),
+                timestamp: Some(5),
+                extra: serde_json::Map::new(),
+            },
+            state_before: "Draft".to_owned(),
+            state_after: "Submitted".to_owned(),
+            persisted_at: 10,
+            caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
+            caused: vec![],
+            source_component_name: None,
+            target_component_name: None,
+            public_member_snapshot: None,
+            sequence: Some(1),
+        }
+    }
+
+    fn snapshot(instance: &str, at: i64, seq: Option<u64>, state: &str) -> InstanceSnapshot {
+        InstanceSnapshot {
+            instance: FsmInstance {
+                id: instance.to_owned(),
+                machine_name: "Order".to_owned(),
+                current_state: state.to_owned(),
+                context: json!({}),
+                public_member: None,
+                internal_member: None,
+                created_at: 1,
+                updated_at: at,
+                status: InstanceStatus::Active,
+                is_entry_point: None,
+                parent_instance_id: None,
+                parent_machine_name: None,
+            },
+            snapshot_at: at,
+            last_event_id: "e".to_owned(),
+            pending_timeouts: None,
+            sequence: seq,
+        }
+    }
+
+    fn rec(record: Record, offset: i64) -> SinkRecord {
+        SinkRecord {
+            record,
+            source: SourcePosition {
+                topic: "t".to_owned(),
+                partition: 0,
+                offset,
+            },
+        }
+    }
+
+    #[test]
+    fn causality_ids_are_the_sorted_union_of_row_ids_and_named_parents() {
+        let records = vec![
+            rec(Record::Event(event("b", &["z", "a"])), 0),
+            rec(Record::Event(event("a", &[])), 1),
+        ];
+        let (events, _) = columns(&records);
+        assert_eq!(events.causality_ids(), vec!["a", "b", "z"]);
+    }
+
+    #[test]
+    fn only_the_newest_snapshot_of_an_instance_in_a_batch_is_kept() {
+        let records = vec![
+            rec(Record::Snapshot(snapshot("i1", 20, Some(2), "B")), 0),
+            rec(Record::Snapshot(snapshot("i1", 30, Some(1), "A")), 1),
+            rec(Record::Snapshot(snapshot("i2", 5, None, "X")), 2),
+            rec(Record::Snapshot(snapshot("i2", 5, None, "Y")), 3),
+        ];
+        let (_, snaps) = columns(&records);
+        assert_eq!(snaps.instance_id, vec!["i1", "i2"]);
+        // i1: sequence 2 beats sequence 1 although older by time; i2: same ms, later offset wins.
+        assert_eq!(snaps.current_state, vec!["B", "Y"]);
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_reported_with_its_field() {
+        let mut e = event("a", &[]);
+        e.event.payload = json!({"k": ["ok", "bad\u{0}"]});
+        let err = check(&Record::Event(e)).unwrap_err();
+        assert!(err.contains("event.payload"), "{err}");
+        let mut e = event("a", &[]);
+        e.sequence = Some(u64::MAX);
+        assert!(check(&Record::Event(e)).unwrap_err().contains("sequence"));
+        assert!(check(&Record::Event(event("a", &["p"]))).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn every_event_becomes_exactly_one_row_with_all_columns_aligned(
+            ids in proptest::collection::vec("[a-z0-9]{1,8}", 0..40),
+            parents in proptest::collection::vec(proptest::collection::vec("[a-z]{1,3}", 0..4), 40),
+        ) {
+            let records: Vec<SinkRecord> = ids.iter().enumerate().map(|(n, id)| {
+                let ps: Vec<&str> = parents[n].iter().map(String::as_str).collect();
+                rec(Record::Event(event(id, &ps)), n as i64)
+            }).collect();
+            let (events, snaps) = columns(&records);
+            prop_assert_eq!(events.len(), ids.len());
+            prop_assert_eq!(snaps.len(), 0);
+            prop_assert_eq!(events.caused_by.len(), ids.len());
+            prop_assert_eq!(events.source_offset.len(), ids.len());
+            prop_assert_eq!(&events.id, &ids);
+            let lock = events.causality_ids();
+            for id in &ids { prop_assert!(lock.binary_search(id).is_ok()); }
+            for ps in parents.iter().take(ids.len()) {
+                for p in ps { prop_assert!(lock.binary_search(p).is_ok()); }
+            }
+            prop_assert!(lock.windows(2).all(|w| w[0] < w[1]));
+        }
+
+        #[test]
+        fn snapshot_newness_is_a_strict_order(a in 0i64..5, b in 0i64..5, sa in proptest::option::of(0u64..5), sb in proptest::option::of(0u64..5), oa in 0i64..5, ob in 0i64..5) {
+            let x = snapshot("i", a, sa, "s");
+            let y = snapshot("i", b, sb, "s");
+            prop_assert!(!(snapshot_is_newer((&x, oa), (&y, ob)) && snapshot_is_newer((&y, ob), (&x, oa))));
+            prop_assert!(!snapshot_is_newer((&x, oa), (&x, oa)));
+        }
+    }
+}
