@@ -279,10 +279,7 @@ pub fn decode(
                 }
             }
         }
-        None => match value.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => Encoding::Json,
-            _ => Encoding::Protobuf,
-        },
+        None => sniff(value),
     };
     let kind = match header(headers, headers::KIND)? {
         None => None,
@@ -329,22 +326,16 @@ pub fn decode(
     }
 
     let record = match encoding {
-        Encoding::Json => {
-            decode_json(value, kind, limits).map_err(|e| locate(e, value, json::find_span))?
-        }
+        Encoding::Json => decode_json(value, kind, limits).map_err(|e| match e {
+            Ok(e) => locate(e, value, json::find_span),
+            Err(shape) => kind_mismatch(kind, shape),
+        })?,
         Encoding::Protobuf => {
             proto::decode(value, limits).map_err(|e| locate(e, value, proto::find_span))?
         }
     };
-    if let Some(expected) = kind
-        && record.kind() != expected
-    {
-        return Err(header_error(
-            headers::KIND,
-            format!("the kind of the value ({})", record.kind().as_str()),
-            format!("{:?}", expected.as_str()),
-            expected.as_str().len(),
-        ));
+    if kind.is_some_and(|k| k != record.kind()) {
+        return Err(kind_mismatch(kind, record.kind()));
     }
     if let Some(key) = key
         && key != record.instance_id().as_bytes()
@@ -370,14 +361,63 @@ pub fn decode(
     })
 }
 
+/// The encoding of a value without a `content-type` header: JSON when it starts with `{` or
+/// `[` (after optional JSON whitespace), protobuf otherwise. A protobuf record whose first byte
+/// is `\n` (field 1, an event) followed by a length that spans the whole value stays protobuf
+/// even if that length byte happens to be `{`.
+fn sniff(value: &[u8]) -> Encoding {
+    match value.first() {
+        Some(b'{' | b'[') => return Encoding::Json,
+        Some(b' ' | b'\t' | b'\r' | b'\n') => {}
+        _ => return Encoding::Protobuf,
+    }
+    if value.first() == Some(&b'\n') {
+        let mut len: usize = 0;
+        for (i, b) in value.iter().skip(1).take(5).enumerate() {
+            len |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if len == value.len() - 2 - i {
+                    return Encoding::Protobuf;
+                }
+                break;
+            }
+        }
+    }
+    match value
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        Some(b'{' | b'[') => Encoding::Json,
+        _ => Encoding::Protobuf,
+    }
+}
+
+/// `Err(Ok(_))`: the value is malformed. `Err(Err(kind))`: the value is well-formed but has the
+/// shape of `kind`, not of the kind the `xclog-kind` header announced.
 fn decode_json(
     value: &[u8],
     kind: Option<RecordKind>,
     limits: &Limits,
-) -> Result<Record, FieldError> {
-    json::check_limits(value, 0, limits, &Path::root())?;
-    let v = json::parse(value, &Path::root())?;
-    json::record_from_value(v, kind)
+) -> Result<Record, Result<FieldError, RecordKind>> {
+    json::check_limits(value, 0, limits, &Path::root()).map_err(Ok)?;
+    let v = json::parse(value, &Path::root()).map_err(Ok)?;
+    if let (Some(announced), serde_json::Value::Object(root)) = (kind, &v)
+        && let Ok(shape) = json::kind_by_shape(root)
+        && shape != announced
+    {
+        return Err(Err(shape));
+    }
+    json::record_from_value(v, kind).map_err(Ok)
+}
+
+fn kind_mismatch(announced: Option<RecordKind>, actual: RecordKind) -> DecodeError {
+    let announced = announced.map_or("", RecordKind::as_str);
+    header_error(
+        headers::KIND,
+        format!("the kind of the value ({})", actual.as_str()),
+        format!("{announced:?}"),
+        announced.len(),
+    )
 }
 
 /// Turns a path-only error into one with a byte range: the precise range the parser found

@@ -17,6 +17,9 @@ use crate::model::{
 };
 use crate::path::{FieldError, Path, Seg};
 
+/// Containers serde_json nests before its recursion limit (128) stops it.
+const SERDE_MAX_DEPTH: usize = 127;
+
 /// What a scan is for.
 #[derive(Clone, Copy)]
 enum Mode<'a> {
@@ -131,6 +134,10 @@ fn scan(
     let mut i = 0;
     let mut stack: Vec<Frame> = Vec::new();
     let mut out = Outcome::default();
+    // serde_json refuses more than 127 nested containers below the value it parses.
+    let max_depth = limits
+        .max_depth
+        .min(base_depth.saturating_add(SERDE_MAX_DEPTH));
 
     // Called when a value starts at `start` inside the current top frame.
     let begin_value = |stack: &mut Vec<Frame>, start: usize| -> Result<(), FieldError> {
@@ -183,10 +190,10 @@ fn scan(
             b @ (b'{' | b'[') => {
                 begin_value(&mut stack, i)?;
                 let depth = base_depth + stack.len() + 1;
-                if depth > limits.max_depth {
+                if depth > max_depth {
                     return Err(limit_error(
                         path_of(input, prefix, &stack),
-                        format!("at most {} levels of nesting", limits.max_depth),
+                        format!("at most {max_depth} levels of nesting"),
                         format!("level {depth}"),
                         i..i + 1,
                     ));
@@ -341,6 +348,7 @@ pub(crate) fn describe(v: &Value) -> String {
         Value::String(s) if s.is_empty() => "an empty string".to_owned(),
         Value::String(s) if s.chars().count() <= 40 => format!("the string {s:?}"),
         Value::String(s) => format!("a string of {} bytes", s.len()),
+        Value::Array(a) if a.len() == 1 => "an array of 1 element".to_owned(),
         Value::Array(a) => format!("an array of {} elements", a.len()),
         Value::Object(_) => "an object".to_owned(),
     }

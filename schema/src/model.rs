@@ -57,8 +57,9 @@ pub struct PersistedEvent {
     /// Target component, if any (never set by xcomponent-ai itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_component_name: Option<String>,
-    /// Copy of the business data after the transition. JSON `null` reads as `None`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Copy of the business data after the transition. JSON `null` reads as `None`, and
+    /// `Some(Value::Null)` is written as absent.
+    #[serde(default, skip_serializing_if = "is_none_or_null")]
     pub public_member_snapshot: Option<Value>,
     /// Per-instance sequence number, strictly increasing per instance; `None` for runtimes
     /// that do not number their records.
@@ -101,11 +102,12 @@ pub struct FsmInstance {
     pub current_state: String,
     /// Business data for machines without a public member type (`{}` otherwise).
     pub context: Value,
-    /// Business data for machines with a public member type. JSON `null` reads as `None`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Business data for machines with a public member type. JSON `null` reads as `None`, and
+    /// `Some(Value::Null)` is written as absent.
+    #[serde(default, skip_serializing_if = "is_none_or_null")]
     pub public_member: Option<Value>,
-    /// Internal data. JSON `null` reads as `None`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Internal data. JSON `null` reads as `None`, and `Some(Value::Null)` is written as absent.
+    #[serde(default, skip_serializing_if = "is_none_or_null")]
     pub internal_member: Option<Value>,
     /// Epoch milliseconds of creation.
     pub created_at: i64,
@@ -220,6 +222,10 @@ impl From<InstanceSnapshot> for Record {
     fn from(s: InstanceSnapshot) -> Self {
         Record::Snapshot(s)
     }
+}
+
+fn is_none_or_null(v: &Option<Value>) -> bool {
+    matches!(v, None | Some(Value::Null))
 }
 
 fn empty_object() -> Value {

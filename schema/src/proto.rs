@@ -71,7 +71,11 @@ impl From<&PersistedEvent> for pb::PersistedEvent {
             caused: e.caused.clone(),
             source_component_name: e.source_component_name.clone(),
             target_component_name: e.target_component_name.clone(),
-            public_member_snapshot_json: e.public_member_snapshot.as_ref().map(json_bytes),
+            public_member_snapshot_json: e
+                .public_member_snapshot
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map(json_bytes),
             sequence: e.sequence,
         }
     }
@@ -94,8 +98,16 @@ impl From<&FsmInstance> for pb::FsmInstance {
             machine_name: i.machine_name.clone(),
             current_state: i.current_state.clone(),
             context_json: json_bytes(&i.context),
-            public_member_json: i.public_member.as_ref().map(json_bytes),
-            internal_member_json: i.internal_member.as_ref().map(json_bytes),
+            public_member_json: i
+                .public_member
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map(json_bytes),
+            internal_member_json: i
+                .internal_member
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map(json_bytes),
             created_at: i.created_at,
             updated_at: i.updated_at,
             status: pb::InstanceStatus::from(i.status) as i32,
