@@ -137,3 +137,87 @@ fn a_key_that_differs_from_the_instance_id_is_a_key_mismatch() {
     assert_eq!(err.kind(), DecodeErrorKind::KeyMismatch);
     assert_eq!(err.field(), "key");
 }
+
+#[test]
+fn an_invalid_traceparent_is_left_out_on_encode_and_ignored_on_decode() {
+    let enc = encode_with_traceparent(&event(), Encoding::Json, Some("00-not-a-trace"));
+    assert!(enc.headers.iter().all(|(k, _)| *k != headers::TRACEPARENT));
+    let hs: [(&str, &[u8]); 1] = [(
+        headers::TRACEPARENT,
+        b"00-00000000000000000000000000000000-b7ad6b7169203331-01",
+    )];
+    let d = decode(&hs, None, &enc.value, &Limits::default()).expect("decodes");
+    assert_eq!(d.traceparent, None);
+    assert!(xclog_schema::is_valid_traceparent(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ));
+    assert!(!xclog_schema::is_valid_traceparent(
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ));
+    assert!(!xclog_schema::is_valid_traceparent(
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
+    ));
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_so_the_consumer_can_be_upgraded() {
+    let enc = encode(&event(), Encoding::Protobuf);
+    let hs: [(&str, &[u8]); 1] = [(headers::SCHEMA_VERSION, b"2")];
+    let err = decode(&hs, None, &enc.value, &Limits::default()).unwrap_err();
+    assert_eq!(err.kind(), DecodeErrorKind::UnsupportedVersion);
+    assert_eq!(
+        err.part(),
+        &xclog_schema::InputPart::Header(headers::SCHEMA_VERSION.into())
+    );
+}
+
+#[test]
+fn headerless_json_with_leading_whitespace_is_recognised_as_json() {
+    let mut value = b"\n  ".to_vec();
+    value.extend(encode(&snapshot(), Encoding::Json).value);
+    let d = decode(&[], None, &value, &Limits::default()).expect("decodes");
+    assert_eq!(d.encoding, Encoding::Json);
+    assert_eq!(d.record, snapshot());
+}
+
+#[test]
+fn headerless_protobuf_whose_length_byte_is_an_open_brace_stays_protobuf() {
+    // An event message of exactly 123 (0x7b, `{`) bytes: the value starts "\n{".
+    let mut r = event();
+    let Record::Event(e) = &mut r else {
+        unreachable!()
+    };
+    e.event.payload = json!({});
+    e.public_member_snapshot = None;
+    e.event.extra.clear();
+    e.caused_by.clear();
+    e.source_component_name = None;
+    e.sequence = None;
+    let base = encode(&r, Encoding::Protobuf).value.len();
+    let Record::Event(e) = &mut r else {
+        unreachable!()
+    };
+    e.component_name = "x".repeat(123 + 2 + e.component_name.len() - base);
+    let value = encode(&r, Encoding::Protobuf).value;
+    assert_eq!(&value[..2], b"\n{");
+    let d = decode(&[], None, &value, &Limits::default()).expect("decodes");
+    assert_eq!(d.encoding, Encoding::Protobuf);
+    assert_eq!(d.record, r);
+}
+
+#[test]
+fn two_different_values_for_one_header_are_an_error() {
+    let enc = encode(&event(), Encoding::Json);
+    let hs: [(&str, &[u8]); 2] = [(headers::KIND, b"event"), (headers::KIND, b"snapshot")];
+    let err = decode(&hs, None, &enc.value, &Limits::default()).unwrap_err();
+    assert_eq!(err.field(), headers::KIND);
+}
+
+#[test]
+fn new_event_ids_are_time_ordered_uuid_v7() {
+    let a = xclog_schema::new_event_id();
+    let b = xclog_schema::new_event_id();
+    let ua = uuid::Uuid::parse_str(&a).expect("a uuid");
+    assert_eq!(ua.get_version_num(), 7);
+    assert!(a <= b, "{a} then {b}");
+}
