@@ -1,0 +1,104 @@
+//! `append_all` acknowledges a batch exactly once (real Kafka).
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use rdkafka::Message as _;
+use rdkafka::message::{Headers as _, OwnedMessage};
+use xclog_producer::workload::{Workload, WorkloadConfig};
+use xclog_producer::{Producer, ProducerConfig};
+use xclog_schema::{Encoding, Limits, PersistedEvent, Record};
+use xclog_tests::{TestTopic, brokers};
+
+fn decode(message: &OwnedMessage) -> Record {
+    let headers: Vec<(&str, &[u8])> = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    xclog_schema::decode(
+        &headers,
+        message.key(),
+        message.payload().unwrap_or_default(),
+        &Limits::default(),
+    )
+    .expect("record decodes")
+    .record
+}
+
+fn events(seed: u64, count: u64) -> Vec<PersistedEvent> {
+    Workload::new(WorkloadConfig {
+        seed,
+        events: count,
+        instances: 50,
+        payload_bytes: 128,
+        snapshot_interval: NonZeroU32::MAX,
+    })
+    .filter_map(|record| match record {
+        Record::Event(event) => Some(event),
+        Record::Snapshot(_) => None,
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_acknowledged_exactly_once() -> anyhow::Result<()> {
+    let topic = TestTopic::create(3).await?;
+    let mut config = ProducerConfig::new(brokers(), &topic.name);
+    config.encoding = Encoding::Json;
+    let producer = Producer::connect(config).await?;
+
+    let batch = events(5, 1_000);
+    let positions = producer.append_all(&batch).await?;
+    assert_eq!(positions.len(), batch.len(), "one position per record");
+    let distinct: HashSet<_> = positions.iter().collect();
+    assert_eq!(distinct.len(), batch.len(), "two records share a position");
+    producer.close(Duration::from_secs(30)).await?;
+
+    // The topic holds each record once, at the position the batch returned for it.
+    let messages = topic.consume(batch.len(), Duration::from_secs(60)).await?;
+    let mut seen_ids = HashSet::new();
+    for message in &messages {
+        let Record::Event(event) = decode(message) else {
+            panic!("a snapshot appeared in an events-only batch");
+        };
+        assert!(
+            seen_ids.insert(event.id.clone()),
+            "event {} is duplicated",
+            event.id
+        );
+        let index = batch
+            .iter()
+            .position(|e| e.id == event.id)
+            .expect("event from the batch");
+        assert_eq!(event, batch[index]);
+        assert_eq!(
+            (positions[index].partition, positions[index].offset),
+            (message.partition(), message.offset()),
+            "event {index} is not where append_all said"
+        );
+    }
+    assert_eq!(seen_ids.len(), batch.len());
+    // Nothing beyond the batch arrives: a consumer asking for one more record times out.
+    let more = topic.consume(batch.len() + 1, Duration::from_secs(5)).await;
+    let error = more
+        .expect_err("the topic holds more records than the batch")
+        .to_string();
+    assert!(
+        error.contains(&format!("got {} of", batch.len())),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_batch_is_acknowledged_with_no_positions() -> anyhow::Result<()> {
+    let topic = TestTopic::create(1).await?;
+    let producer = Producer::connect(ProducerConfig::new(brokers(), &topic.name)).await?;
+    assert!(producer.append_all(&[]).await?.is_empty());
+    Ok(())
+}
