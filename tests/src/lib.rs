@@ -1,1 +1,361 @@
-//! Test support (being written).
+//! Test support for xclog's end-to-end tests (the tests themselves are in `tests/tests/`).
+//!
+//! Every test that touches a real service gets its own resources, so tests run in parallel
+//! without `#[serial]`:
+//! - [`TestTopic`]: a topic with a unique name, deleted when dropped;
+//! - [`TestPg`]: a fresh PostgreSQL database, dropped when dropped;
+//! - [`TestMongo`]: a fresh MongoDB (FerretDB) database, dropped when dropped.
+//!
+//! Service addresses come from `XCLOG_KAFKA_BROKERS`, `DATABASE_URL` and `MONGODB_URI`, with
+//! the local stack's defaults (`scripts/stack.sh env`). Waiting is done on conditions with a
+//! deadline ([`wait_until`]), never by sleeping a fixed time.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection as _, PgPool};
+
+/// Kafka bootstrap servers (`XCLOG_KAFKA_BROKERS`, default `127.0.0.1:9092`).
+pub fn brokers() -> String {
+    std::env::var("XCLOG_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// PostgreSQL URL of the stack's main database (`DATABASE_URL`).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://xclog:xclog@127.0.0.1:5432/xclog".to_owned())
+}
+
+/// MongoDB URI (`MONGODB_URI`, default `mongodb://127.0.0.1:27017/`).
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017/".to_owned())
+}
+
+/// A short random suffix for resource names (lowercase hex, safe for topics and databases).
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Polls `condition` until it returns `Ok(Some(value))`, or fails after `timeout` with the
+/// last observation (`Ok(None)` means "not yet"; `Err` is also treated as "not yet" and kept
+/// for the failure message).
+pub async fn wait_until<T, F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut condition: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last: String;
+    loop {
+        match condition().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => last = "condition not met yet".to_owned(),
+            Err(error) => last = format!("{error:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn admin_client() -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .context("creating a Kafka admin client")
+}
+
+/// A Kafka topic with a unique name, deleted (with its `.dlq` companion, if any) on drop.
+#[derive(Debug)]
+pub struct TestTopic {
+    /// The topic's name (`xclog-test-<suffix>`).
+    pub name: String,
+    /// Its number of partitions.
+    pub partitions: i32,
+}
+
+impl TestTopic {
+    /// Creates a topic with `partitions` partitions (replication 1) and waits until its
+    /// metadata shows every partition with a leader.
+    pub async fn create(partitions: i32) -> anyhow::Result<Self> {
+        let name = format!("xclog-test-{}", unique_suffix());
+        let admin = admin_client()?;
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .context("create_topics request")?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                bail!("creating topic {topic} failed: {code}");
+            }
+        }
+        let topic = Self { name, partitions };
+        topic.wait_ready().await?;
+        Ok(topic)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("xclog-test-probe-{}", unique_suffix()))
+            .create()?;
+        let name = self.name.clone();
+        let expected = self.partitions as usize;
+        wait_until(
+            Duration::from_secs(30),
+            "topic partitions to have leaders",
+            || {
+                let metadata = consumer.fetch_metadata(Some(&name), Duration::from_secs(5));
+                let ready = match metadata {
+                    Ok(m) => m.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && t.partitions().len() == expected
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    }),
+                    Err(_) => false,
+                };
+                async move { Ok(ready.then_some(())) }
+            },
+        )
+        .await
+    }
+
+    /// Reads the topic from the beginning until `count` messages were received (all
+    /// partitions), or fails after `timeout` saying how many arrived.
+    pub async fn consume(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
+        consume_topic(&self.name, count, timeout).await
+    }
+}
+
+/// Reads `topic` from the beginning (a fresh consumer group) until `count` messages arrived.
+pub async fn consume_topic(
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<OwnedMessage>> {
+    use futures::StreamExt as _;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("xclog-test-reader-{}", unique_suffix()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("creating a test consumer")?;
+    consumer.subscribe(&[topic]).context("subscribing")?;
+    let mut out = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = consumer.stream();
+    while out.len() < count {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(message))) => out.push(message.detach()),
+            Ok(Some(Err(error))) => bail!("consuming {topic}: {error}"),
+            Ok(None) => bail!("consumer stream of {topic} ended"),
+            Err(_) => bail!(
+                "timed out after {timeout:?} reading {topic}: got {} of {count} messages",
+                out.len()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes topics, ignoring "unknown topic" (for cleanup paths).
+pub async fn delete_topics(names: &[&str]) -> anyhow::Result<()> {
+    let admin = admin_client()?;
+    admin
+        .delete_topics(
+            names,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .context("delete_topics request")?;
+    Ok(())
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        let names = vec![self.name.clone(), format!("{}.dlq", self.name)];
+        run_cleanup(async move {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            delete_topics(&refs).await
+        });
+    }
+}
+
+/// Runs an async cleanup from `Drop`, on its own thread and runtime (a test's runtime may be
+/// shutting down). Failures are reported on stderr, never panic in drop.
+fn run_cleanup<F>(future: F)
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => {
+                if let Err(error) = rt.block_on(future) {
+                    eprintln!("test cleanup failed: {error:#}");
+                }
+            }
+            Err(error) => eprintln!("test cleanup could not start a runtime: {error}"),
+        }
+    });
+    let _ = handle.join();
+}
+
+/// A fresh PostgreSQL database for one test, dropped (with `FORCE`) on drop.
+#[derive(Debug)]
+pub struct TestPg {
+    /// The database name (`xclog_test_<suffix>`).
+    pub name: String,
+    /// A URL that points at this database (same credentials as `DATABASE_URL`).
+    pub url: String,
+    /// A small pool on this database.
+    pub pool: PgPool,
+    admin_url: String,
+}
+
+impl TestPg {
+    /// Creates the database and a pool of up to 5 connections to it.
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin_url = database_url();
+        let name = format!("xclog_test_{}", unique_suffix());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .context("connecting to DATABASE_URL (is the stack up? scripts/stack.sh up)")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("CREATE DATABASE {name}"))?;
+        admin.close().await.ok();
+        let url = replace_database(&admin_url, &name)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to {name}"))?;
+        Ok(Self {
+            name,
+            url,
+            pool,
+            admin_url,
+        })
+    }
+}
+
+impl Drop for TestPg {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // The pool belongs to the test's runtime, which is blocked in this drop: closing it here
+        // would wait forever. `WITH (FORCE)` ends its connections server-side instead.
+        run_cleanup(async move {
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            Ok(())
+        });
+    }
+}
+
+/// Replaces the database name (the path) of a `postgres://` URL, keeping its query string.
+pub fn replace_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").context("DATABASE_URL has no scheme")? + 3;
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..path_start], database);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
+/// A fresh MongoDB database for one test, dropped on drop.
+#[derive(Debug)]
+pub struct TestMongo {
+    /// The database name (`xclog_test_<suffix>`).
+    pub name: String,
+    /// The server URI (`MONGODB_URI`).
+    pub uri: String,
+    /// A connected client.
+    pub client: mongodb::Client,
+}
+
+impl TestMongo {
+    /// Connects and picks a unique database name (MongoDB creates it on first write).
+    pub async fn create() -> anyhow::Result<Self> {
+        let uri = mongodb_uri();
+        let client = mongodb::Client::with_uri_str(&uri)
+            .await
+            .context("connecting to MONGODB_URI (is the stack up? scripts/stack.sh up)")?;
+        Ok(Self {
+            name: format!("xclog_test_{}", unique_suffix()),
+            uri,
+            client,
+        })
+    }
+
+    /// The test's database handle.
+    pub fn database(&self) -> mongodb::Database {
+        self.client.database(&self.name)
+    }
+}
+
+impl Drop for TestMongo {
+    fn drop(&mut self) {
+        let uri = self.uri.clone();
+        let name = self.name.clone();
+        run_cleanup(async move {
+            let client = mongodb::Client::with_uri_str(&uri).await?;
+            client.database(&name).drop().await?;
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn replace_database_swaps_only_the_path_and_keeps_the_query() {
+        assert_eq!(
+            replace_database("postgres://u:p@127.0.0.1:5432/xclog?sslmode=disable", "t1").unwrap(),
+            "postgres://u:p@127.0.0.1:5432/t1?sslmode=disable"
+        );
+        assert_eq!(
+            replace_database("postgres://h", "t2").unwrap(),
+            "postgres://h/t2"
+        );
+    }
+}

@@ -24,7 +24,11 @@ fn stack_env() -> anyhow::Result<BTreeMap<String, String>> {
         .env_remove("XCLOG_MONGO_PORT")
         .output()
         .context("running scripts/stack.sh env")?;
-    anyhow::ensure!(out.status.success(), "stack.sh env failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "stack.sh env failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout)?;
     Ok(text
         .lines()
@@ -46,7 +50,11 @@ fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
 fn published_ports(service: &Value) -> Vec<String> {
     service["ports"]
         .as_sequence()
-        .map(|s| s.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -72,8 +80,15 @@ fn host_port(url: &str) -> &str {
 fn compose_publishes_the_same_loopback_ports_as_the_stack_script() -> anyhow::Result<()> {
     let env = stack_env()?;
     let compose = compose()?;
-    for (svc, var) in [("kafka", "XCLOG_KAFKA_BROKERS"), ("postgres", "DATABASE_URL"), ("mongo", "MONGODB_URI")] {
-        let addr = host_port(env.get(var).with_context(|| format!("stack.sh env lacks {var}"))?);
+    for (svc, var) in [
+        ("kafka", "XCLOG_KAFKA_BROKERS"),
+        ("postgres", "DATABASE_URL"),
+        ("mongo", "MONGODB_URI"),
+    ] {
+        let addr = host_port(
+            env.get(var)
+                .with_context(|| format!("stack.sh env lacks {var}"))?,
+        );
         let port = addr.rsplit_once(':').context("no port")?.1;
         let expected = format!("{addr}:{port}");
         let ports = published_ports(service(&compose, svc));
@@ -81,7 +96,10 @@ fn compose_publishes_the_same_loopback_ports_as_the_stack_script() -> anyhow::Re
             ports.contains(&expected),
             "compose service {svc} should publish {expected} (from {var}); it publishes {ports:?}"
         );
-        assert!(ports.iter().all(|p| p.starts_with("127.0.0.1:")), "{svc} must publish on 127.0.0.1 only: {ports:?}");
+        assert!(
+            ports.iter().all(|p| p.starts_with("127.0.0.1:")),
+            "{svc} must publish on 127.0.0.1 only: {ports:?}"
+        );
     }
     Ok(())
 }
@@ -109,7 +127,10 @@ fn compose_projectors_read_the_stack_variable_names() -> anyhow::Result<()> {
     let pg = env_of(service(&compose, "projector-postgres"));
     let mongo = env_of(service(&compose, "projector-mongo"));
     for (name, vars) in [("projector-postgres", &pg), ("projector-mongo", &mongo)] {
-        assert!(vars.contains_key("XCLOG_KAFKA_BROKERS"), "{name} lacks XCLOG_KAFKA_BROKERS");
+        assert!(
+            vars.contains_key("XCLOG_KAFKA_BROKERS"),
+            "{name} lacks XCLOG_KAFKA_BROKERS"
+        );
         for key in vars.keys() {
             assert!(
                 env.contains_key(key) || key.starts_with("XCLOG_"),
@@ -117,8 +138,14 @@ fn compose_projectors_read_the_stack_variable_names() -> anyhow::Result<()> {
             );
         }
     }
-    assert!(pg.contains_key("DATABASE_URL"), "projector-postgres lacks DATABASE_URL");
-    assert!(mongo.contains_key("MONGODB_URI"), "projector-mongo lacks MONGODB_URI");
+    assert!(
+        pg.contains_key("DATABASE_URL"),
+        "projector-postgres lacks DATABASE_URL"
+    );
+    assert!(
+        mongo.contains_key("MONGODB_URI"),
+        "projector-mongo lacks MONGODB_URI"
+    );
     Ok(())
 }
 

@@ -17,15 +17,21 @@ async fn a_record_produced_to_a_fresh_topic_is_consumed_back_unchanged() -> anyh
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()?;
-    let (partition, offset) = producer
+    let delivery = producer
         .send(
-            FutureRecord::to(&topic.name).key("instance-1").payload("hello xclog"),
+            FutureRecord::to(&topic.name)
+                .key("instance-1")
+                .payload("hello xclog"),
             Duration::from_secs(10),
         )
         .await
         .map_err(|(error, _)| error)?;
+    let partition = delivery.partition;
     assert!((0..3).contains(&partition));
-    assert_eq!(offset, 0, "first record of a fresh topic lands at offset 0");
+    assert_eq!(
+        delivery.offset, 0,
+        "first record of a fresh topic lands at offset 0"
+    );
 
     let messages = topic.consume(1, Duration::from_secs(30)).await?;
     assert_eq!(messages[0].key(), Some(&b"instance-1"[..]));
@@ -45,8 +51,9 @@ async fn a_row_written_to_postgres_is_read_back() -> anyhow::Result<()> {
         .bind(serde_json::json!({"amount": 42}))
         .execute(&pg.pool)
         .await?;
-    let (id, payload): (String, serde_json::Value) =
-        sqlx::query_as("SELECT id, payload FROM t").fetch_one(&pg.pool).await?;
+    let (id, payload): (String, serde_json::Value) = sqlx::query_as("SELECT id, payload FROM t")
+        .fetch_one(&pg.pool)
+        .await?;
     assert_eq!(id, "e1");
     assert_eq!(payload, serde_json::json!({"amount": 42}));
     Ok(())
@@ -59,7 +66,11 @@ async fn a_document_inserted_through_the_mongo_protocol_is_found() -> anyhow::Re
     events
         .insert_one(doc! { "_id": "e1", "instanceId": "i1", "causedBy": ["e0"] })
         .await?;
-    let found: Vec<Document> = events.find(doc! { "causedBy": "e0" }).await?.try_collect().await?;
+    let found: Vec<Document> = events
+        .find(doc! { "causedBy": "e0" })
+        .await?
+        .try_collect()
+        .await?;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].get_str("instanceId")?, "i1");
     Ok(())
