@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod config;
 pub mod metrics;
+pub mod read;
 pub mod sink;
 
 pub use config::{ConfigError, ProjectorConfig, Secret};

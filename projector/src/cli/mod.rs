@@ -1,7 +1,11 @@
 //! Subcommands of `xclog`. One file per subcommand; each owns its clap `Args` struct,
 //! whose doc comments are the `--help` text.
 
+mod events;
 mod produce;
+mod project;
+mod snapshot;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -32,6 +36,75 @@ pub struct LogArgs {
 pub enum Command {
     /// Publish a realistic, reproducible FSM workload to the log topic (load generator).
     Produce(produce::ProduceArgs),
+    /// Project the log topic into a store (daemon; stops on SIGINT/SIGTERM).
+    Project(project::ProjectArgs),
+    /// Show stored events: one instance's history (log order) or a time range.
+    Events(events::EventsArgs),
+    /// Show the causes and effects of an event, across components.
+    Trace(trace::TraceArgs),
+    /// Show, list or delete instance snapshots.
+    Snapshot(snapshot::SnapshotArgs),
+}
+
+/// Where the store is, for the read subcommands.
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
+    #[arg(long, env = "XCLOG_DATABASE_URL", value_parser = parse_secret)]
+    pub database_url: xclog_projector::Secret,
+}
+
+impl DbArgs {
+    /// A small pool for one command.
+    pub async fn connect(&self) -> anyhow::Result<sqlx::PgPool> {
+        use anyhow::Context as _;
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(self.database_url.expose())
+            .await
+            .with_context(|| format!("connecting to {}", self.database_url))
+    }
+}
+
+/// Parses a secret flag value (kept out of `Debug` output).
+pub fn parse_secret(value: &str) -> Result<xclog_projector::Secret, String> {
+    if value.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    Ok(xclog_projector::Secret::new(value))
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for SIGTERM; only Ctrl-C stops");
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested; draining");
+        t.cancel();
+    });
+    token
 }
 
 /// Installs the global tracing subscriber (logs go to stderr; stdout is for command output).
@@ -52,5 +125,32 @@ pub fn init_tracing(args: &LogArgs) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Produce(args) => produce::run(args).await,
+        Command::Project(args) => project::run(args).await,
+        Command::Events(args) => events::run(args).await,
+        Command::Trace(args) => trace::run(args).await,
+        Command::Snapshot(args) => snapshot::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_database_url_never_shows_in_the_parsed_arguments() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "xclog",
+            "project",
+            "--database-url",
+            "postgres://u:hunter2@127.0.0.1/db",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
     }
 }

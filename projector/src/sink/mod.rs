@@ -23,7 +23,7 @@ use std::future::Future;
 use xclog_schema::Record;
 
 /// Where a record came from in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourcePosition {
     /// Topic the record was read from.
     pub topic: String,

@@ -395,6 +395,17 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicate_event_id_in_one_batch_becomes_one_row() {
+        let records = vec![
+            rec(Record::Event(event("a", &[])), 0),
+            rec(Record::Event(event("a", &[])), 1),
+        ];
+        let (events, _) = columns(&records);
+        assert_eq!(events.id, vec!["a"]);
+        assert_eq!(events.source_offset, vec![0]);
+    }
+
+    #[test]
     fn a_nul_character_anywhere_is_reported_with_its_field() {
         let mut e = event("a", &[]);
         e.event.payload = json!({"k": ["ok", "bad\u{0}"]});
@@ -409,7 +420,8 @@ mod tests {
     proptest! {
         #[test]
         fn every_event_becomes_exactly_one_row_with_all_columns_aligned(
-            ids in proptest::collection::vec("[a-z0-9]{1,8}", 0..40),
+            ids in proptest::collection::btree_set("[a-z0-9]{1,8}", 0..40)
+                .prop_map(|s| s.into_iter().collect::<Vec<String>>()),
             parents in proptest::collection::vec(proptest::collection::vec("[a-z]{1,3}", 0..4), 40),
         ) {
             let records: Vec<SinkRecord> = ids.iter().enumerate().map(|(n, id)| {

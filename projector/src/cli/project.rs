@@ -1,0 +1,133 @@
+//! `xclog project`: the projector daemon. Consumes the log topic in a consumer group and
+//! materializes it into the target store until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use xclog_projector::sink::postgres::{PgSink, PgSinkConfig};
+use xclog_projector::{Projector, ProjectorConfig, Secret};
+
+/// Options of `xclog project`.
+#[derive(Debug, clap::Args)]
+pub struct ProjectArgs {
+    /// Target store.
+    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_parser = ["postgres"])]
+    pub target: String,
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The log topic to project.
+    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
+    pub topic: String,
+    /// Consumer group; projectors with the same group share the partitions.
+    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
+    pub group: String,
+    /// Name under which offsets are stored in the target (default: the group).
+    #[arg(long, env = "XCLOG_PROJECTION")]
+    pub projection: Option<String>,
+    /// Dead-letter topic (default: `<topic>.dlq`); created if missing.
+    #[arg(long, env = "XCLOG_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
+    #[arg(long, env = "XCLOG_DATABASE_URL", value_parser = super::parse_secret)]
+    pub database_url: Secret,
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "XCLOG_DB_MAX_CONNECTIONS", default_value_t = 4)]
+    pub db_max_connections: u32,
+    /// Do not apply the migrations at start (apply them yourself first).
+    #[arg(long, env = "XCLOG_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Cut a batch when it holds this many records...
+    #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = 1000)]
+    pub batch_max_records: usize,
+    /// ...or when its first record has waited this many milliseconds.
+    #[arg(long, env = "XCLOG_BATCH_MAX_LATENCY_MS", default_value_t = 200)]
+    pub batch_max_latency_ms: u64,
+    /// Batches cut but not yet written; when full, partitions are paused.
+    #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = 2)]
+    pub max_queued_batches: usize,
+    /// librdkafka prefetch buffer per partition, in KiB.
+    #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = 16384)]
+    pub fetch_buffer_kbytes: usize,
+    /// First backoff after a transient store error, in ms (doubles up to the max).
+    #[arg(long, env = "XCLOG_RETRY_BACKOFF_INITIAL_MS", default_value_t = 100)]
+    pub retry_backoff_initial_ms: u64,
+    /// Longest backoff between retries of one batch, in ms.
+    #[arg(long, env = "XCLOG_RETRY_BACKOFF_MAX_MS", default_value_t = 5000)]
+    pub retry_backoff_max_ms: u64,
+    /// On shutdown or revoke, how long to wait for the in-flight batch, in ms.
+    #[arg(long, env = "XCLOG_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+    /// `/readyz` is 200 once assigned and every partition lags by at most this many records.
+    #[arg(long, env = "XCLOG_READY_MAX_LAG", default_value_t = 1000)]
+    pub ready_max_lag: i64,
+    /// Address of the ops server (/healthz, /readyz, /metrics); loopback only; `off` disables.
+    #[arg(long, env = "XCLOG_HTTP_ADDR", default_value = "127.0.0.1:9187")]
+    pub http_addr: String,
+}
+
+impl ProjectArgs {
+    /// The library configuration these options describe, validated.
+    pub fn to_config(&self) -> anyhow::Result<(ProjectorConfig, PgSinkConfig)> {
+        let mut config = ProjectorConfig::new(&self.brokers, &self.topic, &self.group);
+        if let Some(dlq) = &self.dead_letter_topic {
+            config.dead_letter_topic = dlq.clone();
+        }
+        config.batch_max_records = self.batch_max_records;
+        config.batch_max_latency = Duration::from_millis(self.batch_max_latency_ms);
+        config.max_queued_batches = self.max_queued_batches;
+        config.fetch_buffer_kbytes = self.fetch_buffer_kbytes;
+        config.retry_backoff_initial = Duration::from_millis(self.retry_backoff_initial_ms);
+        config.retry_backoff_max = Duration::from_millis(self.retry_backoff_max_ms);
+        config.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
+        config.ready_max_lag = self.ready_max_lag;
+        config.http_addr = match self.http_addr.as_str() {
+            "off" | "" => None,
+            addr => Some(addr.parse::<SocketAddr>().with_context(|| {
+                format!("--http-addr {addr:?} is not an address like 127.0.0.1:9187 (or `off`)")
+            })?),
+        };
+        config.validate()?;
+        let sink = PgSinkConfig {
+            database_url: self.database_url.clone(),
+            projection: self
+                .projection
+                .clone()
+                .unwrap_or_else(|| self.group.clone()),
+            max_connections: self.db_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(5),
+        };
+        Ok((config, sink))
+    }
+}
+
+/// Runs the projector until SIGINT/SIGTERM.
+pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
+    let (config, sink_config) = args.to_config()?;
+    tracing::info!(config = ?config, database = %sink_config.database_url, "starting projector");
+    let sink = PgSink::connect_lazy(&sink_config)?;
+    if !args.no_migrate {
+        let mut backoff = Duration::from_millis(200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match sink.migrate().await {
+                Ok(()) => break,
+                Err(error)
+                    if error.class() == xclog_projector::ErrorClass::Transient
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %error, "database not reachable for migrations; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error).context("applying migrations"),
+            }
+        }
+    }
+    let projector = Projector::new(config, sink)?;
+    let shutdown = super::shutdown_on_signal();
+    projector.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
