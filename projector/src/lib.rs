@@ -34,3 +34,5 @@ mod projector;
 mod writer;
 
 pub use projector::{Projector, ProjectorError};
+/// The shutdown token `Projector::run` takes (re-exported so callers need no extra crate).
+pub use tokio_util::sync::CancellationToken;
