@@ -96,13 +96,22 @@ async fn run() -> anyhow::Result<()> {
     let topic = new_topic("all");
     let append_all = append_all(&brokers, &topic, &events, 1_000).await?;
     let topic = new_topic("one");
-    let append_one = append_one(&brokers, &topic, &events[..records / 100]).await?;
+    let append_awaited = append_one(&brokers, &topic, &events[..records / 100], None).await?;
+    let topic = new_topic("one0");
+    let append_one_no_linger = append_one(
+        &brokers,
+        &topic,
+        &events[..records / 100],
+        Some(Duration::ZERO),
+    )
+    .await?;
     let java_last = java_perf(&libs, &brokers, &new_topic("java2"), records).await?;
     results.extend([
         java_first.clone(),
         fire_and_forget,
         append_all,
-        append_one,
+        append_awaited,
+        append_one_no_linger,
         java_last.clone(),
     ]);
 
@@ -152,7 +161,7 @@ fn events_of_size(count: usize, size: usize) -> Vec<PersistedEvent> {
     };
     let mut payload_bytes = size / 2;
     for _ in 0..4 {
-        let sample = generate(payload_bytes, 500);
+        let sample = generate(payload_bytes, count.min(20_000));
         let mean = sample
             .iter()
             .map(|e| {
@@ -167,8 +176,11 @@ fn events_of_size(count: usize, size: usize) -> Vec<PersistedEvent> {
     generate(payload_bytes, count)
 }
 
-async fn connect(brokers: &str, topic: &str) -> anyhow::Result<Producer> {
-    let config = ProducerConfig::new(brokers, topic);
+async fn connect(brokers: &str, topic: &str, linger: Option<Duration>) -> anyhow::Result<Producer> {
+    let mut config = ProducerConfig::new(brokers, topic);
+    if let Some(linger) = linger {
+        config.linger = linger;
+    }
     ensure_topic(&config, &TopicSpec::new(topic, PARTITIONS, 1)).await?;
     Ok(Producer::connect(config).await?)
 }
@@ -189,7 +201,7 @@ async fn fire_and_forget(
     topic: &str,
     events: &[PersistedEvent],
 ) -> anyhow::Result<Measurement> {
-    let producer = connect(brokers, topic).await?;
+    let producer = connect(brokers, topic, None).await?;
     let started = Instant::now();
     let mut acks = Vec::with_capacity(events.len());
     for event in events {
@@ -214,7 +226,7 @@ async fn append_all(
     events: &[PersistedEvent],
     batch: usize,
 ) -> anyhow::Result<Measurement> {
-    let producer = connect(brokers, topic).await?;
+    let producer = connect(brokers, topic, None).await?;
     let started = Instant::now();
     for chunk in events.chunks(batch) {
         producer.append_all(chunk).await?;
@@ -233,8 +245,9 @@ async fn append_one(
     brokers: &str,
     topic: &str,
     events: &[PersistedEvent],
+    linger: Option<Duration>,
 ) -> anyhow::Result<Measurement> {
-    let producer = connect(brokers, topic).await?;
+    let producer = connect(brokers, topic, linger).await?;
     let started = Instant::now();
     for event in events {
         producer.append(event).await?;
@@ -242,7 +255,13 @@ async fn append_one(
     let seconds = started.elapsed().as_secs_f64();
     producer.close(Duration::from_secs(30)).await?;
     Ok(Measurement {
-        name: "xclog append (each awaited before the next)".into(),
+        name: match linger {
+            None => "xclog append (each awaited before the next; default linger 5 ms)".into(),
+            Some(linger) => format!(
+                "xclog append (each awaited; linger {} ms)",
+                linger.as_millis()
+            ),
+        },
         records: events.len(),
         seconds,
         value_bytes: value_bytes(events),
