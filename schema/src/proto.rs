@@ -383,10 +383,9 @@ pub(crate) fn decode(input: &[u8], limits: &Limits) -> Result<Record, FieldError
 
 /// Byte range of the field at `target` (its value bytes; for length-delimited fields, the
 /// content after the length).
+///
+/// The empty path (the record root) is the content of the `event` or `snapshot` field.
 pub(crate) fn find_span(input: &[u8], target: &[Seg]) -> Option<Range<usize>> {
-    if target.is_empty() {
-        return Some(0..input.len());
-    }
     let unbounded = Limits {
         max_record_bytes: usize::MAX,
         max_depth: usize::MAX,
