@@ -204,23 +204,9 @@ fn short(s: &str) -> String {
     }
 }
 
-/// Decodes one Kafka record into a typed [`Record`].
-///
-/// * The encoding comes from the `content-type` header; without it, a value whose first
-///   non-whitespace byte is `{` is JSON, anything else protobuf.
-/// * The kind comes from the `xclog-kind` header; for JSON without it, from the shape (an
-///   object with `instance` is a snapshot, one with `instanceId`/`event` an event). When the
-///   header is present the value must agree with it.
-/// * The schema version comes from `xclog-schema-version` (1 when absent); a newer version is
-///   [`DecodeErrorKind::UnsupportedVersion`].
-/// * When `key` is given it must equal the record's instance id.
-pub fn decode(
-    headers: &[(&str, &[u8])],
-    key: Option<&[u8]>,
-    value: &[u8],
-    limits: &Limits,
-) -> Result<Decoded, DecodeError> {
-    let schema_version = match header(headers, headers::SCHEMA_VERSION)? {
+/// The `xclog-schema-version` header: 1 when absent, an error when newer than this build.
+fn schema_version_header(headers: &[(&str, &[u8])]) -> Result<u32, DecodeError> {
+    Ok(match header(headers, headers::SCHEMA_VERSION)? {
         None => SCHEMA_VERSION,
         Some(v) => {
             let text = header_text(headers::SCHEMA_VERSION, v)?;
@@ -256,8 +242,12 @@ pub fn decode(
                 }
             }
         }
-    };
-    let encoding = match header(headers, headers::CONTENT_TYPE)? {
+    })
+}
+
+/// The encoding named by `content-type`, or sniffed from the value when there is none.
+fn encoding_header(headers: &[(&str, &[u8])], value: &[u8]) -> Result<Encoding, DecodeError> {
+    Ok(match header(headers, headers::CONTENT_TYPE)? {
         Some(v) => {
             let text = header_text(headers::CONTENT_TYPE, v)?;
             let mime = text
@@ -280,8 +270,12 @@ pub fn decode(
             }
         }
         None => sniff(value),
-    };
-    let kind = match header(headers, headers::KIND)? {
+    })
+}
+
+/// The kind announced by `xclog-kind`, if any.
+fn kind_header(headers: &[(&str, &[u8])]) -> Result<Option<RecordKind>, DecodeError> {
+    Ok(match header(headers, headers::KIND)? {
         None => None,
         Some(v) => match header_text(headers::KIND, v)?.trim() {
             "event" => Some(RecordKind::Event),
@@ -295,14 +289,40 @@ pub fn decode(
                 ));
             }
         },
-    };
-    let traceparent = match header(headers, headers::TRACEPARENT) {
+    })
+}
+
+/// A valid `traceparent`, passed through verbatim; an invalid or conflicting one is ignored.
+fn traceparent_header(headers: &[(&str, &[u8])]) -> Option<String> {
+    match header(headers, headers::TRACEPARENT) {
         Ok(Some(v)) => std::str::from_utf8(v)
             .ok()
             .filter(|s| is_valid_traceparent(s))
             .map(str::to_owned),
         _ => None,
-    };
+    }
+}
+
+/// Decodes one Kafka record into a typed [`Record`].
+///
+/// * The encoding comes from the `content-type` header; without it, a value that starts with
+///   `{` or `[` (after optional whitespace) is JSON, anything else protobuf.
+/// * The kind comes from the `xclog-kind` header; for JSON without it, from the shape (an
+///   object with `instance` is a snapshot, one with `instanceId`/`event` an event). When the
+///   header is present the value must agree with it.
+/// * The schema version comes from `xclog-schema-version` (1 when absent); a newer version is
+///   [`DecodeErrorKind::UnsupportedVersion`].
+/// * When `key` is given it must equal the record's instance id.
+pub fn decode(
+    headers: &[(&str, &[u8])],
+    key: Option<&[u8]>,
+    value: &[u8],
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
+    let schema_version = schema_version_header(headers)?;
+    let encoding = encoding_header(headers, value)?;
+    let kind = kind_header(headers)?;
+    let traceparent = traceparent_header(headers);
 
     if value.is_empty() {
         return Err(DecodeError::new(
