@@ -10,6 +10,7 @@
 //! Stores implement the primitives ([`EventStore`], [`SnapshotStore`]); the trace algorithm is
 //! written once, here, for all of them.
 
+pub mod mongo;
 pub mod postgres;
 mod trace;
 

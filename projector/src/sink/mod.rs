@@ -15,6 +15,7 @@
 //! Everything else (consuming, batching, dead letters, retries, shutdown, metrics) lives in the
 //! target-independent pipeline and only sees the sink through this trait and [`SinkError::class`].
 
+pub mod mongo;
 pub mod postgres;
 
 use std::collections::HashMap;

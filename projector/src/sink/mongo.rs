@@ -1,0 +1,1000 @@
+//! The MongoDB sink: the xcomponent-ai document shape (`events`, `snapshots`), the instance
+//! view (`instances`) and the stored offsets (`xclog_offsets`), without multi-document
+//! transactions (FerretDB has none, and many MongoDB deployments are not replica sets).
+//!
+//! Exactly-once *effect* comes from idempotent steps, run in this order for every batch:
+//!
+//! 1. **Fence check**: the stored offsets of the batch's partitions must equal the offsets the
+//!    batch started from, else nothing is written ([`SinkError::Fenced`]).
+//! 2. **Events**: unordered `insert` by `_id` = event id; duplicate-key errors (code 11000)
+//!    mean "already stored" and are the only errors ignored. The first stored copy of an id
+//!    wins; a later copy with the same id (a producer retry) is not written.
+//! 3. **Causality**: for every stored event of the batch (replays included), `$addToSet` its id
+//!    into `caused` of each parent named in `causedBy`; and for every event of the batch,
+//!    `$addToSet` into its own `caused` the children already stored (`find({causedBy: {$in}})`).
+//!    Each step follows its own acknowledged insert, so a parent and a child written at once
+//!    by two workers always meet (docs/DESIGN.md, "MongoDB").
+//! 4. **Instance view**: per instance, only events at an offset above the stored
+//!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
+//!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
+//! 5. **Snapshots**: replacement upserts whose filter only matches an older stored snapshot
+//!    (by sequence, else `snapshotAt`, then log offset); a duplicate-key error means the stored
+//!    one is as new or newer. Then the instance view takes the status of the stored snapshot.
+//! 6. **Offsets**: advanced last, only after every write above was acknowledged, each with a
+//!    compare-and-set on the offset the batch started from (a mismatch is
+//!    [`SinkError::Fenced`]).
+//!
+//! A crash anywhere leaves the offsets where they were; the replay repeats steps 2-5, each of
+//! which changes nothing the second time. Writes are bulk commands (one round trip per step,
+//! chunked under the 16 MiB message limit), never one document at a time.
+
+pub mod document;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+use xclog_schema::{InstanceSnapshot, PersistedEvent, Record};
+
+use crate::config::Secret;
+use crate::sink::{Sink, SinkError, SinkRecord, SourcePosition, WriteBatch, WriteOutcome};
+
+/// Collection of event documents.
+pub const EVENTS: &str = "events";
+/// Collection of snapshot documents.
+pub const SNAPSHOTS: &str = "snapshots";
+/// Collection of the instance view.
+pub const INSTANCES: &str = "instances";
+/// Collection of the projector's stored offsets.
+pub const OFFSETS: &str = "xclog_offsets";
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+/// Statements per bulk command are also cut at this many bytes (MongoDB takes 16 MiB + 16 KiB).
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Settings of the MongoDB sink.
+#[derive(Debug, Clone)]
+pub struct MongoSinkConfig {
+    /// Connection string (`mongodb://user:password@host:27017/`); redacted in `Debug`.
+    pub uri: Secret,
+    /// Database (default `xcomponent`, as in xcomponent-ai).
+    pub database: String,
+    /// Name of this projection: offsets are stored per projection.
+    pub projection: String,
+    /// How long to look for a usable server before an operation fails (as a transient error).
+    pub server_selection_timeout: Duration,
+    /// Ask for `w: "majority"` acknowledgement on every write (use it on replica sets, so an
+    /// acknowledged batch survives a failover; a standalone server treats it as `w: 1`).
+    pub majority_writes: bool,
+}
+
+impl MongoSinkConfig {
+    /// Defaults: database `xcomponent`, 5 s server selection, majority writes.
+    pub fn new(uri: Secret, projection: impl Into<String>) -> Self {
+        Self {
+            uri,
+            database: "xcomponent".to_owned(),
+            projection: projection.into(),
+            server_selection_timeout: Duration::from_secs(5),
+            majority_writes: true,
+        }
+    }
+}
+
+/// Writes batches into MongoDB (or FerretDB). Cheap to clone (shares the client).
+#[derive(Debug, Clone)]
+pub struct MongoSink {
+    db: Database,
+    projection: String,
+    write_concern: Option<Document>,
+}
+
+impl MongoSink {
+    /// Parses the connection string and creates the client; connects lazily, so a server that
+    /// is down at start is retried like any transient failure.
+    pub async fn connect(config: &MongoSinkConfig) -> Result<Self, SinkError> {
+        let mut options = ClientOptions::parse(config.uri.expose())
+            .await
+            .map_err(|e| SinkError::Fatal {
+                context: "parsing the MongoDB connection string",
+                source: Box::new(e),
+            })?;
+        options.server_selection_timeout = Some(config.server_selection_timeout);
+        options.connect_timeout = Some(config.server_selection_timeout);
+        options.app_name.get_or_insert_with(|| "xclog".to_owned());
+        let client = Client::with_options(options).map_err(|e| SinkError::Fatal {
+            context: "creating the MongoDB client",
+            source: Box::new(e),
+        })?;
+        Ok(Self::from_database(
+            client.database(&config.database),
+            &config.projection,
+            config.majority_writes,
+        ))
+    }
+
+    /// Wraps a database handle (tests, tools).
+    pub fn from_database(db: Database, projection: &str, majority_writes: bool) -> Self {
+        Self {
+            db,
+            projection: projection.to_owned(),
+            write_concern: majority_writes.then(|| doc! { "w": "majority" }),
+        }
+    }
+
+    /// The database, for readers that share the client.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Creates the collections' indexes (idempotent: same names, same keys). The `events`
+    /// indexes are those of xcomponent-ai (`instanceId`, `componentName`, `machineName`,
+    /// `persistedAt`, `causedBy`) plus two for ordered, paged reads; `snapshots` has the
+    /// unique `instance.id` index.
+    pub async fn ensure_indexes(&self) -> Result<(), SinkError> {
+        let ctx = "creating indexes";
+        let events = vec![
+            index("instanceId_1", doc! {"instanceId": 1}, false),
+            index("componentName_1", doc! {"componentName": 1}, false),
+            index("machineName_1", doc! {"machineName": 1}, false),
+            index("persistedAt_1", doc! {"persistedAt": 1}, false),
+            index("causedBy_1", doc! {"causedBy": 1}, false),
+            index(
+                "instanceId_1_source.offset_1",
+                doc! {"instanceId": 1, "source.offset": 1},
+                false,
+            ),
+            index(
+                "persistedAt_1__id_1",
+                doc! {"persistedAt": 1, "_id": 1},
+                false,
+            ),
+        ];
+        for (collection, indexes) in [
+            (EVENTS, events),
+            (
+                SNAPSHOTS,
+                vec![index("instance.id_1", doc! {"instance.id": 1}, true)],
+            ),
+            (
+                INSTANCES,
+                vec![index(
+                    "machineName_1_currentState_1",
+                    doc! {"machineName": 1, "currentState": 1},
+                    false,
+                )],
+            ),
+        ] {
+            // One index per command: FerretDB 1.24 drops the connection when a single
+            // `createIndexes` names several indexes that all exist already.
+            for index in indexes {
+                self.db
+                    .run_command(doc! {"createIndexes": collection, "indexes": [index]})
+                    .await
+                    .map_err(|e| classify(e, ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn with_write_concern(&self, mut command: Document) -> Document {
+        if let Some(wc) = &self.write_concern {
+            command.insert("writeConcern", wc.clone());
+        }
+        command
+    }
+
+    fn offset_id(&self, topic: &str, partition: i32) -> String {
+        format!("{}/{topic}/{partition}", self.projection)
+    }
+
+    /// Runs `update` statements in chunks (unordered); returns, per statement, the error code
+    /// if it failed, and the number of documents matched or upserted.
+    async fn update(
+        &self,
+        collection: &str,
+        statements: Vec<Document>,
+        ctx: &'static str,
+    ) -> Result<(u64, Vec<(usize, i32, String)>), SinkError> {
+        let mut n = 0u64;
+        let mut errors = Vec::new();
+        for (base, chunk) in chunks(statements) {
+            let len = chunk.len();
+            let reply = self
+                .db
+                .run_command(self.with_write_concern(doc! {
+                    "update": collection,
+                    "updates": chunk,
+                    "ordered": false,
+                }))
+                .await
+                .map_err(|e| classify(e, ctx))?;
+            check_write_concern(&reply, ctx)?;
+            n += reply.get("n").and_then(as_u64).unwrap_or(0);
+            for (i, code, message) in write_errors(&reply) {
+                if i < len {
+                    errors.push((base + i, code, message));
+                }
+            }
+        }
+        Ok((n, errors))
+    }
+
+    /// Inserts documents (unordered); returns the indexes that were already stored.
+    async fn insert(
+        &self,
+        collection: &str,
+        documents: Vec<Document>,
+        ctx: &'static str,
+        what: impl Fn(usize) -> String,
+    ) -> Result<BTreeSet<usize>, SinkError> {
+        let mut duplicates = BTreeSet::new();
+        for (base, chunk) in chunks(documents) {
+            let reply = self
+                .db
+                .run_command(self.with_write_concern(doc! {
+                    "insert": collection,
+                    "documents": chunk,
+                    "ordered": false,
+                }))
+                .await
+                .map_err(|e| classify(e, ctx))?;
+            check_write_concern(&reply, ctx)?;
+            for (i, code, message) in write_errors(&reply) {
+                if code == DUPLICATE_KEY {
+                    duplicates.insert(base + i);
+                } else {
+                    return Err(classify_code(
+                        code,
+                        format!("{}: code {code}: {message}", what(base + i)),
+                        ctx,
+                    ));
+                }
+            }
+        }
+        Ok(duplicates)
+    }
+
+    async fn find_all(
+        &self,
+        collection: &str,
+        filter: Document,
+        projection: Document,
+        ctx: &'static str,
+    ) -> Result<Vec<Document>, SinkError> {
+        let mut cursor = self
+            .db
+            .collection::<Document>(collection)
+            .find(filter)
+            .projection(projection)
+            .await
+            .map_err(|e| classify(e, ctx))?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(|e| classify(e, ctx))? {
+            out.push(cursor.deserialize_current().map_err(|e| classify(e, ctx))?);
+        }
+        Ok(out)
+    }
+
+    async fn check_fence(&self, batch: &WriteBatch) -> Result<(), SinkError> {
+        let partitions: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
+        let stored = self.load_offsets(&batch.topic, &partitions).await?;
+        for o in &batch.offsets {
+            let now = stored.get(&o.partition).copied();
+            if now != o.expected {
+                return Err(SinkError::Fenced {
+                    partition: o.partition,
+                    expected: o.expected,
+                    stored: now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn advance_offsets(&self, batch: &WriteBatch) -> Result<(), SinkError> {
+        let ctx = "advancing stored offsets";
+        let mut offsets = batch.offsets.clone();
+        offsets.sort_by_key(|o| o.partition);
+        for o in &offsets {
+            let id = self.offset_id(&batch.topic, o.partition);
+            let moved = match o.expected {
+                Some(expected) => {
+                    let (n, errors) = self
+                        .update(
+                            OFFSETS,
+                            vec![doc! {
+                                "q": {"_id": &id, "nextOffset": expected},
+                                "u": {"$set": {"nextOffset": o.next}},
+                            }],
+                            ctx,
+                        )
+                        .await?;
+                    first_error(errors, ctx)?;
+                    n == 1
+                }
+                None => {
+                    let dup = self
+                        .insert(
+                            OFFSETS,
+                            vec![doc! {
+                                "_id": &id,
+                                "projection": &self.projection,
+                                "topic": &batch.topic,
+                                "partition": o.partition,
+                                "nextOffset": o.next,
+                            }],
+                            ctx,
+                            |_| format!("offset of partition {}", o.partition),
+                        )
+                        .await?;
+                    dup.is_empty()
+                }
+            };
+            if !moved {
+                let stored = self
+                    .load_offsets(&batch.topic, &[o.partition])
+                    .await?
+                    .get(&o.partition)
+                    .copied();
+                return Err(SinkError::Fenced {
+                    partition: o.partition,
+                    expected: o.expected,
+                    stored,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 2-4 of the module docs. Returns the number of events newly inserted.
+    async fn write_events(
+        &self,
+        events: &[(&PersistedEvent, &SourcePosition)],
+    ) -> Result<u64, SinkError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let ctx = "writing events";
+        let docs: Vec<Document> = events
+            .iter()
+            .map(|(e, s)| document::event_document(e, s))
+            .collect();
+        let duplicates = self
+            .insert(EVENTS, docs, ctx, |i| {
+                format!("event {:?}", events.get(i).map_or("?", |e| e.0.id.as_str()))
+            })
+            .await?;
+        let inserted = (events.len() - duplicates.len()) as u64;
+
+        // Which records are the stored copy of their id: every inserted one, and the
+        // duplicates whose stored document came from this very position (a replay).
+        let dup_ids: Vec<&str> = duplicates
+            .iter()
+            .map(|&i| events[i].0.id.as_str())
+            .collect();
+        let mut stored_source: HashMap<String, Option<SourcePosition>> = HashMap::new();
+        if !dup_ids.is_empty() {
+            for d in self
+                .find_all(
+                    EVENTS,
+                    doc! {"_id": {"$in": &dup_ids}},
+                    doc! {"source": 1},
+                    ctx,
+                )
+                .await?
+            {
+                if let Ok(id) = d.get_str("_id") {
+                    stored_source.insert(id.to_owned(), document::source_from_document(&d));
+                }
+            }
+        }
+        let stored: Vec<(&PersistedEvent, &SourcePosition)> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, (e, s))| {
+                !duplicates.contains(i)
+                    || stored_source.get(&e.id).and_then(Option::as_ref) == Some(*s)
+            })
+            .map(|(_, x)| *x)
+            .collect();
+
+        // Causality: parents learn about children of this batch, and events of this batch
+        // learn about children stored before them.
+        let mut caused: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (e, _) in &stored {
+            for p in &e.caused_by {
+                caused.entry(p.clone()).or_default().insert(e.id.clone());
+            }
+        }
+        let ids: Vec<&str> = events.iter().map(|(e, _)| e.id.as_str()).collect();
+        let id_set: BTreeSet<&str> = ids.iter().copied().collect();
+        for child in self
+            .find_all(
+                EVENTS,
+                doc! {"causedBy": {"$in": &ids}},
+                doc! {"causedBy": 1},
+                ctx,
+            )
+            .await?
+        {
+            let Ok(child_id) = child.get_str("_id") else {
+                continue;
+            };
+            if let Ok(parents) = child.get_array("causedBy") {
+                for p in parents.iter().filter_map(Bson::as_str) {
+                    if id_set.contains(p) {
+                        caused
+                            .entry(p.to_owned())
+                            .or_default()
+                            .insert(child_id.to_owned());
+                    }
+                }
+            }
+        }
+        if !caused.is_empty() {
+            let statements: Vec<Document> = caused
+                .into_iter()
+                .map(|(parent, children)| {
+                    let children: Vec<String> = children.into_iter().collect();
+                    doc! {
+                        "q": {"_id": parent},
+                        "u": {"$addToSet": {"caused": {"$each": children}}},
+                    }
+                })
+                .collect();
+            let (_, errors) = self.update(EVENTS, statements, ctx).await?;
+            first_error(errors, ctx)?;
+        }
+
+        self.fold_instances(&stored).await?;
+        Ok(inserted)
+    }
+
+    /// Step 4: fold stored events into the instance view, once each (by log offset).
+    async fn fold_instances(
+        &self,
+        stored: &[(&PersistedEvent, &SourcePosition)],
+    ) -> Result<(), SinkError> {
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let ctx = "updating the instance view";
+        let mut by_instance: BTreeMap<&str, Vec<(&PersistedEvent, &SourcePosition)>> =
+            BTreeMap::new();
+        for x in stored {
+            by_instance
+                .entry(x.0.instance_id.as_str())
+                .or_default()
+                .push(*x);
+        }
+        let ids: Vec<&str> = by_instance.keys().copied().collect();
+        let mut last_offset: HashMap<String, Option<i64>> = HashMap::new();
+        for d in self
+            .find_all(
+                INSTANCES,
+                doc! {"_id": {"$in": &ids}},
+                doc! {"lastEventOffset": 1},
+                ctx,
+            )
+            .await?
+        {
+            if let Ok(id) = d.get_str("_id") {
+                last_offset.insert(
+                    id.to_owned(),
+                    match d.get("lastEventOffset") {
+                        Some(Bson::Int64(o)) => Some(*o),
+                        Some(Bson::Int32(o)) => Some(i64::from(*o)),
+                        _ => None,
+                    },
+                );
+            }
+        }
+        let mut statements = Vec::new();
+        for (instance, mut list) in by_instance {
+            let stored_offset = last_offset.get(instance).copied().flatten();
+            list.retain(|(_, s)| stored_offset.is_none_or(|o| s.offset > o));
+            list.sort_by_key(|(_, s)| s.offset);
+            let Some((last, last_source)) = list.last().copied() else {
+                continue;
+            };
+            let first_at = list.iter().map(|(e, _)| e.persisted_at).min().unwrap_or(0);
+            let last_at = list.iter().map(|(e, _)| e.persisted_at).max().unwrap_or(0);
+            let filter = match stored_offset {
+                Some(o) => doc! {"_id": instance, "lastEventOffset": o},
+                None => doc! {"_id": instance, "lastEventOffset": Bson::Null},
+            };
+            statements.push(doc! {
+                "q": filter,
+                "u": {
+                    "$inc": {"eventCount": list.len() as i64},
+                    "$min": {"firstEventAt": first_at},
+                    "$max": {"lastEventAt": last_at},
+                    "$set": {
+                        "instanceId": instance,
+                        "machineName": &last.machine_name,
+                        "componentName": &last.component_name,
+                        "currentState": &last.state_after,
+                        "lastEventId": &last.id,
+                        "lastEventOffset": last_source.offset,
+                    },
+                    "$setOnInsert": {"status": "active"},
+                },
+                "upsert": true,
+            });
+        }
+        let expected = statements.len() as u64;
+        let (n, errors) = self.update(INSTANCES, statements, ctx).await?;
+        if let Some((_, code, message)) = errors.iter().find(|e| e.1 != DUPLICATE_KEY) {
+            return Err(classify_code(*code, message.clone(), ctx));
+        }
+        if n != expected || !errors.is_empty() {
+            return Err(SinkError::Transient {
+                context: ctx,
+                source: "another writer moved an instance's lastEventOffset concurrently".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 5: newer-only snapshot upserts, then the instance status from the stored snapshot.
+    async fn write_snapshots(
+        &self,
+        snapshots: &[(&InstanceSnapshot, &SourcePosition)],
+    ) -> Result<u64, SinkError> {
+        if snapshots.is_empty() {
+            return Ok(0);
+        }
+        let ctx = "writing snapshots";
+        let statements: Vec<Document> = snapshots
+            .iter()
+            .map(|(s, source)| {
+                doc! {
+                    "q": older_snapshot_filter(s, source.offset),
+                    "u": document::snapshot_document(s, source),
+                    "upsert": true,
+                }
+            })
+            .collect();
+        let (applied, errors) = self.update(SNAPSHOTS, statements, ctx).await?;
+        if let Some((i, code, message)) = errors.iter().find(|e| e.1 != DUPLICATE_KEY) {
+            let id = snapshots.get(*i).map_or("?", |s| s.0.instance.id.as_str());
+            return Err(classify_code(
+                *code,
+                format!("snapshot of instance {id:?}: code {code}: {message}"),
+                ctx,
+            ));
+        }
+
+        let ids: Vec<&str> = snapshots
+            .iter()
+            .map(|(s, _)| s.instance.id.as_str())
+            .collect();
+        let stored = self
+            .find_all(
+                SNAPSHOTS,
+                doc! {"_id": {"$in": &ids}},
+                doc! {"instance.status": 1, "instance.machineName": 1, "instance.currentState": 1},
+                ctx,
+            )
+            .await?;
+        let statements: Vec<Document> = stored
+            .iter()
+            .filter_map(|d| {
+                let id = d.get_str("_id").ok()?;
+                let i = d.get_document("instance").ok()?;
+                Some(doc! {
+                    "q": {"_id": id},
+                    "u": {
+                        "$set": {"status": i.get_str("status").ok()?},
+                        "$setOnInsert": {
+                            "instanceId": id,
+                            "machineName": i.get_str("machineName").ok()?,
+                            "componentName": "",
+                            "currentState": i.get_str("currentState").ok()?,
+                            "eventCount": 0i64,
+                        },
+                    },
+                    "upsert": true,
+                })
+            })
+            .collect();
+        let (_, errors) = self.update(INSTANCES, statements, ctx).await?;
+        if !errors.is_empty() {
+            // A concurrent upsert of the same instance (a zombie): retry the batch.
+            let (_, code, message) = &errors[0];
+            return Err(match classify_code(*code, message.clone(), ctx) {
+                SinkError::Rejected { .. } if *code == DUPLICATE_KEY => SinkError::Transient {
+                    context: ctx,
+                    source: message.clone().into(),
+                },
+                other => other,
+            });
+        }
+        Ok(applied)
+    }
+}
+
+/// The filter that matches the stored snapshot of `s`'s instance only if it is older than `s`:
+/// by sequence when both have one, else by `snapshotAt`, ties by log offset (the rule of the
+/// PostgreSQL sink).
+fn older_snapshot_filter(s: &InstanceSnapshot, offset: i64) -> Document {
+    let id = s.instance.id.as_str();
+    let at = s.snapshot_at;
+    let by_time = [
+        doc! {"snapshotAt": {"$lt": at}},
+        doc! {"snapshotAt": at, "source.offset": {"$lt": offset}},
+    ];
+    match s.sequence.and_then(|q| i64::try_from(q).ok()) {
+        Some(seq) => doc! {
+            "_id": id,
+            "$or": [
+                {"sequence": {"$lt": seq}},
+                {"sequence": Bson::Null, "snapshotAt": {"$lt": at}},
+                {"sequence": Bson::Null, "snapshotAt": at, "source.offset": {"$lt": offset}},
+            ],
+        },
+        None => doc! {"_id": id, "$or": by_time.to_vec()},
+    }
+}
+
+fn index(name: &str, keys: Document, unique: bool) -> Document {
+    let mut d = doc! {"key": keys, "name": name};
+    if unique {
+        d.insert("unique", true);
+    }
+    d
+}
+
+fn as_u64(b: &Bson) -> Option<u64> {
+    match b {
+        Bson::Int32(i) => u64::try_from(*i).ok(),
+        Bson::Int64(i) => u64::try_from(*i).ok(),
+        Bson::Double(f) if *f >= 0.0 => Some(*f as u64),
+        _ => None,
+    }
+}
+
+/// Splits documents into chunks under [`CHUNK_BYTES`]; each chunk with the index of its first.
+fn chunks(documents: Vec<Document>) -> Vec<(usize, Vec<Document>)> {
+    let mut out: Vec<(usize, Vec<Document>)> = Vec::new();
+    let mut size = 0;
+    for (i, d) in documents.into_iter().enumerate() {
+        let s = document::document_size(&d);
+        match out.last_mut() {
+            Some((_, chunk)) if size + s <= CHUNK_BYTES && chunk.len() < 10_000 => {
+                size += s;
+                chunk.push(d);
+            }
+            _ => {
+                size = s;
+                out.push((i, vec![d]));
+            }
+        }
+    }
+    out
+}
+
+fn write_errors(reply: &Document) -> Vec<(usize, i32, String)> {
+    let Ok(list) = reply.get_array("writeErrors") else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(Bson::as_document)
+        .map(|e| {
+            let index = e.get("index").and_then(as_u64).unwrap_or(0) as usize;
+            let code = match e.get("code") {
+                Some(Bson::Int32(c)) => *c,
+                Some(Bson::Int64(c)) => i32::try_from(*c).unwrap_or(-1),
+                _ => -1,
+            };
+            let message = e.get_str("errmsg").unwrap_or("").to_owned();
+            (index, code, message)
+        })
+        .collect()
+}
+
+fn check_write_concern(reply: &Document, ctx: &'static str) -> Result<(), SinkError> {
+    match reply.get_document("writeConcernError") {
+        Ok(wce) => Err(SinkError::Transient {
+            context: ctx,
+            source: format!("write concern not satisfied: {wce}").into(),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
+fn first_error(errors: Vec<(usize, i32, String)>, ctx: &'static str) -> Result<(), SinkError> {
+    match errors.into_iter().next() {
+        Some((_, code, message)) => Err(classify_code(code, message, ctx)),
+        None => Ok(()),
+    }
+}
+
+impl Sink for MongoSink {
+    fn name(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn load_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, SinkError> {
+        let ids: Vec<String> = partitions
+            .iter()
+            .map(|p| self.offset_id(topic, *p))
+            .collect();
+        let docs = self
+            .find_all(
+                OFFSETS,
+                doc! {"_id": {"$in": ids}},
+                doc! {"partition": 1, "nextOffset": 1},
+                "loading stored offsets",
+            )
+            .await?;
+        let mut out = HashMap::new();
+        for d in docs {
+            let partition = d.get("partition").and_then(as_u64);
+            let next = match d.get("nextOffset") {
+                Some(Bson::Int64(o)) => Some(*o),
+                Some(Bson::Int32(o)) => Some(i64::from(*o)),
+                _ => None,
+            };
+            if let (Some(p), Some(n)) = (partition, next) {
+                out.insert(p as i32, n);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
+        self.check_fence(batch).await?;
+        let (events, snapshots) = split(&batch.records);
+        let events_inserted = self.write_events(&events).await?;
+        let snapshots_applied = self.write_snapshots(&snapshots).await?;
+        self.advance_offsets(batch).await?;
+        Ok(WriteOutcome {
+            events_inserted,
+            snapshots_applied,
+        })
+    }
+
+    fn check(&self, record: &Record) -> Result<(), String> {
+        document::check(record)
+    }
+}
+
+type Split<'a> = (
+    Vec<(&'a PersistedEvent, &'a SourcePosition)>,
+    Vec<(&'a InstanceSnapshot, &'a SourcePosition)>,
+);
+
+/// Events of the batch (the first copy of each id) and the newest snapshot per instance.
+fn split(records: &[SinkRecord]) -> Split<'_> {
+    let mut events = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut newest: BTreeMap<&str, (&InstanceSnapshot, &SourcePosition)> = BTreeMap::new();
+    for r in records {
+        match &r.record {
+            Record::Event(e) => {
+                if seen.insert(e.id.as_str()) {
+                    events.push((e, &r.source));
+                }
+            }
+            Record::Snapshot(s) => {
+                let replace = newest
+                    .get(s.instance.id.as_str())
+                    .is_none_or(|(old, old_src)| {
+                        crate::sink::postgres::rows::snapshot_is_newer(
+                            (s, r.source.offset),
+                            (old, old_src.offset),
+                        )
+                    });
+                if replace {
+                    newest.insert(s.instance.id.as_str(), (s, &r.source));
+                }
+            }
+        }
+    }
+    (events, newest.into_values().collect())
+}
+
+/// The one place that decides what a MongoDB error means for the pipeline.
+///
+/// * network, pool, server selection, shutdown, not-primary, interrupted, timeouts, write
+///   conflicts, unsatisfied write concern, anything labelled `RetryableWriteError`, and
+///   `InternalError` (code 1: FerretDB's answer while its backend is down):
+///   [`SinkError::Transient`] (retry the same batch);
+/// * the server refuses a document's content (too large, bad field names, validation,
+///   duplicate key where one is not expected, BSON it cannot take): [`SinkError::Rejected`];
+/// * authentication, authorization, bad arguments, unsupported commands: [`SinkError::Fatal`].
+pub fn classify(error: mongodb::error::Error, context: &'static str) -> SinkError {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    if error.contains_label("RetryableWriteError")
+        || error.contains_label("TransientTransactionError")
+    {
+        return SinkError::Transient {
+            context,
+            source: Box::new(error),
+        };
+    }
+    let code = match error.kind.as_ref() {
+        ErrorKind::Command(c) => Some((c.code, c.message.clone())),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some((w.code, w.message.clone())),
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => {
+            return SinkError::Transient {
+                context,
+                source: Box::new(error),
+            };
+        }
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .and_then(|w| w.first())
+            .map(|w| (w.code, w.message.clone())),
+        _ => None,
+    };
+    if let Some((code, message)) = code {
+        return match code_class(code) {
+            CodeClass::Transient => SinkError::Transient {
+                context,
+                source: Box::new(error),
+            },
+            CodeClass::Content => SinkError::Rejected {
+                context,
+                reason: format!("code {code}: {message}"),
+            },
+            CodeClass::Fatal => SinkError::Fatal {
+                context,
+                source: Box::new(error),
+            },
+        };
+    }
+    match error.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::InvalidResponse { .. }
+        | ErrorKind::Shutdown
+        | ErrorKind::Write(_)
+        | ErrorKind::InsertMany(_) => SinkError::Transient {
+            context,
+            source: Box::new(error),
+        },
+        ErrorKind::BsonSerialization(_) => SinkError::Rejected {
+            context,
+            reason: error.to_string(),
+        },
+        _ => SinkError::Fatal {
+            context,
+            source: Box::new(error),
+        },
+    }
+}
+
+/// [`classify`] for a server error code read from a bulk reply's `writeErrors`.
+fn classify_code(code: i32, message: String, context: &'static str) -> SinkError {
+    match code_class(code) {
+        CodeClass::Transient => SinkError::Transient {
+            context,
+            source: format!("code {code}: {message}").into(),
+        },
+        CodeClass::Content => SinkError::Rejected {
+            context,
+            reason: format!("code {code}: {message}"),
+        },
+        CodeClass::Fatal => SinkError::Fatal {
+            context,
+            source: format!("code {code}: {message}").into(),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CodeClass {
+    Transient,
+    Content,
+    Fatal,
+}
+
+fn code_class(code: i32) -> CodeClass {
+    match code {
+        // HostUnreachable, HostNotFound, LockTimeout, LockBusy, MaxTimeMSExpired,
+        // WriteConcernFailed, NetworkTimeout, ShutdownInProgress, WriteConflict,
+        // ConflictingOperationInProgress, ReadConcernMajorityNotAvailableYet,
+        // PrimarySteppedDown, NetworkInterfaceExceededTimeLimit, ExceededTimeLimit,
+        // SocketException, NotWritablePrimary, InterruptedAtShutdown, Interrupted,
+        // InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary,
+        // StaleConfig, CursorKilled, ...
+        // InternalError: what FerretDB answers while its PostgreSQL backend is unreachable.
+        1 | 6 | 7 | 24 | 46 | 50 | 64 | 89 | 91 | 112 | 117 | 134 | 189 | 202 | 262 | 9001
+        | 10107 | 11600 | 11601 | 11602 | 13435 | 13436 | 13388 | 237 => CodeClass::Transient,
+        // BadValue, Overflow, InvalidLength, InvalidBSON, DollarPrefixedFieldName,
+        // EmptyFieldName, DottedFieldName, DocumentValidationFailure, BSONObjectTooLarge,
+        // DuplicateKey, KeyTooLong, document too large, too deeply nested, ...
+        2 | 15 | 16 | 22 | 52 | 55 | 56 | 57 | 121 | 10334 | 11000 | 17280 | 17419 | 17420
+        | 15983 => CodeClass::Content,
+        _ => CodeClass::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::ErrorClass;
+    use serde_json::json;
+    use xclog_schema::{FsmInstance, InstanceStatus};
+
+    #[test]
+    fn server_codes_are_classified_by_what_the_pipeline_must_do() {
+        for code in [
+            1, 6, 7, 89, 91, 189, 10107, 11600, 11602, 13435, 112, 262, 9001,
+        ] {
+            assert_eq!(code_class(code), CodeClass::Transient, "{code}");
+        }
+        for code in [2, 52, 56, 57, 121, 10334, 11000, 17419] {
+            assert_eq!(code_class(code), CodeClass::Content, "{code}");
+        }
+        for code in [13, 18, 26, 59, 238, 0] {
+            assert_eq!(code_class(code), CodeClass::Fatal, "{code}");
+        }
+        assert_eq!(
+            classify_code(10334, "too big".into(), "t").class(),
+            ErrorClass::Rejected
+        );
+    }
+
+    fn snapshot(id: &str, at: i64, seq: Option<u64>) -> InstanceSnapshot {
+        InstanceSnapshot {
+            instance: FsmInstance {
+                id: id.into(),
+                machine_name: "M".into(),
+                current_state: "S".into(),
+                context: json!({}),
+                public_member: None,
+                internal_member: None,
+                created_at: 0,
+                updated_at: 0,
+                status: InstanceStatus::Active,
+                is_entry_point: None,
+                parent_instance_id: None,
+                parent_machine_name: None,
+            },
+            snapshot_at: at,
+            last_event_id: "e".into(),
+            pending_timeouts: None,
+            sequence: seq,
+        }
+    }
+
+    #[test]
+    fn the_snapshot_filter_compares_sequence_first_then_time_then_offset() {
+        let f = older_snapshot_filter(&snapshot("i", 5, Some(3)), 9);
+        assert_eq!(f.get_str("_id").unwrap(), "i");
+        let or = f.get_array("$or").unwrap();
+        assert_eq!(or.len(), 3);
+        assert_eq!(
+            or[0].as_document().unwrap(),
+            &doc! {"sequence": {"$lt": 3i64}}
+        );
+        let f = older_snapshot_filter(&snapshot("i", 5, None), 9);
+        assert_eq!(f.get_array("$or").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn chunks_keep_every_document_in_order_with_its_index() {
+        let docs: Vec<Document> = (0..25).map(|i| doc! {"i": i}).collect();
+        let out = chunks(docs);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.len(), 25);
+        let big = "x".repeat(3 * 1024 * 1024);
+        let docs: Vec<Document> = (0..5).map(|i| doc! {"i": i, "b": &big}).collect();
+        let out = chunks(docs);
+        assert_eq!(out.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 2, 4]);
+    }
+}
