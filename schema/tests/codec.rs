@@ -221,3 +221,26 @@ fn new_event_ids_are_time_ordered_uuid_v7() {
     assert_eq!(ua.get_version_num(), 7);
     assert!(a <= b, "{a} then {b}");
 }
+
+#[test]
+fn the_same_defect_is_reported_with_the_same_field_and_words_in_both_encodings() {
+    let mut r = event();
+    let Record::Event(e) = &mut r else {
+        unreachable!()
+    };
+    e.event.event_type.clear();
+    let messages: Vec<(String, String, String)> = [Encoding::Json, Encoding::Protobuf]
+        .into_iter()
+        .map(|enc| {
+            let value = encode(&r, enc).value;
+            let err = decode(&[], None, &value, &Limits::default()).unwrap_err();
+            (
+                err.field().to_owned(),
+                err.expected().to_owned(),
+                err.found().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(messages[0], messages[1]);
+    assert_eq!(messages[0].0, "event.type");
+}
