@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 6. Fire-and-forget: enqueue now, await the handles later (for example at the end of
-    //    a request). Here: a burst of self-transitions on a fresh ticket.
+    //    a request). Here: a burst of self-transitions of the first (closed) ticket.
     let mut handles = Vec::new();
     for _ in 0..100 {
         let event = runtime.transition(0, "TOUCH", "Closed");
