@@ -102,3 +102,53 @@ async fn an_empty_batch_is_acknowledged_with_no_positions() -> anyhow::Result<()
     assert!(producer.append_all(&[]).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_says_which_records_are_durable_and_which_to_publish_again()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(2).await?;
+    let producer = Producer::connect(ProducerConfig::new(brokers(), &topic.name)).await?;
+    let mut batch = events(6, 10);
+    // Record 4 can never be sent (2 MB, above the client's 1 MB message limit).
+    batch[4].event.payload = serde_json::json!({ "note": "x".repeat(2_000_000) });
+
+    let error = producer
+        .append_all(&batch)
+        .await
+        .expect_err("record 4 is too large");
+    let xclog_producer::Error::Batch { positions, failed } = error else {
+        panic!("expected a Batch error, got {error:?}");
+    };
+    // Records before the failure are acknowledged; the failed one and every later one are not.
+    assert!(positions[..4].iter().all(Option::is_some), "{positions:?}");
+    assert!(positions[4..].iter().all(Option::is_none), "{positions:?}");
+    let failed_indexes: Vec<usize> = failed.iter().map(|(index, _)| *index).collect();
+    assert_eq!(failed_indexes, (4..10).collect::<Vec<_>>());
+    assert!(matches!(
+        failed[0].1,
+        xclog_producer::Error::RecordTooLarge { .. }
+    ));
+    assert!(
+        failed[1..]
+            .iter()
+            .all(|(_, e)| matches!(e, xclog_producer::Error::NotSent { .. }))
+    );
+
+    // The topic holds exactly the acknowledged records.
+    let messages = topic.consume(4, Duration::from_secs(30)).await?;
+    let ids: HashSet<String> = messages
+        .iter()
+        .map(|m| match decode(m) {
+            Record::Event(e) => e.id,
+            Record::Snapshot(_) => panic!("no snapshot was published"),
+        })
+        .collect();
+    let expected: HashSet<String> = batch[..4].iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, expected);
+    let more = topic.consume(5, Duration::from_secs(5)).await;
+    assert!(
+        more.is_err(),
+        "a record after the failure reached the topic"
+    );
+    Ok(())
+}
