@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# `make bench`: xclog next to its references, in one run, on the local stack (docs/BENCHMARKS.md).
+#
+#   scripts/bench.sh [--quick] [--events N] [--runs R] [--only LIST] [--profile release|dev]
+#                    [--results FILE] [--no-doc] [--keep]
+#
+#   --quick          100,000 events instead of 1,000,000
+#   --events N       events in the workload (snapshots come in addition)
+#   --runs R         measurements per side (default 3; the table shows the median and the spread)
+#   --only LIST      comma-separated subset of: producer,pg,mongo (default: all)
+#   --profile P      cargo profile of the measured binaries (default release; the harness test
+#                    uses dev to share the test build: its figures are not benchmarks)
+#   --results FILE   also keep the raw measurements (one JSON object per line) in FILE
+#   --no-doc         print the table but leave docs/BENCHMARKS.md alone
+#   --keep           keep the topics and databases (default: dropped at the end)
+#
+# What it does, once per invocation:
+#  1. builds `xclog` and `xclog-bench`, resolves the Connect sinks' drivers with Maven
+#     (scripts/connect/pom.xml) and compiles the Connect sinks (bench/connect/) into
+#     $XCLOG_HOME/cache/connect-plugins/xclog-bench-sinks;
+#  2. publishes the workload once with `xclog produce --seed 42` (500-byte payloads);
+#  3. `xclog-bench prepare` republishes its events for the peers (JSON-with-schema; JSON documents)
+#     and writes the documents to a file for the Mongo limit;
+#  4. per run, each side into fresh stores: our projector, the limit (COPY / unordered insertMany),
+#     the peer (a sink on Kafka Connect standalone); every side must write exactly the events
+#     of the topic, or the run fails;
+#  5. the producer against kafka-producer-perf-test (the producer's own bench, called as is);
+#  6. prints the table and rewrites the harness section of docs/BENCHMARKS.md.
+#
+# Needs the stack's XCLOG_KAFKA_BROKERS, DATABASE_URL, MONGODB_URI (`make bench` sets them),
+# java 17+, mvn, psql, python3. Everything talks to 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+EVENTS=1000000
+RUNS=3
+ONLY=producer,pg,mongo
+PROFILE=release
+RESULTS=""
+WRITE_DOC=1
+KEEP=0
+QUICK=0
+ARGS_TEXT="$*"
+while (($#)); do
+    case $1 in
+        --quick) EVENTS=100000 QUICK=1 ;;
+        --events) EVENTS=${2:?--events needs a number}; shift ;;
+        --runs) RUNS=${2:?--runs needs a number}; shift ;;
+        --only) ONLY=${2:?--only needs a list}; shift ;;
+        --profile) PROFILE=${2:?--profile needs release or dev}; shift ;;
+        --results) RESULTS=${2:?--results needs a file}; shift ;;
+        --no-doc) WRITE_DOC=0 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $EVENTS =~ ^[0-9]+$ && $EVENTS -gt 0 ]] || { echo "bench.sh: --events must be a positive integer, got $EVENTS" >&2; exit 2; }
+[[ $RUNS =~ ^[0-9]+$ && $RUNS -gt 0 ]] || { echo "bench.sh: --runs must be a positive integer, got $RUNS" >&2; exit 2; }
+case $PROFILE in release|dev) ;; *) echo "bench.sh: --profile must be release or dev" >&2; exit 2 ;; esac
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+: "${XCLOG_KAFKA_BROKERS:?run through make bench, or eval \"\$(scripts/stack.sh env)\" first}"
+: "${DATABASE_URL:?}" "${MONGODB_URI:?}"
+XCLOG_HOME=${XCLOG_HOME:-/var/tmp/xclog}
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+KAFKA_LIBS=${XCLOG_KAFKA_LIBS:-$XCLOG_HOME/cache/kafka-$KAFKA_VERSION/libs}
+PLUGIN_DIR=$XCLOG_HOME/cache/connect-plugins/xclog-bench-sinks
+PARTITIONS=${BENCH_PARTITIONS:-3}
+PEER_TASKS=${BENCH_PEER_TASKS:-1}
+JDBC_BATCH=${BENCH_JDBC_BATCH:-5000}
+POLL_RECORDS=${BENCH_MAX_POLL_RECORDS:-5000}
+ID=$(date +%H%M%S)$$
+WORK=$XCLOG_HOME/run/bench/$ID
+mkdir -p "$WORK"
+RAW=$WORK/results.jsonl
+: >"$RAW"
+PG_BASE=${DATABASE_URL%/*}
+POLL_MS=$((EVENTS >= 500000 ? 250 : 100))
+TIMEOUT_S=$((600 + EVENTS / 200))
+
+say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[bench] %s\033[0m\n' "$*" >&2; exit 1; }
+jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+psql_admin() { psql -q -X -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
+psql_db() { local db=$1; shift; psql -q -X -v ON_ERROR_STOP=1 "$PG_BASE/$db" "$@"; }
+record() { echo "$1" >>"$RAW"; }
+
+PIDS=()
+PG_DBS=()
+MONGO_DBS=()
+TOPICS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if ((KEEP == 0)); then
+        for db in "${PG_DBS[@]}"; do psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true; done
+        for db in "${MONGO_DBS[@]}"; do "$BENCH" mongo-drop --db "$db" >/dev/null 2>&1 || true; done
+        ((${#TOPICS[@]})) && "$BENCH" delete-topics "${TOPICS[@]}" >/dev/null 2>&1 || true
+        rm -f "$WORK"/*.docs.jsonl "$WORK"/*.copy
+    fi
+}
+trap cleanup EXIT
+
+# stop PID: SIGTERM (the clean drain), then wait for it (deadline 60 s, then SIGKILL).
+stop() {
+    local pid=$1 deadline=$((SECONDS + 60))
+    kill -TERM "$pid" 2>/dev/null || return 0
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then kill -KILL "$pid" 2>/dev/null || true; break; fi
+        sleep 0.2
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+fresh_pg() { # fresh_pg DB [migrate]: a fresh database, with the projector's migrations if asked
+    psql_admin -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+    PG_DBS+=("$1")
+    if [[ ${2:-} == migrate ]]; then
+        for f in migrations/*.sql; do psql_db "$1" -f "$f" >/dev/null; done
+    fi
+}
+
+# ---------------------------------------------------------------- 1. build and resolve
+say "building xclog and xclog-bench (profile $PROFILE)"
+cargo build -q --profile "$PROFILE" -p xclog-projector --bin xclog -p xclog-bench
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)
+XCLOG=$BIN_DIR/xclog
+BENCH=$BIN_DIR/xclog-bench
+
+if want pg || want mongo; then
+    [[ -f $KAFKA_LIBS/connect-runtime-$KAFKA_VERSION.jar ]] || die "no Kafka Connect runtime in $KAFKA_LIBS (run scripts/stack.sh up)"
+    if [[ ! -f $PLUGIN_DIR/postgresql.ok ]]; then
+        say "resolving the Connect sinks' drivers with Maven (scripts/connect/pom.xml)"
+        (cd scripts/connect && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$PLUGIN_DIR") >&2 || die "mvn could not resolve scripts/connect/pom.xml"
+        touch "$PLUGIN_DIR/postgresql.ok"
+    fi
+    SINK_JAR=$PLUGIN_DIR/xclog-bench-sinks.jar
+    if [[ ! -f $SINK_JAR ]] || [[ -n $(find bench/connect/src -newer "$SINK_JAR" -name '*.java') ]]; then
+        say "compiling the Connect sinks (bench/connect/)"
+        rm -rf "$WORK/classes" && mkdir -p "$WORK/classes"
+        javac -nowarn -d "$WORK/classes" -cp "$KAFKA_LIBS/*:$PLUGIN_DIR/*" $(find bench/connect/src -name '*.java')
+        jar cf "$SINK_JAR" -C "$WORK/classes" .
+    fi
+fi
+
+# ---------------------------------------------------------------- 2. the workload, once
+TOPIC=xclog.bench-$ID
+TOPICS+=("$TOPIC" "$TOPIC.dlq")
+say "publishing $EVENTS events to $TOPIC ($PARTITIONS partitions, seed 42, 500-byte payloads)"
+PRODUCE_CMD="xclog produce --topic $TOPIC --partitions $PARTITIONS --events $EVENTS --instances 1000 --payload-bytes 500 --seed 42"
+PRODUCED=$($XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" --partitions "$PARTITIONS" \
+    --events "$EVENTS" --instances 1000 --payload-bytes 500 --seed 42 2>"$WORK/produce.log") \
+    || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
+say "$PRODUCED"
+
+JDBC_TOPIC=$TOPIC.jdbc-json
+MONGO_TOPIC=$TOPIC.mongo-json
+TOPICS+=("$JDBC_TOPIC" "$MONGO_TOPIC")
+DOCS=$WORK/events.docs.jsonl
+say "preparing the peers' topics and the documents file"
+PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$TOPIC" --jdbc-topic "$JDBC_TOPIC" \
+    --mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
+N_EVENTS=$(jget "$PREP" events)
+N_SNAPSHOTS=$(jget "$PREP" snapshots)
+N_RECORDS=$((N_EVENTS + N_SNAPSHOTS))
+((N_EVENTS == EVENTS)) || die "the topic holds $N_EVENTS events, expected $EVENTS"
+say "topic: $N_EVENTS events + $N_SNAPSHOTS snapshots"
+
+# connect NAME CONNECTOR_PROPS: starts Kafka Connect standalone with one connector; sets CONNECT_PID.
+connect() {
+    local name=$1 props=$2 port
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        port=$((20000 + RANDOM % 20000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+    done
+    cat >"$WORK/$name.worker.properties" <<EOF
+bootstrap.servers=$XCLOG_KAFKA_BROKERS
+key.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+offset.storage.file.filename=$WORK/$name.offsets
+offset.flush.interval.ms=1000
+plugin.path=$PLUGIN_DIR
+listeners=http://127.0.0.1:$port
+consumer.max.poll.records=$POLL_RECORDS
+consumer.auto.offset.reset=earliest
+EOF
+    # The heap that bin/connect-standalone.sh gives the worker.
+    java -Xms256M -Xmx2G -XX:+UseG1GC -Djava.awt.headless=true \
+        -cp "$KAFKA_LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone \
+        "$WORK/$name.worker.properties" "$props" >"$WORK/$name.log" 2>&1 &
+    CONNECT_PID=$!
+    CONNECT_REST=127.0.0.1:$port
+    PIDS+=("$CONNECT_PID")
+}
+
+# measure COMPARISON SIDE RUN WAIT_JSON: records one measurement.
+measure() {
+    local comparison=$1 side=$2 run=$3 json=$4
+    record "$(python3 -c '
+import json,sys
+m=json.loads(sys.argv[5]); m.update(comparison=sys.argv[1], side=sys.argv[2], run=int(sys.argv[3]), events=int(sys.argv[4]))
+print(json.dumps(m))' "$comparison" "$side" "$run" "$N_EVENTS" "$json")"
+    say "  $comparison/$side run $run: $json"
+}
+
+count_pg() { psql_db "$1" -At -c "$2"; }
+
+# ---------------------------------------------------------------- 3. PostgreSQL
+run_pg() {
+    local run=$1 db out pid
+    say "PostgreSQL, run $run/$RUNS"
+    # ours
+    db=bench_${ID}_${run}_ours
+    fresh_pg "$db"
+    "$XCLOG" project --target postgres --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" \
+        --group "bench-$ID-$run-pg" --database-url "$PG_BASE/$db" --http-addr off \
+        >"$WORK/ours-pg-$run.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    out=$("$BENCH" wait --pg-url "$PG_BASE/$db" --query "SELECT count(*) FROM fsm_events" \
+        --count "$N_EVENTS" --pid "$pid" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
+        || die "our projector did not write $N_EVENTS events (log: $WORK/ours-pg-$run.log)"
+    "$BENCH" wait --pg-url "$PG_BASE/$db" --query "SELECT coalesce(sum(next_offset), 0)::bigint FROM xclog_offsets" \
+        --count "$N_RECORDS" --timeout-s 300 >/dev/null || die "our projector did not commit every offset"
+    stop "$pid"
+    local rows snaps
+    rows=$(count_pg "$db" "SELECT count(*) FROM fsm_events")
+    snaps=$(count_pg "$db" "SELECT count(*) FROM fsm_snapshots")
+    ((rows == N_EVENTS)) || die "our projector wrote $rows event rows, expected $N_EVENTS"
+    measure pg xclog "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2]), snapshot_rows=int(sys.argv[3])); print(json.dumps(m))' "$out" "$rows" "$snaps")"
+
+    # the limit: COPY of the same rows (every table the projector wrote) into the same tables
+    local tables="fsm_events fsm_snapshots fsm_causality fsm_causality_lock fsm_instances xclog_offsets"
+    local t script=$WORK/copy-in.sql
+    : >"$script"
+    for t in $tables; do
+        psql_db "$db" -c "\\copy $t TO '$WORK/$t.copy'"
+        echo "\\copy $t FROM '$WORK/$t.copy'" >>"$script"
+    done
+    local copydb=bench_${ID}_${run}_copy
+    fresh_pg "$copydb" migrate
+    local t0 t1
+    t0=$(date +%s.%N)
+    psql_db "$copydb" -1 -f "$script"
+    t1=$(date +%s.%N)
+    rows=$(count_pg "$copydb" "SELECT count(*) FROM fsm_events")
+    ((rows == N_EVENTS)) || die "COPY loaded $rows event rows, expected $N_EVENTS"
+    measure pg copy "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$t0" "$t1" "$rows")"
+    rm -f "$WORK"/*.copy
+
+    # the peer: the JDBC upsert sink on Kafka Connect standalone
+    local peerdb=bench_${ID}_${run}_peer
+    fresh_pg "$peerdb" migrate
+    cat >"$WORK/jdbc-$run.properties" <<EOF
+name=xclog-bench-jdbc-$ID-$run
+connector.class=dev.xclog.bench.connect.JdbcUpsertSinkConnector
+tasks.max=$PEER_TASKS
+topics=$JDBC_TOPIC
+key.converter=org.apache.kafka.connect.json.JsonConverter
+key.converter.schemas.enable=true
+value.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter.schemas.enable=true
+connection.url=jdbc:postgresql://127.0.0.1:${PG_BASE##*:}/$peerdb
+connection.username=xclog
+connection.password=xclog
+batch.size=$JDBC_BATCH
+EOF
+    connect "jdbc-$run" "$WORK/jdbc-$run.properties"
+    out=$("$BENCH" wait --pg-url "$PG_BASE/$peerdb" --query "SELECT count(*) FROM fsm_events" \
+        --count "$N_EVENTS" --pid "$CONNECT_PID" --connect-rest "$CONNECT_REST" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
+        || die "the JDBC sink did not write $N_EVENTS rows (log: $WORK/jdbc-$run.log)"
+    stop "$CONNECT_PID"
+    rows=$(count_pg "$peerdb" "SELECT count(*) FROM fsm_events")
+    ((rows == N_EVENTS)) || die "the JDBC sink wrote $rows rows, expected $N_EVENTS"
+    measure pg jdbc-sink "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$rows")"
+    if ((KEEP == 0)); then
+        for d in "$db" "$copydb" "$peerdb"; do psql_admin -c "DROP DATABASE IF EXISTS $d WITH (FORCE)"; done
+    fi
+}
+
+# ---------------------------------------------------------------- 4. MongoDB (FerretDB)
+MONGO_OURS=0
+if "$XCLOG" project --help 2>/dev/null | grep -q 'mongo'; then MONGO_OURS=1; fi
+run_mongo() {
+    local run=$1 out pid db n
+    say "MongoDB (FerretDB), run $run/$RUNS"
+    if ((MONGO_OURS)); then
+        db=bench_${ID}_${run}_ours
+        MONGO_DBS+=("$db")
+        "$XCLOG" project --target mongo --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" \
+            --group "bench-$ID-$run-mongo" --mongodb-uri "$MONGODB_URI" --mongo-database "$db" \
+            --http-addr off >"$WORK/ours-mongo-$run.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        out=$("$BENCH" wait --mongo-uri "$MONGODB_URI" --db "$db" --collection events \
+            --count "$N_EVENTS" --pid "$pid" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
+            || die "our Mongo projector did not write $N_EVENTS documents (log: $WORK/ours-mongo-$run.log)"
+        stop "$pid"
+        n=$("$BENCH" mongo-count --db "$db" --collection events)
+        ((n == N_EVENTS)) || die "our Mongo projector wrote $n documents, expected $N_EVENTS"
+        measure mongo xclog "$run" "$out"
+        ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
+    else
+        record "{\"comparison\":\"mongo\",\"side\":\"xclog\",\"run\":$run,\"missing\":\"xclog project has no --target mongo in this build\"}"
+    fi
+
+    # the limit: unordered insertMany of the same documents
+    db=bench_${ID}_${run}_bulk
+    MONGO_DBS+=("$db")
+    out=$("$BENCH" mongo-bulk --db "$db" --file "$DOCS")
+    n=$("$BENCH" mongo-count --db "$db" --collection events)
+    ((n == N_EVENTS)) || die "the bulk insert wrote $n documents, expected $N_EVENTS"
+    measure mongo bulk-insert "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$n")"
+    ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
+
+    # the peer: the Mongo upsert sink on Kafka Connect standalone
+    db=bench_${ID}_${run}_peer
+    MONGO_DBS+=("$db")
+    cat >"$WORK/mongo-$run.properties" <<EOF
+name=xclog-bench-mongo-$ID-$run
+connector.class=dev.xclog.bench.connect.MongoUpsertSinkConnector
+tasks.max=$PEER_TASKS
+topics=$MONGO_TOPIC
+key.converter=org.apache.kafka.connect.storage.StringConverter
+value.converter=org.apache.kafka.connect.storage.StringConverter
+connection.uri=$MONGODB_URI
+database=$db
+collection=events
+EOF
+    connect "mongo-$run" "$WORK/mongo-$run.properties"
+    out=$("$BENCH" wait --mongo-uri "$MONGODB_URI" --db "$db" --collection events \
+        --count "$N_EVENTS" --pid "$CONNECT_PID" --connect-rest "$CONNECT_REST" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
+        || die "the Mongo sink did not write $N_EVENTS documents (log: $WORK/mongo-$run.log)"
+    stop "$CONNECT_PID"
+    n=$("$BENCH" mongo-count --db "$db" --collection events)
+    ((n == N_EVENTS)) || die "the Mongo sink wrote $n documents, expected $N_EVENTS"
+    measure mongo mongo-sink "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$n")"
+    ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
+}
+
+for ((run = 1; run <= RUNS; run++)); do
+    want pg && run_pg "$run"
+    want mongo && run_mongo "$run"
+done
+
+# ---------------------------------------------------------------- 5. producer (its own bench)
+PRODUCER_OUT=$WORK/producer.md
+: >"$PRODUCER_OUT"
+if want producer; then
+    PRODUCER_RECORDS=$((EVENTS < 200000 ? EVENTS : 200000))
+    say "producer vs kafka-producer-perf-test: cargo bench -p xclog-producer --bench throughput ($PRODUCER_RECORDS records)"
+    for ((run = 1; run <= RUNS; run++)); do
+        XCLOG_BENCH_RECORDS=$PRODUCER_RECORDS XCLOG_KAFKA_LIBS=$KAFKA_LIBS \
+            cargo bench -q -p xclog-producer --bench throughput >"$WORK/producer-$run.md" 2>"$WORK/producer-$run.log" \
+            || die "the producer bench failed (log: $WORK/producer-$run.log)"
+        python3 bench/report.py producer-rows "$WORK/producer-$run.md" "$run" >>"$RAW"
+    done
+fi
+
+# ---------------------------------------------------------------- 6. report
+[[ -n $RESULTS ]] && cp "$RAW" "$RESULTS"
+COMMAND="scripts/bench.sh${ARGS_TEXT:+ $ARGS_TEXT}"
+python3 bench/report.py render "$RAW" \
+    --command "$COMMAND" --produce "$PRODUCE_CMD" --events "$N_EVENTS" --snapshots "$N_SNAPSHOTS" \
+    --partitions "$PARTITIONS" --runs "$RUNS" --profile "$PROFILE" --quick "$QUICK" \
+    --kafka "$KAFKA_VERSION" --peer-tasks "$PEER_TASKS" --jdbc-batch "$JDBC_BATCH" \
+    --poll-records "$POLL_RECORDS" $( ((WRITE_DOC)) && echo --doc docs/BENCHMARKS.md )
