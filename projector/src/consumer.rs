@@ -512,7 +512,11 @@ fn update_lag(
     metrics: &Metrics,
     ready_max_lag: i64,
 ) {
-    let mut ready = shared.lock().assigned_once;
+    // Ready only once an assignment was received *and* installed by this loop.
+    let mut ready = {
+        let s = shared.lock();
+        s.assigned_once && s.assignment.is_none()
+    };
     for (partition, position) in batcher.read_positions() {
         match consumer.fetch_watermarks(topic, partition, Duration::from_millis(500)) {
             Ok((low, high)) => {
