@@ -72,6 +72,9 @@ type Client = FutureProducer<TracingContext>;
 ///
 /// Cheap to share: wrap it in an `Arc` or pass `&Producer` to tasks; every method takes
 /// `&self` except [`Producer::close`].
+///
+/// Dropping it without [`Producer::close`] purges records still queued or in flight: their
+/// [`PendingAck`]s resolve with [`Error::Closed`] and they may or may not have been written.
 pub struct Producer {
     client: Client,
     topic: String,
@@ -214,8 +217,7 @@ impl Producer {
     /// one; they are listed in `failed` as [`Error::NotSent`].
     ///
     /// # Errors
-    /// [`Error::Batch`] as described; other variants only for an empty topic setup problem
-    /// reported before anything was sent.
+    /// [`Error::Batch`] as described (never another variant).
     pub async fn append_all(&self, events: &[PersistedEvent]) -> Result<Vec<Position>, Error> {
         let mut pending = Vec::with_capacity(events.len());
         let mut failed: Vec<(usize, Error)> = Vec::new();
