@@ -195,7 +195,7 @@ pub async fn delete_topics(names: &[&str]) -> anyhow::Result<()> {
 
 impl Drop for TestTopic {
     fn drop(&mut self) {
-        let names = vec![self.name.clone(), format!("{}.dlq", self.name)];
+        let names = [self.name.clone(), format!("{}.dlq", self.name)];
         run_cleanup(async move {
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             delete_topics(&refs).await
