@@ -62,14 +62,12 @@ pub async fn publish(
             let fut = loop {
                 match producer.send_result(rec) {
                     Ok(f) => break f,
-                    Err((e, r))
-                        if matches!(
-                            e,
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull
-                            )
-                        ) =>
-                    {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
                         rec = r;
                         producer.poll(Duration::from_millis(10));
                     }
