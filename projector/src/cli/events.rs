@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use xclog_projector::read::postgres::PgReader;
 use xclog_projector::read::{EventStore, Page, StoredEvent};
 
 /// Options of `xclog events`.
@@ -32,7 +31,7 @@ pub struct EventsArgs {
 
 /// Prints the events.
 pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let reader = PgReader::new(args.db.connect().await?);
+    let reader = args.db.store().await?;
     let page = Page {
         limit: args.limit,
         after: args.after.clone(),

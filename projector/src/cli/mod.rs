@@ -4,7 +4,9 @@
 mod events;
 mod produce;
 mod project;
+mod project_mongo;
 mod snapshot;
+mod store;
 mod trace;
 
 use std::process::ExitCode;
@@ -49,21 +51,35 @@ pub enum Command {
 /// Where the store is, for the read subcommands.
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
+    /// Store to read: `postgres` or `mongo` (MongoDB / FerretDB).
+    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_parser = ["postgres", "mongo"])]
+    pub target: String,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
+    /// Required with `--target postgres`.
     #[arg(long, env = "XCLOG_DATABASE_URL", value_parser = parse_secret)]
-    pub database_url: xclog_projector::Secret,
+    pub database_url: Option<xclog_projector::Secret>,
+    /// MongoDB connection string (with `--target mongo`); never logged.
+    #[arg(long, env = "XCLOG_MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/", value_parser = parse_secret)]
+    pub mongodb_uri: xclog_projector::Secret,
+    /// MongoDB database (with `--target mongo`).
+    #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
+    pub mongodb_database: String,
 }
 
 impl DbArgs {
     /// A small pool for one command.
     pub async fn connect(&self) -> anyhow::Result<sqlx::PgPool> {
         use anyhow::Context as _;
+        let url = self
+            .database_url
+            .as_ref()
+            .context("--database-url (XCLOG_DATABASE_URL) is required with --target postgres")?;
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(self.database_url.expose())
+            .connect(url.expose())
             .await
-            .with_context(|| format!("connecting to {}", self.database_url))
+            .with_context(|| format!("connecting to {url}"))
     }
 }
 

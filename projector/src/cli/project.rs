@@ -12,8 +12,8 @@ use xclog_projector::{Projector, ProjectorConfig, Secret};
 /// Options of `xclog project`.
 #[derive(Debug, clap::Args)]
 pub struct ProjectArgs {
-    /// Target store.
-    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_parser = ["postgres"])]
+    /// Target store: `postgres` or `mongo` (MongoDB / FerretDB).
+    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_parser = ["postgres", "mongo"])]
     pub target: String,
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -31,8 +31,11 @@ pub struct ProjectArgs {
     #[arg(long, env = "XCLOG_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
+    /// Required with `--target postgres`.
     #[arg(long, env = "XCLOG_DATABASE_URL", value_parser = super::parse_secret)]
-    pub database_url: Secret,
+    pub database_url: Option<Secret>,
+    #[command(flatten)]
+    pub mongo: super::project_mongo::MongoArgs,
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "XCLOG_DB_MAX_CONNECTIONS", default_value_t = 4)]
     pub db_max_connections: u32,
@@ -71,6 +74,25 @@ pub struct ProjectArgs {
 impl ProjectArgs {
     /// The library configuration these options describe, validated.
     pub fn to_config(&self) -> anyhow::Result<(ProjectorConfig, PgSinkConfig)> {
+        let config = self.projector_config()?;
+        let database_url = self
+            .database_url
+            .clone()
+            .context("--database-url (XCLOG_DATABASE_URL) is required with --target postgres")?;
+        let sink = PgSinkConfig {
+            database_url,
+            projection: self
+                .projection
+                .clone()
+                .unwrap_or_else(|| self.group.clone()),
+            max_connections: self.db_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(5),
+        };
+        Ok((config, sink))
+    }
+
+    /// The pipeline configuration (target-independent), validated.
+    pub fn projector_config(&self) -> anyhow::Result<ProjectorConfig> {
         let mut config = ProjectorConfig::new(&self.brokers, &self.topic, &self.group);
         if let Some(dlq) = &self.dead_letter_topic {
             config.dead_letter_topic = dlq.clone();
@@ -90,21 +112,15 @@ impl ProjectArgs {
             })?),
         };
         config.validate()?;
-        let sink = PgSinkConfig {
-            database_url: self.database_url.clone(),
-            projection: self
-                .projection
-                .clone()
-                .unwrap_or_else(|| self.group.clone()),
-            max_connections: self.db_max_connections.max(1),
-            acquire_timeout: Duration::from_secs(5),
-        };
-        Ok((config, sink))
+        Ok(config)
     }
 }
 
 /// Runs the projector until SIGINT/SIGTERM.
 pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
+    if args.target == "mongo" {
+        return super::project_mongo::run(args).await;
+    }
     let (config, sink_config) = args.to_config()?;
     tracing::info!(config = ?config, database = %sink_config.database_url, "starting projector");
     let sink = PgSink::connect_lazy(&sink_config)?;

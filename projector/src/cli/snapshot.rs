@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use xclog_projector::read::postgres::PgReader;
 use xclog_projector::read::{Page, SnapshotStore};
 
 /// Options of `xclog snapshot`.
@@ -32,7 +31,7 @@ pub struct SnapshotArgs {
 
 /// Shows, deletes or lists; exit code 1 if the snapshot does not exist.
 pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
-    let reader = PgReader::new(args.db.connect().await?);
+    let reader = args.db.store().await?;
     if args.list {
         let page = reader
             .list_snapshots(&Page {

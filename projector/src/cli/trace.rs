@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use xclog_projector::read::postgres::PgReader;
 
 /// Options of `xclog trace`.
 #[derive(Debug, clap::Args)]
@@ -21,7 +20,7 @@ pub struct TraceArgs {
 
 /// Prints the trace; exit code 1 if the event is unknown.
 pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    let reader = PgReader::new(args.db.connect().await?);
+    let reader = args.db.store().await?;
     let Some(trace) = xclog_projector::read::trace(&reader, &args.event_id, args.max).await? else {
         eprintln!("no event with id {:?}", args.event_id);
         return Ok(ExitCode::FAILURE);
