@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-
 /// Options of `xclog trace`.
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
