@@ -13,6 +13,8 @@
 #   --results FILE   also keep the raw measurements (one JSON object per line) in FILE
 #   --no-doc         print the table but leave docs/BENCHMARKS.md alone
 #   --keep           keep the topics and databases (default: dropped at the end)
+#   (environment) BENCH_NO_BUILD=1 uses the binaries already built; BENCH_PARTITIONS (3),
+#   BENCH_PEER_TASKS (1), BENCH_JDBC_BATCH (5000), BENCH_MAX_POLL_RECORDS (5000)
 #
 # What it does, once per invocation:
 #  1. builds `xclog` and `xclog-bench`, resolves the Connect sinks' drivers with Maven
@@ -52,7 +54,7 @@ while (($#)); do
         --results) RESULTS=${2:?--results needs a file}; shift ;;
         --no-doc) WRITE_DOC=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -65,6 +67,7 @@ want() { [[ ",$ONLY," == *",$1,"* ]]; }
 : "${XCLOG_KAFKA_BROKERS:?run through make bench, or eval \"\$(scripts/stack.sh env)\" first}"
 : "${DATABASE_URL:?}" "${MONGODB_URI:?}"
 XCLOG_HOME=${XCLOG_HOME:-/var/tmp/xclog}
+export RUST_BACKTRACE=0
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
 KAFKA_LIBS=${XCLOG_KAFKA_LIBS:-$XCLOG_HOME/cache/kafka-$KAFKA_VERSION/libs}
 PLUGIN_DIR=$XCLOG_HOME/cache/connect-plugins/xclog-bench-sinks
@@ -79,7 +82,7 @@ RAW=$WORK/results.jsonl
 : >"$RAW"
 PG_BASE=${DATABASE_URL%/*}
 POLL_MS=$((EVENTS >= 500000 ? 250 : 100))
-TIMEOUT_S=$((600 + EVENTS / 200))
+TIMEOUT_S=$((120 + EVENTS / 250))
 
 say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[bench] %s\033[0m\n' "$*" >&2; exit 1; }
@@ -124,8 +127,10 @@ fresh_pg() { # fresh_pg DB [migrate]: a fresh database, with the projector's mig
 }
 
 # ---------------------------------------------------------------- 1. build and resolve
-say "building xclog and xclog-bench (profile $PROFILE)"
-cargo build -q --profile "$PROFILE" -p xclog-projector --bin xclog -p xclog-bench
+if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+    say "building xclog and xclog-bench (profile $PROFILE)"
+    cargo build -q --profile "$PROFILE" -p xclog-projector --bin xclog -p xclog-bench
+fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)
 XCLOG=$BIN_DIR/xclog
@@ -184,7 +189,7 @@ key.converter=org.apache.kafka.connect.json.JsonConverter
 value.converter=org.apache.kafka.connect.json.JsonConverter
 offset.storage.file.filename=$WORK/$name.offsets
 offset.flush.interval.ms=1000
-plugin.path=$PLUGIN_DIR
+plugin.path=${PLUGIN_DIR%/*}
 listeners=http://127.0.0.1:$port
 consumer.max.poll.records=$POLL_RECORDS
 consumer.auto.offset.reset=earliest
@@ -293,17 +298,26 @@ run_mongo() {
         db=bench_${ID}_${run}_ours
         MONGO_DBS+=("$db")
         "$XCLOG" project --target mongo --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" \
-            --group "bench-$ID-$run-mongo" --mongodb-uri "$MONGODB_URI" --mongo-database "$db" \
+            --group "bench-$ID-$run-mongo" --mongodb-uri "$MONGODB_URI" --mongodb-database "$db" \
             --http-addr off >"$WORK/ours-mongo-$run.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
-        out=$("$BENCH" wait --mongo-uri "$MONGODB_URI" --db "$db" --collection events \
-            --count "$N_EVENTS" --pid "$pid" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
-            || die "our Mongo projector did not write $N_EVENTS documents (log: $WORK/ours-mongo-$run.log)"
-        stop "$pid"
-        n=$("$BENCH" mongo-count --db "$db" --collection events)
-        ((n == N_EVENTS)) || die "our Mongo projector wrote $n documents, expected $N_EVENTS"
-        measure mongo xclog "$run" "$out"
+        # The Mongo projector is young: a failure is recorded (with its reason) and the
+        # limit and peer still run, rather than losing the whole invocation.
+        if out=$("$BENCH" wait --mongo-uri "$MONGODB_URI" --db "$db" --collection events \
+            --count "$N_EVENTS" --pid "$pid" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S" 2>"$WORK/wait-mongo-$run.err"); then
+            stop "$pid"
+            n=$("$BENCH" mongo-count --db "$db" --collection events)
+            ((n == N_EVENTS)) || die "our Mongo projector wrote $n documents, expected $N_EVENTS"
+            measure mongo xclog "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$n")"
+        else
+            stop "$pid"
+            n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")
+            local why
+            why="failed: wrote $n of $N_EVENTS documents ($(tail -1 "$WORK/wait-mongo-$run.err" | tr -d '"'); log $WORK/ours-mongo-$run.log)"
+            say "  mongo/xclog run $run $why"
+            record "$(python3 -c 'import json,sys; print(json.dumps({"comparison":"mongo","side":"xclog","run":int(sys.argv[1]),"missing":sys.argv[2]}))' "$run" "$why")"
+        fi
         ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
     else
         record "{\"comparison\":\"mongo\",\"side\":\"xclog\",\"run\":$run,\"missing\":\"xclog project has no --target mongo in this build\"}"
