@@ -134,7 +134,7 @@ fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)
 XCLOG=$BIN_DIR/xclog
-BENCH=$BIN_DIR/xclog-bench
+BENCH=${XCLOG_BENCH_BIN:-$BIN_DIR/xclog-bench}
 
 if want pg || want mongo; then
     [[ -f $KAFKA_LIBS/connect-runtime-$KAFKA_VERSION.jar ]] || die "no Kafka Connect runtime in $KAFKA_LIBS (run scripts/stack.sh up)"
