@@ -147,9 +147,9 @@ def render(args):
         written = ", ".join(f"{x:,}" for x in rows_w)
         if snaps:
             written += f" events + {', '.join(f'{x:,}' for x in snaps)} snapshots"
-        out.append(f"| {comp} / {side} | {written} | "
-                   f"{'' if first is None else f'{first['median']:.1f}'} | "
-                   f"{'' if rss is None else fmt_mb(rss)} |")
+        first_text = "" if first is None else "%.1f" % first["median"]
+        rss_text = "" if rss is None else fmt_mb(rss)
+        out.append(f"| {comp} / {side} | {written} | {first_text} | {rss_text} |")
     prod = sorted({r["side"] for r in rows if r["comparison"] == "producer"})
     if prod:
         out.append("")
