@@ -343,6 +343,31 @@ impl Drop for TestMongo {
     }
 }
 
+/// Path of the `xclog` binary, built on first use.
+pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().context("workspace root")?.to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "xclog-projector", "--bin", "xclog"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build for the xclog binary")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build -p xclog-projector --bin xclog failed"
+    );
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/xclog
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?
+        .join("xclog");
+    anyhow::ensure!(bin.exists(), "{} not found after building", bin.display());
+    Ok(bin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

@@ -120,32 +120,46 @@ fn compose_postgres_credentials_match_database_url() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The environment variables `xclog project` reads, from its `--help` (`[env: NAME=...]`).
+fn project_env_names() -> anyhow::Result<Vec<String>> {
+    let out = Command::new(xclog_tests::xclog_binary()?)
+        .args(["project", "--help"])
+        .output()
+        .context("running xclog project --help")?;
+    anyhow::ensure!(out.status.success(), "xclog project --help failed");
+    let help = String::from_utf8(out.stdout)?;
+    Ok(help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_owned)
+        .collect())
+}
+
 #[test]
-fn compose_projectors_read_the_stack_variable_names() -> anyhow::Result<()> {
-    let env = stack_env()?;
+fn compose_projectors_are_configured_with_variables_the_binary_reads() -> anyhow::Result<()> {
+    let stack = stack_env()?;
+    let reads = project_env_names()?;
     let compose = compose()?;
-    let pg = env_of(service(&compose, "projector-postgres"));
-    let mongo = env_of(service(&compose, "projector-mongo"));
-    for (name, vars) in [("projector-postgres", &pg), ("projector-mongo", &mongo)] {
-        assert!(
-            vars.contains_key("XCLOG_KAFKA_BROKERS"),
-            "{name} lacks XCLOG_KAFKA_BROKERS"
-        );
+    for (name, store_var) in [
+        ("projector-postgres", "DATABASE_URL"),
+        ("projector-mongo", "MONGODB_URI"),
+    ] {
+        let vars = env_of(service(&compose, name));
         for key in vars.keys() {
             assert!(
-                env.contains_key(key) || key.starts_with("XCLOG_"),
-                "{name} sets {key}, which is neither a stack variable nor an XCLOG_ setting"
+                reads.contains(key),
+                "{name} sets {key}, which `xclog project` does not read (it reads {reads:?})"
+            );
+        }
+        for key in ["XCLOG_KAFKA_BROKERS", store_var] {
+            assert!(vars.contains_key(key), "{name} lacks {key}");
+            assert!(
+                stack.contains_key(key),
+                "scripts/stack.sh env does not export {key}, which {name} uses"
             );
         }
     }
-    assert!(
-        pg.contains_key("DATABASE_URL"),
-        "projector-postgres lacks DATABASE_URL"
-    );
-    assert!(
-        mongo.contains_key("MONGODB_URI"),
-        "projector-mongo lacks MONGODB_URI"
-    );
     Ok(())
 }
 

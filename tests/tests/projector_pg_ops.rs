@@ -107,7 +107,7 @@ async fn the_read_commands_print_an_instance_history_a_trace_and_a_snapshot() ->
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)
             .args(args)
-            .env("XCLOG_DATABASE_URL", &pg.url)
+            .env("DATABASE_URL", &pg.url)
             .env("XCLOG_LOG", "warn")
             .output()
     };

@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test file uses a subset
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
@@ -387,30 +386,8 @@ pub async fn assert_store_equals(pool: &PgPool, published: &[Published]) -> anyh
     Ok(())
 }
 
-/// Path of the `xclog` binary, built on first use.
-pub fn xclog_binary() -> anyhow::Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().context("workspace root")?.to_owned();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "xclog-projector", "--bin", "xclog"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build for the xclog binary")?;
-    ensure!(
-        status.success(),
-        "cargo build -p xclog-projector --bin xclog failed"
-    );
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/xclog
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?
-        .join("xclog");
-    ensure!(bin.exists(), "{} not found after building", bin.display());
-    Ok(bin)
-}
+#[allow(unused_imports)] // each test file uses a subset
+pub use xclog_tests::xclog_binary;
 
 /// Starts `xclog project` as a child process against `topic` and `db_url`.
 pub fn spawn_binary(
@@ -424,7 +401,7 @@ pub fn spawn_binary(
         .env("XCLOG_KAFKA_BROKERS", brokers())
         .env("XCLOG_TOPIC", topic)
         .env("XCLOG_GROUP", group)
-        .env("XCLOG_DATABASE_URL", db_url)
+        .env("DATABASE_URL", db_url)
         .env("XCLOG_BATCH_MAX_RECORDS", "200")
         .env("XCLOG_BATCH_MAX_LATENCY_MS", "50")
         .env("XCLOG_LOG", "warn")
