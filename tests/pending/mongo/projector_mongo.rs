@@ -1,0 +1,325 @@
+//! End-to-end tests of the MongoDB projector against real Kafka and FerretDB (or MongoDB).
+
+mod projector_mongo_support;
+mod projector_pg_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use projector_mongo_support as mongo;
+use projector_pg_support::{config, producer, publish, publish_raw, workload};
+use rdkafka::Message as _;
+use rdkafka::message::Headers as _;
+use serde_json::json;
+use xclog_projector::read::mongo::MongoReader;
+use xclog_projector::read::{EventStore, Page};
+use xclog_schema::{Encoding, FsmEvent, PersistedEvent, Record};
+use xclog_tests::{TestMongo, TestTopic, unique_suffix};
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
+    PersistedEvent {
+        id: id.to_owned(),
+        instance_id: instance.to_owned(),
+        machine_name: "Order".to_owned(),
+        component_name: "OrderComponent".to_owned(),
+        event: FsmEvent {
+            event_type: "SUBMIT".to_owned(),
+            payload: json!({"orderId": id}),
+            timestamp: Some(at),
+            extra: Default::default(),
+        },
+        state_before: "Draft".to_owned(),
+        state_after: "Submitted".to_owned(),
+        persisted_at: at,
+        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
+        caused: vec![],
+        source_component_name: None,
+        target_component_name: None,
+        public_member_snapshot: None,
+        sequence: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_realistic_workload_lands_document_for_document_and_a_replay_changes_nothing()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(4).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let records = workload(3000, 40, 11);
+    let published = publish(&producer()?, &topic.name, &records, Encoding::Protobuf).await?;
+
+    let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await?;
+    p.stop().await?;
+    mongo::assert_store_equals(&db, &published).await?;
+
+    // The xcomponent-ai shell queries answer correctly.
+    let (events, _) = mongo::expected(&published);
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for e in events.values() {
+        *want.entry(e.component_name.clone()).or_default() += 1;
+    }
+    let mut cursor = db
+        .collection::<Document>("events")
+        .aggregate(vec![
+            doc! {"$group": {"_id": "$componentName", "count": {"$sum": 1}}},
+        ])
+        .await?;
+    let mut got: BTreeMap<String, i64> = BTreeMap::new();
+    while cursor.advance().await? {
+        let d: Document = cursor.deserialize_current()?;
+        let n = d
+            .get_i32("count")
+            .map(i64::from)
+            .or_else(|_| d.get_i64("count"))?;
+        got.insert(d.get_str("_id")?.to_owned(), n);
+    }
+    assert_eq!(got, want);
+    let with_effects = events.values().filter(|e| !e.caused.is_empty()).count() as u64;
+    assert!(with_effects > 0);
+    assert_eq!(
+        db.collection::<Document>("events")
+            .count_documents(doc! {"caused.0": {"$exists": true}})
+            .await?,
+        with_effects
+    );
+    let parent = events.values().find(|e| !e.caused.is_empty()).unwrap();
+    assert_eq!(
+        db.collection::<Document>("events")
+            .count_documents(doc! {"causedBy": &parent.id})
+            .await?,
+        parent.caused.len() as u64
+    );
+    let history = MongoReader::new(db.clone())
+        .events_of_instance(&parent.instance_id, &Page::first(1000))
+        .await?;
+    let mut want_history: Vec<&PersistedEvent> = events
+        .values()
+        .filter(|e| e.instance_id == parent.instance_id)
+        .collect();
+    want_history.sort_by_key(|e| e.sequence);
+    assert_eq!(
+        history.events.iter().map(|e| &e.event).collect::<Vec<_>>(),
+        want_history,
+        "an instance's history is in log order"
+    );
+    let trace = xclog_projector::read::trace(&MongoReader::new(db.clone()), &parent.caused[0], 100)
+        .await?
+        .expect("traced");
+    assert!(trace.events.iter().any(|t| t.event.event.id == parent.id));
+
+    // Replay the whole topic from the start (stored offsets dropped): nothing changes.
+    let before = mongo::dump(&db).await?;
+    db.collection::<Document>("xclog_offsets")
+        .delete_many(doc! {})
+        .await?;
+    let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await?;
+    p.stop().await?;
+    assert_eq!(
+        mongo::dump(&db).await?,
+        before,
+        "a replay changed the store"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_projected_before_its_parent_still_appears_in_the_parents_caused()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(3).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let s = unique_suffix();
+    let parent = event(&format!("parent-{s}"), &format!("pi-{s}"), &[], 100);
+    let child_a = event(
+        &format!("child-a-{s}"),
+        &format!("ci-{s}"),
+        &[&parent.id],
+        200,
+    );
+    let child_b = event(
+        &format!("child-b-{s}"),
+        &format!("ci2-{s}"),
+        &[&parent.id],
+        150,
+    );
+
+    let mut published = publish(
+        &producer,
+        &topic.name,
+        &[Record::Event(child_a.clone())],
+        Encoding::Json,
+    )
+    .await?;
+    let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    published.extend(
+        publish(
+            &producer,
+            &topic.name,
+            &[
+                Record::Event(parent.clone()),
+                Record::Event(child_b.clone()),
+            ],
+            Encoding::Protobuf,
+        )
+        .await?,
+    );
+    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    p.stop().await?;
+
+    let stored = MongoReader::new(db.clone())
+        .event(&parent.id)
+        .await?
+        .expect("parent");
+    let mut want = vec![child_a.id.clone(), child_b.id.clone()];
+    want.sort();
+    assert_eq!(stored.event.caused, want);
+    mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_and_awkward_payloads_are_dead_lettered_or_stored_losslessly_and_the_stream_goes_on()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(2).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let s = unique_suffix();
+
+    // Awkward but storable: each must come back exactly.
+    let mut deep = json!({"bottom": [[1], {"$x": "y"}]});
+    for n in 0..50 {
+        deep = json!({ format!("l.{n}"): deep });
+    }
+    let awkward: Vec<serde_json::Value> = vec![
+        json!({"$set": {"a.b": 1}, "": 0, "%25": "pct"}),
+        json!({"big": u64::MAX, "min": i64::MIN, "neg": -0.25}),
+        json!({"nul": "a\u{0}b", "matrix": [[1, 2], [[3]]]}),
+        deep,
+    ];
+    let mut good: Vec<Record> = workload(300, 8, 5);
+    for (n, p) in awkward.iter().enumerate() {
+        let mut e = event(
+            &format!("awk-{n}-{s}"),
+            &format!("ai-{s}"),
+            &[],
+            10 + n as i64,
+        );
+        e.event.payload = p.clone();
+        e.event.extra.insert("$meta.x".into(), p.clone());
+        good.push(Record::Event(e));
+    }
+    let mut published = Vec::new();
+    let mut poison: Vec<(i32, i64)> = Vec::new();
+    for (n, chunk) in good.chunks(60).enumerate() {
+        published.extend(publish(&producer, &topic.name, chunk, Encoding::Protobuf).await?);
+        let (p, o) = match n % 3 {
+            0 => {
+                publish_raw(
+                    &producer,
+                    &topic.name,
+                    "inst-x",
+                    b"\x00\x01not a record",
+                    &[],
+                )
+                .await?
+            }
+            1 => {
+                // Decodes, but BSON cannot compare its sequence: refused by the sink's check.
+                let mut e = event(&format!("seq-{n}-{s}"), "inst-seq", &[], 1);
+                e.sequence = Some(u64::MAX);
+                let enc = xclog_schema::encode(&Record::Event(e), Encoding::Json);
+                let headers: Vec<(&str, &[u8])> = enc
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_slice()))
+                    .collect();
+                publish_raw(&producer, &topic.name, &enc.key, &enc.value, &headers).await?
+            }
+            _ => {
+                let e = event(&format!("nulid-{n}-{s}"), "inst\u{0}nul", &[], 1);
+                let enc = xclog_schema::encode(&Record::Event(e), Encoding::Json);
+                let headers: Vec<(&str, &[u8])> = enc
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_slice()))
+                    .collect();
+                publish_raw(&producer, &topic.name, "inst-nul", &enc.value, &headers).await?
+            }
+        };
+        poison.push((p, o));
+    }
+
+    let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    mongo::wait_caught_up(&db, &topic.name, &group, 2, CATCH_UP).await?;
+    p.stop().await?;
+    mongo::assert_store_equals(&db, &published).await?;
+
+    let dlq =
+        xclog_tests::consume_topic(&format!("{}.dlq", topic.name), poison.len(), CATCH_UP).await?;
+    let mut got: Vec<(i32, i64)> = Vec::new();
+    for msg in &dlq {
+        let headers = msg.headers().expect("dead letters carry headers");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("xclog-dlq-source-topic"), topic.name);
+        let reason = header("xclog-dlq-reason");
+        assert!(!reason.is_empty());
+        if header("xclog-dlq-error-kind") != "decode" {
+            assert!(
+                reason.contains("sequence") || reason.contains("NUL"),
+                "unexpected reason {reason}"
+            );
+        }
+        got.push((
+            header("xclog-dlq-source-partition").parse()?,
+            header("xclog-dlq-source-offset").parse()?,
+        ));
+    }
+    got.sort();
+    poison.sort();
+    assert_eq!(got, poison);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_projectors_in_one_group_share_the_partitions_and_one_stopping_midway_loses_nothing()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(4).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(4000, 50, 21);
+    let (first, second) = records.split_at(2000);
+    let a = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    let b = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    let mut published = publish(&producer, &topic.name, first, Encoding::Protobuf).await?;
+    mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await?;
+    // One worker leaves while the second half is being published: the other takes over.
+    let publishing = publish(&producer, &topic.name, second, Encoding::Json);
+    let (stopped, rest) = tokio::join!(a.stop(), publishing);
+    stopped?;
+    published.extend(rest?);
+    mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await?;
+    b.stop().await?;
+    mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}

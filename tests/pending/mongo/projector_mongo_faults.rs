@@ -1,0 +1,101 @@
+//! Fault tests of the MongoDB projector: the `xclog project --target mongo` process killed
+//! with SIGKILL at random points, and FerretDB restarted mid-run. After recovery the store
+//! equals the topic, document for document.
+
+mod projector_mongo_support;
+mod projector_pg_support;
+
+use std::time::Duration;
+
+use mongodb::Database;
+use mongodb::bson::{Document, doc};
+use projector_mongo_support as mongo;
+use projector_pg_support::{Rng, config, producer, publish, workload, xclog_binary};
+use xclog_schema::Encoding;
+use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
+
+const CATCH_UP: Duration = Duration::from_secs(180);
+
+async fn stored_events(db: &Database) -> u64 {
+    db.collection::<Document>("events")
+        .count_documents(doc! {})
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_random_points_then_a_restart_leaves_the_store_equal_to_the_topic()
+-> anyhow::Result<()> {
+    let bin = xclog_binary()?;
+    let topic = TestTopic::create(4).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(10_000, 60, 31);
+    let chunks: Vec<Vec<xclog_schema::Record>> = records.chunks(2000).map(<[_]>::to_vec).collect();
+    let mut published = Vec::new();
+    let mut rng = Rng::from_time();
+    const KILLS: usize = 4;
+    for round in 0..KILLS {
+        let mut child = mongo::spawn_binary(&bin, &topic.name, &group, &m.uri, &m.name)?;
+        if let Some(chunk) = chunks.get(round) {
+            published.extend(publish(&producer, &topic.name, chunk, Encoding::Protobuf).await?);
+        }
+        let before = stored_events(&db).await;
+        wait_until(CATCH_UP, "the projector to store something", || {
+            let db = db.clone();
+            async move { Ok((stored_events(&db).await > before).then_some(())) }
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        child.kill()?; // SIGKILL
+        child.wait()?;
+    }
+    for chunk in chunks.iter().skip(KILLS) {
+        published.extend(publish(&producer, &topic.name, chunk, Encoding::Json).await?);
+    }
+    let mut child = mongo::spawn_binary(&bin, &topic.name, &group, &m.uri, &m.name)?;
+    let caught_up = mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await;
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait()?;
+    caught_up?;
+    assert!(
+        status.success(),
+        "xclog project exited with {status} after SIGTERM"
+    );
+    mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let topic = TestTopic::create(3).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(5000, 40, 41);
+    let (first, second) = records.split_at(2500);
+    let mut published = publish(&producer, &topic.name, first, Encoding::Protobuf).await?;
+    let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
+    wait_until(CATCH_UP, "the projector to store something", || {
+        let db = db.clone();
+        async move { Ok((stored_events(&db).await > 0).then_some(())) }
+    })
+    .await?;
+    let status = tokio::process::Command::new("bash")
+        .arg(root.join("scripts/stack.sh"))
+        .arg("ferretdb-restart")
+        .status()
+        .await?;
+    assert!(status.success(), "scripts/stack.sh ferretdb-restart failed");
+    published.extend(publish(&producer, &topic.name, second, Encoding::Protobuf).await?);
+    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    p.stop().await?;
+    mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}
