@@ -1,4 +1,4 @@
-//! The projector as operators and users meet it: the ops server and the read commands.
+//! The projector as operators meet it: `/healthz`, `/readyz` and `/metrics`.
 
 mod projector_pg_support;
 
@@ -88,94 +88,5 @@ async fn the_ops_server_reports_health_readiness_and_counts() -> anyhow::Result<
         "{body}"
     );
     p.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_read_commands_print_an_instance_history_a_trace_and_a_snapshot() -> anyhow::Result<()>
-{
-    let bin = xclog_binary()?;
-    let topic = TestTopic::create(2).await?;
-    let pg = TestPg::create().await?;
-    let group = format!("g-{}", unique_suffix());
-    let records = workload(600, 10, 9);
-    let published = publish(&producer()?, &topic.name, &records, Encoding::Protobuf).await?;
-    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
-    wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
-    p.stop().await?;
-
-    let run = |args: &[&str]| {
-        std::process::Command::new(&bin)
-            .args(args)
-            .env("DATABASE_URL", &pg.url)
-            .env("XCLOG_LOG", "warn")
-            .output()
-    };
-    // An event with a cause: its instance's history, its trace.
-    let child = published
-        .iter()
-        .find_map(|p| match &p.record {
-            Record::Event(e) if !e.caused_by.is_empty() => Some(e.clone()),
-            _ => None,
-        })
-        .expect("the workload has causedBy");
-    let history: Vec<String> = published
-        .iter()
-        .filter_map(|p| match &p.record {
-            Record::Event(e) if e.instance_id == child.instance_id => Some(e.id.clone()),
-            _ => None,
-        })
-        .collect();
-    let out = run(&[
-        "events",
-        "--instance",
-        &child.instance_id,
-        "--json",
-        "--limit",
-        "1000",
-    ])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let page: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let ids: Vec<String> = page["events"]
-        .as_array()
-        .expect("events array")
-        .iter()
-        .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert_eq!(ids, history);
-    let out = run(&["events", "--instance", &child.instance_id])?;
-    let text = String::from_utf8(out.stdout)?;
-    assert!(
-        text.contains(&child.id) && text.contains(&child.state_after),
-        "{text}"
-    );
-
-    let out = run(&["trace", &child.id])?;
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout)?;
-    assert!(
-        text.contains(&child.id) && text.contains(&child.caused_by[0]),
-        "{text}"
-    );
-    let out = run(&["trace", "no-such-event"])?;
-    assert_eq!(out.status.code(), Some(1));
-
-    let snapshot_of = published
-        .iter()
-        .find_map(|p| match &p.record {
-            Record::Snapshot(s) => Some(s.instance.id.clone()),
-            _ => None,
-        })
-        .expect("the workload has snapshots");
-    let out = run(&["snapshot", &snapshot_of, "--json"])?;
-    assert!(out.status.success());
-    let snap: xclog_schema::InstanceSnapshot = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(snap.instance.id, snapshot_of);
-    let out = run(&["snapshot", "no-such-instance"])?;
-    assert_eq!(out.status.code(), Some(1));
     Ok(())
 }
