@@ -31,6 +31,7 @@ use crate::batch::{Admit, Batch, Batcher, DeadLetter, RawRecord};
 use crate::config::ProjectorConfig;
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
 use crate::sink::{SinkError, SinkRecord, SourcePosition};
+use crate::watermarks::{self, Watermarks};
 
 /// Loads stored offsets for partitions of the topic (blocking; called on the consumer thread).
 pub(crate) type OffsetLoader =
@@ -217,6 +218,7 @@ pub(crate) struct ConsumerLoop {
     pub(crate) loader: OffsetLoader,
     pub(crate) config: ProjectorConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) watermarks: Arc<Watermarks>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -232,6 +234,7 @@ impl ConsumerLoop {
             loader,
             config,
             metrics,
+            watermarks,
             shutdown,
         } = self;
         let topic = config.topic.clone();
@@ -390,10 +393,9 @@ impl ConsumerLoop {
             }
 
             if Instant::now() >= next_lag_check {
-                next_lag_check = Instant::now() + Duration::from_secs(2);
+                next_lag_check = Instant::now() + Duration::from_millis(500);
                 update_lag(
-                    &consumer,
-                    &topic,
+                    &watermarks,
                     &batcher,
                     &shared,
                     &metrics,
@@ -505,29 +507,30 @@ fn seek(
 }
 
 fn update_lag(
-    consumer: &BaseConsumer<ProjectorContext>,
-    topic: &str,
+    watermarks: &Watermarks,
     batcher: &Batcher,
     shared: &Shared,
     metrics: &Metrics,
     ready_max_lag: i64,
 ) {
-    // Ready only once an assignment was received *and* installed by this loop.
+    // Ready only once an assignment was received *and* installed by this loop, and every
+    // assigned partition has a fresh watermark within `ready_max_lag` of what was read.
     let mut ready = {
         let s = shared.lock();
         s.assigned_once && s.assignment.is_none()
     };
+    let now = Instant::now();
     for (partition, position) in batcher.read_positions() {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_millis(500)) {
-            Ok((low, high)) => {
-                let lag = (high - position.unwrap_or(low)).max(0);
+        match watermarks.fresh(partition, now) {
+            Some(mark) => {
+                let lag = watermarks::lag(position, mark);
                 metrics
                     .partition_lag
                     .get_or_create(&PartitionLabel { partition })
                     .set(lag);
                 ready &= lag <= ready_max_lag;
             }
-            Err(_) => ready = false,
+            None => ready = false,
         }
     }
     metrics.set_ready(ready);

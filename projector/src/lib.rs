@@ -31,6 +31,7 @@ mod consumer;
 pub mod dead_letter;
 mod http;
 mod projector;
+mod watermarks;
 mod writer;
 
 pub use projector::{Projector, ProjectorError};

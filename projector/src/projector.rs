@@ -13,6 +13,7 @@ use crate::consumer::{ConsumerLoop, OffsetLoader, ProjectorContext, RecordCheck,
 use crate::dead_letter::{DeadLetterError, DeadLetterProducer, client_config};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
+use crate::watermarks::{self, Watermarks};
 use crate::writer::Writer;
 
 /// Why the projector stopped (or could not start).
@@ -156,6 +157,13 @@ impl<S: Sink> Projector<S> {
             shutdown: stop.clone(),
         };
         let writer_task = tokio::spawn(writer.run(rx));
+        let watermarks = Arc::new(Watermarks::default());
+        let probe_client: BaseConsumer = client_config(&config)
+            .set("group.id", format!("{}-watermarks", config.group_id))
+            .create()
+            .map_err(ProjectorError::Kafka)?;
+        let probe_topic = config.topic.clone();
+        let probe_marks = watermarks.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
             shared,
@@ -164,6 +172,7 @@ impl<S: Sink> Projector<S> {
             loader,
             config,
             metrics,
+            watermarks,
             shutdown: stop.clone(),
         };
         let consumer_thread = std::thread::Builder::new()
@@ -171,6 +180,13 @@ impl<S: Sink> Projector<S> {
             .spawn(move || consumer_loop.run())
             .map_err(|e| ProjectorError::Task(format!("cannot spawn the consumer thread: {e}")))?;
 
+        let probe_thread =
+            watermarks::spawn_probe(probe_client, probe_topic, probe_marks, stop.clone()).map_err(
+                |e| {
+                    stop.cancel();
+                    ProjectorError::Task(format!("cannot spawn the watermark probe: {e}"))
+                },
+            )?;
         let written = writer_task
             .await
             .map_err(|e| ProjectorError::Task(e.to_string()))?;
@@ -180,6 +196,10 @@ impl<S: Sink> Projector<S> {
             .await
             .map_err(|e| ProjectorError::Task(e.to_string()))?
             .map_err(|_| ProjectorError::Task("consumer thread panicked".into()))?;
+        tokio::task::spawn_blocking(move || probe_thread.join())
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?
+            .map_err(|_| ProjectorError::Task("watermark probe thread panicked".into()))?;
         if let Some(task) = http_task {
             let _ = task.await;
         }

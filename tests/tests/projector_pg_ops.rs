@@ -51,7 +51,7 @@ async fn the_ops_server_reports_health_readiness_and_counts() -> anyhow::Result<
     let p = start_in_process(c, &pg.url).await?;
     wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
     assert_eq!(get(addr, "/healthz").await?.0, 200);
-    // Lag is measured every 2 s: wait for a measurement of both partitions.
+    // Watermarks are read every 2 s: wait for a measurement of both partitions.
     let body = wait_until(CATCH_UP, "/readyz 200 and lag measured", || async move {
         let (status, body) = get(addr, "/metrics").await?;
         let measured = status == 200
@@ -59,7 +59,15 @@ async fn the_ops_server_reports_health_readiness_and_counts() -> anyhow::Result<
             && body.contains("xclog_projector_partition_lag{partition=\"1\"} 0");
         Ok((measured && get(addr, "/readyz").await?.0 == 200).then_some(body))
     })
-    .await?;
+    .await;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let (m, metrics) = get(addr, "/metrics").await?;
+            let (r, ready) = get(addr, "/readyz").await?;
+            anyhow::bail!("{e}\n/metrics {m}:\n{metrics}\n/readyz {r}:\n{ready}");
+        }
+    };
     let want_rows = format!(
         "xclog_projector_rows_written_total{{kind=\"event\"}} {}",
         records.len()
