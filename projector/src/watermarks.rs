@@ -84,7 +84,7 @@ fn probe(
     let mut rounds = 0u64;
     while !shutdown.is_cancelled() {
         // The partition count can grow; re-read it now and then.
-        if partitions.is_empty() || rounds % 15 == 0 {
+        if partitions.is_empty() || rounds.is_multiple_of(15) {
             match client.fetch_metadata(Some(topic), QUERY_TIMEOUT) {
                 Ok(metadata) => {
                     if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
