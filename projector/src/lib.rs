@@ -22,6 +22,7 @@ pub mod batch;
 pub mod config;
 pub mod metrics;
 pub mod read;
+pub mod rebuild;
 pub mod sink;
 
 pub use config::{ConfigError, ProjectorConfig, Secret};

@@ -5,6 +5,7 @@ mod events;
 mod produce;
 mod project;
 mod project_mongo;
+mod rebuild;
 mod snapshot;
 mod store;
 mod trace;
@@ -40,6 +41,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Project the log topic into a store (daemon; stops on SIGINT/SIGTERM).
     Project(project::ProjectArgs),
+    /// Rebuild the PostgreSQL store from the topic beside the live one, then swap atomically.
+    Rebuild(rebuild::RebuildArgs),
     /// Show stored events: one instance's history (log order) or a time range.
     Events(events::EventsArgs),
     /// Show the causes and effects of an event, across components.
@@ -142,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Produce(args) => produce::run(args).await,
         Command::Project(args) => project::run(args).await,
+        Command::Rebuild(args) => rebuild::run(args).await,
         Command::Events(args) => events::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,

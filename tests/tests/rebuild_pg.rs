@@ -1,0 +1,290 @@
+//! `xclog rebuild --target postgres`: a rebuild beside a live projector under traffic, with a
+//! reader polling the store; a rebuild killed midway and rerun; refusals that change nothing.
+
+mod projector_pg_support;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use projector_pg_support::*;
+use sqlx::PgPool;
+use xclog_schema::{Encoding, Record};
+use xclog_tests::{TestPg, TestTopic, brokers, unique_suffix, wait_until};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn rebuild_command(topic: &str, group: &str, db_url: &str) -> anyhow::Result<Command> {
+    let mut c = Command::new(xclog_binary()?);
+    c.args(["rebuild", "--target", "postgres", "--progress", "log"])
+        .env("XCLOG_KAFKA_BROKERS", brokers())
+        .env("XCLOG_TOPIC", topic)
+        .env("XCLOG_GROUP", group)
+        .env("DATABASE_URL", db_url)
+        .env("XCLOG_LOG", "warn");
+    Ok(c)
+}
+
+/// Runs the command to its end (bounded), returning (success, stdout, stderr).
+async fn run_to_end(mut c: Command) -> anyhow::Result<(bool, String, String)> {
+    let out = tokio::time::timeout(
+        LONG,
+        tokio::task::spawn_blocking(move || c.stdin(Stdio::null()).output()),
+    )
+    .await
+    .context("xclog rebuild did not finish within 180 s")???;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+async fn schemas_like(pool: &PgPool, pattern: &str) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 ORDER BY 1",
+    )
+    .bind(pattern)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn events_only(records: Vec<Record>) -> Vec<Record> {
+    records
+        .into_iter()
+        .filter(|r| matches!(r, Record::Event(_)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_to_the_topic()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(2).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let mut published = publish(
+        &producer,
+        &topic.name,
+        &workload(3000, 60, 11),
+        Encoding::Protobuf,
+    )
+    .await?;
+    let live = start_in_process(config(&topic.name, &group), &pg.url).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 2, LONG).await?;
+
+    // Damage the live store: the rebuild must repair it.
+    let damaged = sqlx::query("UPDATE fsm_events SET state_after = 'DAMAGED' WHERE id = (SELECT min(id) FROM fsm_events)")
+        .execute(&pg.pool)
+        .await?
+        .rows_affected();
+    ensure!(damaged == 1, "no row to damage");
+
+    // A reader: the event count never goes down and every event it has seen stays visible.
+    let known: Vec<String> = published
+        .iter()
+        .filter_map(|p| match &p.record {
+            Record::Event(e) => Some(e.id.clone()),
+            Record::Snapshot(_) => None,
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (pool, stop, known) = (pg.pool.clone(), stop.clone(), known.clone());
+        tokio::spawn(async move {
+            let mut last = 0i64;
+            let mut polls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (count, seen): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM fsm_events), \
+                            (SELECT count(*) FROM fsm_events WHERE id = ANY($1))",
+                )
+                .bind(&known)
+                .fetch_one(&pool)
+                .await?;
+                ensure!(count >= last, "event count went down: {last} -> {count}");
+                ensure!(
+                    seen == known.len() as i64,
+                    "only {seen} of {} events already projected are visible",
+                    known.len()
+                );
+                last = count;
+                polls += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::Ok(polls)
+        })
+    };
+    // Live traffic during the whole rebuild.
+    let writer = {
+        let (producer, name) = (producer.clone(), topic.name.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let more = events_only(workload(4000, 80, 12));
+            let mut out = Vec::new();
+            for chunk in more.chunks(40) {
+                out.extend(publish(&producer, &name, chunk, Encoding::Json).await?);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(out)
+        })
+    };
+
+    let (ok, stdout, stderr) = run_to_end(rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    stop.store(true, Ordering::Relaxed);
+    ensure!(ok, "xclog rebuild failed:\n{stdout}\n{stderr}");
+    ensure!(stdout.contains("swapped"), "{stdout}");
+    let polls = reader.await??;
+    ensure!(polls > 10, "the reader polled only {polls} times");
+    published.extend(writer.await??);
+
+    wait_caught_up(&pg.pool, &topic.name, &group, 2, LONG).await?;
+    live.stop().await?;
+    assert_store_equals(&pg.pool, &published).await?;
+    ensure!(
+        schemas_like(&pg.pool, "xclog_%").await?.is_empty(),
+        "the shadow or the old store was left behind"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::Result<()> {
+    let topic = TestTopic::create(2).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(40_000, 400, 21);
+    let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
+    let total = published.len() as i64;
+
+    let mut child = rebuild_command(&topic.name, &group, &pg.url)?
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Kill it once the shadow has stored some, but not all, of the topic.
+    let started = Instant::now();
+    let at_kill = loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the rebuild ended ({status}) before it could be killed midway");
+        }
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets",
+        )
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap_or(None);
+        if let Some(n) = stored.filter(|&n| n > 0) {
+            child.kill()?; // SIGKILL
+            child.wait()?;
+            break n;
+        }
+        ensure!(started.elapsed() < LONG, "the rebuild stored nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    ensure!(at_kill < total, "killed too late ({at_kill} of {total})");
+    let after_kill: i64 =
+        sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets")
+            .fetch_one(&pg.pool)
+            .await?;
+    ensure!(after_kill < total, "the first run finished the shadow");
+
+    let (ok, stdout, stderr) = run_to_end(rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    ensure!(ok, "the second run failed:\n{stdout}\n{stderr}");
+    ensure!(stdout.contains("exists: resuming from"), "{stdout}");
+    let to_read = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("records to read:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<i64>().ok())
+        .context("no 'records to read' line")?;
+    ensure!(
+        to_read == total - after_kill,
+        "the second run reads {to_read}, not the {} left after the kill",
+        total - after_kill
+    );
+    ensure!(stdout.contains("swapped"), "{stdout}");
+    assert_store_equals(&pg.pool, &published).await?;
+    ensure!(schemas_like(&pg.pool, "xclog_%").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_and_a_topic_missing_history_change_nothing() -> anyhow::Result<()> {
+    let topic = TestTopic::create(1).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    publish(
+        &producer,
+        &topic.name,
+        &events_only(workload(100, 5, 31)),
+        Encoding::Protobuf,
+    )
+    .await?;
+
+    let mut dry = rebuild_command(&topic.name, &group, &pg.url)?;
+    dry.arg("--dry-run");
+    let (ok, stdout, stderr) = run_to_end(dry).await?;
+    ensure!(ok, "dry run failed: {stdout}\n{stderr}");
+    ensure!(stdout.contains("records to read:           100"), "{stdout}");
+    ensure!(stdout.contains("dry run: nothing changed"), "{stdout}");
+    ensure!(schemas_like(&pg.pool, "xclog_%").await?.is_empty());
+
+    // Retention deleted the first 40 records.
+    delete_records_before(&topic.name, 0, 40).await?;
+    let (ok, stdout, stderr) = run_to_end(rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    ensure!(!ok, "the rebuild ran on a topic missing history:\n{stdout}");
+    ensure!(
+        stderr.contains(
+            "partition 0: offsets 0..39 are no longer in the topic (it now starts at offset 40)"
+        ),
+        "{stderr}"
+    );
+    ensure!(
+        schemas_like(&pg.pool, "xclog_%").await?.is_empty(),
+        "a refused rebuild changed the database"
+    );
+    Ok(())
+}
+
+async fn delete_records_before(topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    let result = admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .context("DeleteRecords")?;
+    for e in result.elements() {
+        if let Err(error) = e.error() {
+            bail!("DeleteRecords on partition {}: {error}", e.partition());
+        }
+    }
+    wait_until(Duration::from_secs(30), "the low watermark to move", || {
+        let topic = topic.to_owned();
+        async move {
+            let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .create()?;
+            let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(
+                &consumer,
+                &topic,
+                partition,
+                Duration::from_secs(10),
+            )?;
+            Ok((low >= offset).then_some(()))
+        }
+    })
+    .await
+}
