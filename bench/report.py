@@ -21,6 +21,7 @@ END = "<!-- bench.sh:end -->"
 # (comparison, ours, reference, label of the reference)
 PAIRS = [
     ("pg", "xclog", "copy", "limit: COPY of the same rows, same tables and indexes"),
+    ("pg", "rebuild", "copy", "limit: COPY of the same rows (ours: `xclog rebuild`, whole command)"),
     ("pg", "xclog", "jdbc-sink", "peer: JDBC upsert sink on Kafka Connect (Debezium stand-in)"),
     ("mongo", "xclog", "bulk-insert", "limit: unordered insertMany of the same documents"),
     ("mongo", "xclog", "mongo-sink", "peer: ReplaceOne upsert sink on Kafka Connect (MongoDB sink stand-in)"),
@@ -122,7 +123,10 @@ def render(args):
             ratio = "n/a"
         target = TARGETS.get((comp, ref))
         tgt = "" if target is None else (f">= {target:.1f}x" if target >= 1 else f">= {target:.0%}")
-        out.append(f"| {'PostgreSQL' if comp == 'pg' else 'MongoDB (FerretDB)'} | "
+        name = 'PostgreSQL' if comp == 'pg' else 'MongoDB (FerretDB)'
+        if ours == 'rebuild':
+            name += ' rebuild'
+        out.append(f"| {name} | "
                    f"{fmt_rate(a) if (comp, ours) not in missing else 'not measured'} | {ref_label} | "
                    f"{fmt_rate(b)} | {ratio} | {tgt} |")
     out.append("")
@@ -133,7 +137,7 @@ def render(args):
     out.append("")
     out.append("| side | rows written (checked) | first row after (s) | peak RSS |")
     out.append("|---|---:|---:|---:|")
-    for comp, side in [("pg", "xclog"), ("pg", "copy"), ("pg", "jdbc-sink"),
+    for comp, side in [("pg", "xclog"), ("pg", "rebuild"), ("pg", "copy"), ("pg", "jdbc-sink"),
                        ("mongo", "xclog"), ("mongo", "bulk-insert"), ("mongo", "mongo-sink")]:
         rs = [r for r in by.get((comp, side), []) if "missing" not in r]
         if not rs:

@@ -25,7 +25,7 @@
 #     and writes the documents to a file for the Mongo limit;
 #  4. per run, each side into fresh stores: our projector, the limit (COPY / unordered insertMany),
 #     the peer (a sink on Kafka Connect standalone); every side must write exactly the events
-#     of the topic, or the run fails;
+#     of the topic, or the run fails; for PostgreSQL also `xclog rebuild` of our store;
 #  5. the producer against kafka-producer-perf-test (the producer's own bench, called as is);
 #  6. prints the table and rewrites the harness section of docs/BENCHMARKS.md.
 #
@@ -238,6 +238,18 @@ run_pg() {
     snaps=$(count_pg "$db" "SELECT count(*) FROM fsm_snapshots")
     ((rows == N_EVENTS)) || die "our projector wrote $rows event rows, expected $N_EVENTS"
     measure pg xclog "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2]), snapshot_rows=int(sys.argv[3])); print(json.dumps(m))' "$out" "$rows" "$snaps")"
+
+    # ours, rebuilding: `xclog rebuild` of the whole topic beside the store just written, then
+    # the swap (wall clock of the command: start-up, group join and swap included)
+    local r0 r1
+    r0=$(date +%s.%N)
+    "$XCLOG" rebuild --target postgres --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" \
+        --group "bench-$ID-$run-pg" --database-url "$PG_BASE/$db" --progress log \
+        >"$WORK/rebuild-pg-$run.log" 2>&1 || die "xclog rebuild failed (log: $WORK/rebuild-pg-$run.log)"
+    r1=$(date +%s.%N)
+    rows=$(count_pg "$db" "SELECT count(*) FROM fsm_events")
+    ((rows == N_EVENTS)) || die "the rebuilt store holds $rows event rows, expected $N_EVENTS"
+    measure pg rebuild "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$r0" "$r1" "$rows")"
 
     # the limit: COPY of the same rows (every table the projector wrote) into the same tables
     local tables="fsm_events fsm_snapshots fsm_causality fsm_causality_lock fsm_instances xclog_offsets"

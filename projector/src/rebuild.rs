@@ -40,6 +40,9 @@ pub const STORE_TABLES: &[&str] = &[
     "_sqlx_migrations",
 ];
 
+/// Bookkeeping table (in the shadow schema) of the secondary indexes deferred to the end.
+const DEFERRED_INDEXES: &str = "xclog_rebuild_deferred_indexes";
+
 /// Offsets the topic no longer holds on one partition: `from..to` (exclusive) were deleted
 /// by retention, but a rebuild starting at `from` needs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +148,9 @@ pub enum RebuildError {
     /// The topic lost history the rebuild needs.
     #[error("the topic no longer holds offsets the rebuild needs:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     MissingHistory(Vec<MissingHistory>),
+    /// The swap was asked for while secondary indexes are still deferred.
+    #[error("the shadow still lacks {0} secondary indexes; build them before the swap")]
+    IndexesPending(usize),
     /// The store failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -239,14 +245,13 @@ impl PgRebuild {
     }
 
     async fn table_exists(&self, schema: &str, table: &str) -> Result<bool, RebuildError> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2",
-        )
-        .bind(schema)
-        .bind(table)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| classify(e, "looking up a table"))?;
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2")
+                .bind(schema)
+                .bind(table)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| classify(e, "looking up a table"))?;
         Ok(found.is_some())
     }
 
@@ -275,7 +280,10 @@ impl PgRebuild {
 
     /// Refuses a live store that also holds other topics (their rows would be dropped).
     pub async fn check_single_topic(&self) -> Result<(), RebuildError> {
-        if !self.table_exists(&self.live_schema, "xclog_offsets").await? {
+        if !self
+            .table_exists(&self.live_schema, "xclog_offsets")
+            .await?
+        {
             return Ok(());
         }
         let others: Vec<(String, String)> = sqlx::query_as(&format!(
@@ -325,10 +333,114 @@ impl PgRebuild {
         Ok(())
     }
 
+    /// Drops the shadow's secondary indexes (those not backing a primary key or a unique
+    /// constraint, which the writes need), keeping their definitions in the shadow schema, so
+    /// the bulk of the history is written without maintaining them. Returns how many.
+    pub async fn defer_indexes(&self) -> Result<usize, RebuildError> {
+        let ctx = "deferring the shadow's secondary indexes";
+        let err = |e| classify(e, ctx);
+        let shadow = &self.shadow_schema;
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        tx.execute(
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{shadow}\".{DEFERRED_INDEXES} \
+                 (name TEXT PRIMARY KEY, definition TEXT NOT NULL)"
+            )
+            .as_str(),
+        )
+        .await
+        .map_err(err)?;
+        let tables: Vec<String> = STORE_TABLES.iter().map(|t| (*t).to_owned()).collect();
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT ci.relname::text, pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i \
+             JOIN pg_class ct ON ct.oid = i.indrelid \
+             JOIN pg_class ci ON ci.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = ct.relnamespace \
+             WHERE n.nspname = $1 AND ct.relname = ANY($2) \
+               AND NOT i.indisprimary AND NOT i.indisunique \
+             ORDER BY 1",
+        )
+        .bind(shadow)
+        .bind(&tables)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for (name, definition) in &indexes {
+            sqlx::query(&format!(
+                "INSERT INTO \"{shadow}\".{DEFERRED_INDEXES} (name, definition) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(name)
+            .bind(definition)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            tx.execute(format!("DROP INDEX \"{shadow}\".\"{name}\"").as_str())
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(indexes.len())
+    }
+
+    /// Secondary indexes deferred by [`PgRebuild::defer_indexes`] and not yet rebuilt.
+    pub async fn deferred_indexes(&self) -> Result<Vec<(String, String)>, RebuildError> {
+        if !self
+            .table_exists(&self.shadow_schema, DEFERRED_INDEXES)
+            .await?
+        {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(&format!(
+            "SELECT name, definition FROM \"{}\".{DEFERRED_INDEXES} ORDER BY name",
+            self.shadow_schema
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(e, "reading the deferred indexes").into())
+    }
+
+    /// Builds the deferred indexes, each in one transaction with its bookkeeping (so an
+    /// interruption never builds one twice nor forgets one), then drops the bookkeeping table.
+    pub async fn restore_indexes(&self) -> Result<usize, RebuildError> {
+        let ctx = "building the shadow's secondary indexes";
+        let err = |e| classify(e, ctx);
+        let pending = self.deferred_indexes().await?;
+        for (name, definition) in &pending {
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            tx.execute(definition.as_str()).await.map_err(err)?;
+            sqlx::query(&format!(
+                "DELETE FROM \"{}\".{DEFERRED_INDEXES} WHERE name = $1",
+                self.shadow_schema
+            ))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+        }
+        self.pool
+            .execute(
+                format!(
+                    "DROP TABLE IF EXISTS \"{}\".{DEFERRED_INDEXES}",
+                    self.shadow_schema
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(err)?;
+        Ok(pending.len())
+    }
+
     /// Swaps the shadow in if it has caught up with the live store (see the module docs).
     /// `old_schema` receives the previous store.
     pub async fn try_swap(&self, old_schema: &str) -> Result<SwapOutcome, RebuildError> {
         check_schema_name("old schema", old_schema)?;
+        let pending = self.deferred_indexes().await?.len();
+        if pending > 0 {
+            return Err(RebuildError::IndexesPending(pending));
+        }
         let ctx = "swapping the rebuilt store in";
         let err = |e| classify(e, ctx);
         let (live_schema, shadow_schema) = (&self.live_schema, &self.shadow_schema);
@@ -401,7 +513,8 @@ impl PgRebuild {
             .await
             .map_err(err)?;
         }
-        tx.execute(format!("DROP SCHEMA \"{shadow_schema}\"").as_str())
+        // Only leftovers remain in the shadow schema now (the store tables moved).
+        tx.execute(format!("DROP SCHEMA \"{shadow_schema}\" CASCADE").as_str())
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;

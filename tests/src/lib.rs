@@ -343,13 +343,23 @@ impl Drop for TestMongo {
     }
 }
 
-/// Path of the `xclog` binary, built on first use.
+/// Path of the `xclog` binary, built on first use into the target directory this test binary
+/// lives in (`target/<profile>/deps/<test>`), whatever `CARGO_TARGET_DIR` the child sees.
 pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().context("workspace root")?.to_owned();
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target/<profile> dir")?
+        .to_owned();
+    let target_dir = profile_dir.parent().context("target dir")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
         .args(["build", "-q", "-p", "xclog-projector", "--bin", "xclog"])
+        .arg("--target-dir")
+        .arg(target_dir)
         .current_dir(&root)
         .status()
         .context("running cargo build for the xclog binary")?;
@@ -357,13 +367,7 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
         status.success(),
         "cargo build -p xclog-projector --bin xclog failed"
     );
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/xclog
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?
-        .join("xclog");
+    let bin = profile_dir.join("xclog");
     anyhow::ensure!(bin.exists(), "{} not found after building", bin.display());
     Ok(bin)
 }

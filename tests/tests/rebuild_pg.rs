@@ -51,6 +51,15 @@ async fn schemas_like(pool: &PgPool, pattern: &str) -> anyhow::Result<Vec<String
     .await?)
 }
 
+/// Index names and definitions on the store's tables in `public`.
+async fn indexes(pool: &PgPool) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 fn events_only(records: Vec<Record>) -> Vec<Record> {
     records
         .into_iter()
@@ -75,11 +84,19 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
     let live = start_in_process(config(&topic.name, &group), &pg.url).await?;
     wait_caught_up(&pg.pool, &topic.name, &group, 2, LONG).await?;
 
+    let indexes_before = indexes(&pg.pool).await?;
+    ensure!(
+        indexes_before
+            .iter()
+            .any(|(n, _)| n == "idx_events_caused_by")
+    );
     // Damage the live store: the rebuild must repair it.
-    let damaged = sqlx::query("UPDATE fsm_events SET state_after = 'DAMAGED' WHERE id = (SELECT min(id) FROM fsm_events)")
-        .execute(&pg.pool)
-        .await?
-        .rows_affected();
+    let damaged = sqlx::query(
+        "UPDATE fsm_events SET state_after = 'DAMAGED' WHERE id = (SELECT min(id) FROM fsm_events)",
+    )
+    .execute(&pg.pool)
+    .await?
+    .rows_affected();
     ensure!(damaged == 1, "no row to damage");
 
     // A reader: the event count never goes down and every event it has seen stays visible.
@@ -139,6 +156,7 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
     stop.store(true, Ordering::Relaxed);
     ensure!(ok, "xclog rebuild failed:\n{stdout}\n{stderr}");
     ensure!(stdout.contains("swapped"), "{stdout}");
+    ensure!(stdout.contains("secondary indexes in"), "{stdout}");
     let polls = reader.await??;
     ensure!(polls > 10, "the reader polled only {polls} times");
     published.extend(writer.await??);
@@ -149,6 +167,11 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
     ensure!(
         schemas_like(&pg.pool, "xclog_%").await?.is_empty(),
         "the shadow or the old store was left behind"
+    );
+    let indexes_after = indexes(&pg.pool).await?;
+    ensure!(
+        indexes_after == indexes_before,
+        "the rebuilt store's indexes differ:\nbefore {indexes_before:?}\nafter  {indexes_after:?}"
     );
     Ok(())
 }
@@ -173,12 +196,11 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
         if let Some(status) = child.try_wait()? {
             bail!("the rebuild ended ({status}) before it could be killed midway");
         }
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets",
-        )
-        .fetch_one(&pg.pool)
-        .await
-        .unwrap_or(None);
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets")
+                .fetch_one(&pg.pool)
+                .await
+                .unwrap_or(None);
         if let Some(n) = stored.filter(|&n| n > 0) {
             child.kill()?; // SIGKILL
             child.wait()?;
@@ -232,7 +254,10 @@ async fn a_dry_run_and_a_topic_missing_history_change_nothing() -> anyhow::Resul
     dry.arg("--dry-run");
     let (ok, stdout, stderr) = run_to_end(dry).await?;
     ensure!(ok, "dry run failed: {stdout}\n{stderr}");
-    ensure!(stdout.contains("records to read:           100"), "{stdout}");
+    ensure!(
+        stdout.contains("records to read:           100"),
+        "{stdout}"
+    );
     ensure!(stdout.contains("dry run: nothing changed"), "{stdout}");
     ensure!(schemas_like(&pg.pool, "xclog_%").await?.is_empty());
 

@@ -222,6 +222,14 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     }
 
     rb.prepare_shadow().await?;
+    if !resuming {
+        // Written without its secondary indexes; they are built once, before the swap.
+        let deferred = rb.defer_indexes().await?;
+        tracing::info!(
+            deferred,
+            "secondary indexes deferred to the end of the bulk"
+        );
+    }
     let pool = PgPoolOptions::new()
         .max_connections(p.db_max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))
@@ -283,13 +291,25 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         if !rebuild::caught_up(&shadow, &target) {
             continue;
         }
+        if !rb.deferred_indexes().await?.is_empty() {
+            progress.finish();
+            let t = Instant::now();
+            let built = rb.restore_indexes().await?;
+            println!(
+                "built {built} secondary indexes in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
         let old = rebuild::old_schema_name(now);
         match rb.try_swap(&old).await {
-            Ok(SwapOutcome::Swapped { old_schema, offsets }) => {
+            Ok(SwapOutcome::Swapped {
+                old_schema,
+                offsets,
+            }) => {
                 progress.finish();
                 tail.cancel();
                 // Its batch in flight fails (the shadow tables moved) and is rolled back.
