@@ -19,13 +19,39 @@ use xclog_tests::{TestMongo, TestPg, TestTopic, brokers, unique_suffix};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 
+/// Longest a single `xclog verify` run may take in these tests.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A private copy of the `xclog` binary (or `XCLOG_VERIFY_BIN` when set), checked to have
+/// `verify`. Engineers sharing one `CARGO_TARGET_DIR` across worktrees rebuild
+/// `target/debug/xclog` from other branches at any time (and cargo may then take another tree's
+/// build as fresh); a copy made right after the build cannot change under the test.
+fn verify_binary() -> anyhow::Result<std::path::PathBuf> {
+    let bin = match std::env::var_os("XCLOG_VERIFY_BIN") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => xclog_binary()?,
+    };
+    let copy = std::env::temp_dir().join(format!("xclog-verify-test-{}", unique_suffix()));
+    std::fs::copy(&bin, &copy).with_context(|| format!("copying {}", bin.display()))?;
+    let help = std::process::Command::new(&copy)
+        .args(["verify", "--help"])
+        .output()?;
+    ensure!(
+        help.status.success(),
+        "{} has no verify subcommand (another tree's build? set XCLOG_VERIFY_BIN)",
+        bin.display()
+    );
+    Ok(copy)
+}
+
 /// Runs `xclog verify` with `args` and the given environment; returns (exit code, stdout,
-/// stderr).
+/// stderr). Fails (and kills it) if it runs longer than [`VERIFY_TIMEOUT`].
 fn run_verify(
     bin: &std::path::Path,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> anyhow::Result<(i32, String, String)> {
+    use std::io::Read as _;
     let started = Instant::now();
     let mut cmd = std::process::Command::new(bin);
     cmd.arg("verify").args(args).env("XCLOG_LOG", "warn");
@@ -37,6 +63,7 @@ fn run_verify(
         "XCLOG_PROJECTION",
         "XCLOG_MONGO_PROJECTION",
         "XCLOG_MONGODB_DATABASE",
+        "XCLOG_VERIFY_SOURCES",
     ] {
         cmd.env_remove(k);
     }
@@ -44,12 +71,50 @@ fn run_verify(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().context("running xclog verify")?;
-    let code = out.status.code().context("xclog verify was killed")?;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running xclog verify")?;
+    let mut pipes = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .map(|pipe| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        })
+    })
+    .into_iter();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > VERIFY_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("xclog verify {args:?} did not finish within {VERIFY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut next = || {
+        pipes
+            .next()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let (stdout, stderr) = (next(), next());
+    let code = status.code().context("xclog verify was killed")?;
     eprintln!(
         "xclog verify {args:?}: exit {code} in {:?}\n{stdout}{stderr}",
         started.elapsed()
@@ -210,7 +275,7 @@ fn assert_names_all_four(diffs: &[Value], t: &Targets, what: &str) -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_agrees_on_a_projected_store_and_names_each_injected_difference_in_postgres()
 -> anyhow::Result<()> {
-    let bin = xclog_binary()?;
+    let bin = verify_binary()?;
     let topic = TestTopic::create(3).await?;
     let pg = TestPg::create().await?;
     let group = format!("g-{}", unique_suffix());
@@ -398,7 +463,7 @@ async fn write_mongo(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_compares_all_three_and_names_each_injected_difference_in_mongo()
 -> anyhow::Result<()> {
-    let bin = xclog_binary()?;
+    let bin = verify_binary()?;
     let topic = TestTopic::create(2).await?;
     let pg = TestPg::create().await?;
     let m = TestMongo::create().await?;
@@ -413,7 +478,14 @@ async fn verify_compares_all_three_and_names_each_injected_difference_in_mongo()
     )
     .await?;
     let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
-    write_mongo(&m, &mongo_projection, &topic.name, &published).await?;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        write_mongo(&m, &mongo_projection, &topic.name, &published),
+    )
+    .await
+    .context(
+        "writing 300 events into MongoDB took over 120 s (FerretDB stalled? docs/DESIGN.md)",
+    )??;
     wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
     p.stop().await?;
 
