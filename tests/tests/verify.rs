@@ -26,14 +26,15 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(180);
 /// `verify`. Engineers sharing one `CARGO_TARGET_DIR` across worktrees rebuild
 /// `target/debug/xclog` from other branches at any time (and cargo may then take another tree's
 /// build as fresh); a copy made right after the build cannot change under the test.
-fn verify_binary() -> anyhow::Result<std::path::PathBuf> {
+fn verify_binary() -> anyhow::Result<BinaryCopy> {
     let bin = match std::env::var_os("XCLOG_VERIFY_BIN") {
         Some(path) => std::path::PathBuf::from(path),
         None => xclog_binary()?,
     };
-    let copy = std::env::temp_dir().join(format!("xclog-verify-test-{}", unique_suffix()));
-    std::fs::copy(&bin, &copy).with_context(|| format!("copying {}", bin.display()))?;
-    let help = std::process::Command::new(&copy)
+    let copy =
+        BinaryCopy(std::env::temp_dir().join(format!("xclog-verify-test-{}", unique_suffix())));
+    std::fs::copy(&bin, &copy.0).with_context(|| format!("copying {}", bin.display()))?;
+    let help = std::process::Command::new(&copy.0)
         .args(["verify", "--help"])
         .output()?;
     ensure!(
@@ -42,6 +43,22 @@ fn verify_binary() -> anyhow::Result<std::path::PathBuf> {
         bin.display()
     );
     Ok(copy)
+}
+
+/// A copied binary, removed on drop.
+struct BinaryCopy(std::path::PathBuf);
+
+impl std::ops::Deref for BinaryCopy {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for BinaryCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Runs `xclog verify` with `args` and the given environment; returns (exit code, stdout,

@@ -456,7 +456,11 @@ pub fn compare_instance(
         format!(
             "present (sequence {}, {} -> {}, partition {} offset {})",
             show_opt(e.sequence),
-            e.state_before,
+            if e.state_before.is_empty() {
+                "(new)"
+            } else {
+                &e.state_before
+            },
             e.state_after,
             e.partition,
             e.offset
