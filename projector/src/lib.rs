@@ -14,6 +14,7 @@
 //!   offsets, pause instead of buffering, retries, dead letters, drain on shutdown).
 //! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) and its
 //!   PostgreSQL implementation; cross-component traces.
+//! * [`verify`]: `xclog verify`, the comparison of the topic and the stores.
 //! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! The design and its invariants are in `docs/DESIGN.md`; operating it in `docs/OPERATIONS.md`.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod read;
 pub mod rebuild;
 pub mod sink;
+pub mod verify;
 
 pub use config::{ConfigError, ProjectorConfig, Secret};
 pub use sink::{ErrorClass, Sink, SinkError};

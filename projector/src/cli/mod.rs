@@ -9,6 +9,7 @@ mod rebuild;
 mod snapshot;
 mod store;
 mod trace;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Show, list or delete instance snapshots.
     Snapshot(snapshot::SnapshotArgs),
+    /// Compare the topic, the PostgreSQL store and the MongoDB store (exit 0: they agree,
+    /// 1: they differ, 2: the comparison could not be made).
+    Verify(verify::VerifyArgs),
 }
 
 /// Where the store is, for the read subcommands.
@@ -149,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Verify(args) => Ok(verify::run(args).await),
     }
 }
 

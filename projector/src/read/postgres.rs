@@ -151,6 +151,41 @@ fn page_of(rows: Vec<EventRow>, limit: i64, cursor: fn(&StoredEvent) -> String) 
     EventPage { events, next }
 }
 
+impl PgReader {
+    /// Events projected from `topic`, ordered by instance then log order, a page at a time
+    /// after the keyset `(instance_id, source_offset, id)` of the previous page's last event
+    /// (used by `xclog verify` to stream a whole store with bounded memory).
+    pub async fn events_in_instance_order(
+        &self,
+        topic: &str,
+        after: Option<(&str, i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
+        let (instance, offset, id) = after.unwrap_or(("", i64::MIN, ""));
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM fsm_events \
+             WHERE source_topic = $1 AND source_offset IS NOT NULL \
+             AND (instance_id, source_offset, id) > ($2, $3, $4) \
+             ORDER BY instance_id, source_offset, id LIMIT $5"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(&sql)
+            .bind(topic)
+            .bind(instance)
+            .bind(offset)
+            .bind(id)
+            .bind(i64::from(limit.clamp(1, super::MAX_PAGE)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store)?;
+        Ok(rows.into_iter().map(StoredEvent::from).collect())
+    }
+
+    /// The pool this reader reads through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
 impl EventStore for PgReader {
     async fn event(&self, id: &str) -> Result<Option<StoredEvent>, ReadError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM fsm_events WHERE id = $1");

@@ -1,0 +1,118 @@
+//! `xclog verify`: compares the topic and the stores (the logic is `xclog_projector::verify`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use xclog_projector::read::postgres::PgReader;
+use xclog_projector::verify::sources::TopicSource;
+use xclog_projector::verify::{SourceKind, VerifyOptions, verify};
+
+/// Options of `xclog verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Sources to compare, two or three of `topic`, `postgres`, `mongo` (comma-separated).
+    #[arg(long, env = "XCLOG_VERIFY_SOURCES", default_value = "topic,postgres", value_delimiter = ',', value_parser = SourceKind::parse)]
+    pub sources: Vec<SourceKind>,
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The log topic.
+    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
+    pub topic: String,
+    /// Consumer group of the PostgreSQL projector (its offsets are stored under this name
+    /// unless --projection is given).
+    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
+    pub group: String,
+    /// Name under which the PostgreSQL projector stores its offsets (default: the group).
+    #[arg(long, env = "XCLOG_PROJECTION")]
+    pub projection: Option<String>,
+    /// Name under which the MongoDB projector stores its offsets (default: as PostgreSQL's).
+    #[arg(long, env = "XCLOG_MONGO_PROJECTION")]
+    pub mongo_projection: Option<String>,
+    /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
+    #[arg(long, env = "DATABASE_URL", value_parser = super::parse_secret)]
+    pub database_url: Option<xclog_projector::Secret>,
+    /// MongoDB connection string; never logged.
+    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
+    pub mongodb_uri: xclog_projector::Secret,
+    /// MongoDB database holding `events`, `snapshots` and `xclog_offsets`.
+    #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
+    pub mongodb_database: String,
+    /// Most differences printed per pair of sources.
+    #[arg(long, default_value_t = 20)]
+    pub max_differences: usize,
+    /// Give up reading the topic after this many seconds without a record.
+    #[arg(long, default_value_t = 30)]
+    pub topic_timeout_secs: u64,
+    /// Print the report as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the comparison: exit code 0 when the sources agree, 1 when they differ, 2 when the
+/// comparison could not be made (the error is printed).
+pub async fn run(args: VerifyArgs) -> ExitCode {
+    match compare(&args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
+    let projection = args
+        .projection
+        .clone()
+        .unwrap_or_else(|| args.group.clone());
+    let postgres = if args.sources.contains(&SourceKind::Postgres) {
+        let url = args
+            .database_url
+            .as_ref()
+            .context("--database-url (DATABASE_URL) is required with --sources postgres")?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url.expose())
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
+        Some(PgReader::new(pool))
+    } else {
+        None
+    };
+    let mongo = if args.sources.contains(&SourceKind::Mongo) {
+        let mut options = mongodb::options::ClientOptions::parse(args.mongodb_uri.expose())
+            .await
+            .with_context(|| format!("parsing the MongoDB URI {}", args.mongodb_uri))?;
+        options.server_selection_timeout = Some(Duration::from_secs(10));
+        let client = mongodb::Client::with_options(options)
+            .with_context(|| format!("connecting to MongoDB at {}", args.mongodb_uri))?;
+        Some(client.database(&args.mongodb_database))
+    } else {
+        None
+    };
+    let options = VerifyOptions {
+        sources: args.sources.clone(),
+        topic: TopicSource {
+            brokers: args.brokers.clone(),
+            topic: args.topic.clone(),
+            limits: xclog_schema::Limits::default(),
+            idle_timeout: Duration::from_secs(args.topic_timeout_secs),
+        },
+        postgres,
+        postgres_projection: projection.clone(),
+        mongo,
+        mongo_projection: args.mongo_projection.clone().unwrap_or(projection),
+        max_differences: args.max_differences,
+    };
+    let report = verify(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.agree)
+}
