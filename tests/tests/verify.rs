@@ -22,45 +22,6 @@ const CATCH_UP: Duration = Duration::from_secs(120);
 /// Longest a single `xclog verify` run may take in these tests.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A private copy of the `xclog` binary (or `XCLOG_VERIFY_BIN` when set), checked to have
-/// `verify`. Engineers sharing one `CARGO_TARGET_DIR` across worktrees rebuild
-/// `target/debug/xclog` from other branches at any time (and cargo may then take another tree's
-/// build as fresh); a copy made right after the build cannot change under the test.
-fn verify_binary() -> anyhow::Result<BinaryCopy> {
-    let bin = match std::env::var_os("XCLOG_VERIFY_BIN") {
-        Some(path) => std::path::PathBuf::from(path),
-        None => xclog_binary()?,
-    };
-    let copy =
-        BinaryCopy(std::env::temp_dir().join(format!("xclog-verify-test-{}", unique_suffix())));
-    std::fs::copy(&bin, &copy.0).with_context(|| format!("copying {}", bin.display()))?;
-    let help = std::process::Command::new(&copy.0)
-        .args(["verify", "--help"])
-        .output()?;
-    ensure!(
-        help.status.success(),
-        "{} has no verify subcommand (another tree's build? set XCLOG_VERIFY_BIN)",
-        bin.display()
-    );
-    Ok(copy)
-}
-
-/// A copied binary, removed on drop.
-struct BinaryCopy(std::path::PathBuf);
-
-impl std::ops::Deref for BinaryCopy {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for BinaryCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs `xclog verify` with `args` and the given environment; returns (exit code, stdout,
 /// stderr). Fails (and kills it) if it runs longer than [`VERIFY_TIMEOUT`].
 fn run_verify(
@@ -292,7 +253,7 @@ fn assert_names_all_four(diffs: &[Value], t: &Targets, what: &str) -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_agrees_on_a_projected_store_and_names_each_injected_difference_in_postgres()
 -> anyhow::Result<()> {
-    let bin = verify_binary()?;
+    let bin = xclog_binary()?;
     let topic = TestTopic::create(3).await?;
     let pg = TestPg::create().await?;
     let group = format!("g-{}", unique_suffix());
@@ -480,7 +441,7 @@ async fn write_mongo(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_compares_all_three_and_names_each_injected_difference_in_mongo()
 -> anyhow::Result<()> {
-    let bin = verify_binary()?;
+    let bin = xclog_binary()?;
     let topic = TestTopic::create(2).await?;
     let pg = TestPg::create().await?;
     let m = TestMongo::create().await?;
