@@ -17,7 +17,7 @@
 //! 4. **Instance view**: per instance, only events at an offset above the stored
 //!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
 //!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
-//! 5. **Snapshots**: replacement upserts whose filter only matches an older stored snapshot
+//! 5. **Snapshots**: upserts (`$set` of every field) whose filter only matches an older stored snapshot
 //!    (by sequence, else `snapshotAt`, then log offset); a duplicate-key error means the stored
 //!    one is as new or newer. Then the instance view takes the status of the stored snapshot.
 //! 6. **Offsets**: advanced last, only after every write above was acknowledged, each with a
