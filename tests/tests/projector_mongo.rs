@@ -309,7 +309,7 @@ async fn two_projectors_in_one_group_share_the_partitions_and_one_stopping_midwa
     let group = format!("g-{}", unique_suffix());
     let producer = producer()?;
     let records = workload(1500, 50, 21);
-    let (first, second) = records.split_at(2000);
+    let (first, second) = records.split_at(records.len() / 2);
     let a = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
     let b = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
     let mut published = publish(&producer, &topic.name, first, Encoding::Protobuf).await?;
