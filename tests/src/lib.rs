@@ -205,6 +205,9 @@ impl Drop for TestTopic {
 
 /// Runs an async cleanup from `Drop`, on its own thread and runtime (a test's runtime may be
 /// shutting down). Failures are reported on stderr, never panic in drop.
+/// How long dropping a test's database may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn run_cleanup<F>(future: F)
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -214,9 +217,14 @@ where
             .enable_all()
             .build();
         match runtime {
+            // Bounded: a server that stopped answering must fail the test, not hang it.
             Ok(rt) => {
-                if let Err(error) = rt.block_on(future) {
-                    eprintln!("test cleanup failed: {error:#}");
+                match rt.block_on(async { tokio::time::timeout(CLEANUP_TIMEOUT, future).await }) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => eprintln!("test cleanup failed: {error:#}"),
+                    Err(_) => eprintln!(
+                        "test cleanup did not finish within {CLEANUP_TIMEOUT:?} (the server is not answering); left as is"
+                    ),
                 }
             }
             Err(error) => eprintln!("test cleanup could not start a runtime: {error}"),

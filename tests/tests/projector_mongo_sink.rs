@@ -362,3 +362,82 @@ async fn a_replay_cut_into_different_batches_counts_every_event_once() -> anyhow
     assert!(page.next.is_some());
     Ok(())
 }
+
+/// More statements per `update` command that match a stored document than FerretDB 1.x has
+/// PostgreSQL connections (`pool_max_conns`: 40 in the local stack, 50 by default): with
+/// `multi: false` statements FerretDB held one connection per matching statement until the
+/// command ended and waited forever for the 41st (docs/DESIGN.md, "MongoDB"). Every step of
+/// the second batch here matches 120 stored documents: `caused` of 120 parents, the instance
+/// view of 120 instances, 120 older snapshots.
+#[tokio::test]
+async fn a_batch_touching_more_stored_documents_than_ferretdbs_pool_completes() -> anyhow::Result<()>
+{
+    const N: usize = 120;
+    let m = TestMongo::create().await?;
+    let sink = sink(&m).await?;
+    let instance = |i: usize| format!("i{i:03}");
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for i in 0..N {
+        let (parent, child) = (format!("p{i:03}"), format!("c{i:03}"));
+        first.push(Record::Event(event(&parent, &instance(i), &[], 10)));
+        first.push(Record::Snapshot(snapshot(&instance(i), 10, Some(1), "One")));
+        second.push(Record::Event(event(&child, &instance(i), &[&parent], 20)));
+        second.push(Record::Snapshot(snapshot(
+            &instance(i),
+            20,
+            Some(2),
+            "Done",
+        )));
+    }
+    let records = |list: Vec<Record>| -> Vec<SinkRecord> {
+        list.into_iter()
+            .enumerate()
+            .map(|(o, r)| rec(r, 0, o as i64))
+            .collect()
+    };
+    let limit = std::time::Duration::from_secs(60);
+    let n = (2 * N) as i64;
+    let stall = "the write did not complete within 60 s: the server stopped answering \
+                 (FerretDB: see scripts/stack.sh ferretdb-restart)";
+    tokio::time::timeout(limit, sink.write(&batch(records(first), 0, None, n)))
+        .await
+        .map_err(|_| anyhow::anyhow!(stall))??;
+    let mut second = records(second);
+    for (k, r) in second.iter_mut().enumerate() {
+        r.source.offset = n + k as i64;
+    }
+    let out = tokio::time::timeout(limit, sink.write(&batch(second, 0, Some(n), 2 * n)))
+        .await
+        .map_err(|_| anyhow::anyhow!(stall))??;
+    assert_eq!(out.events_inserted, N as u64);
+    assert_eq!(out.snapshots_applied, N as u64);
+
+    let events = all(&m, "events").await?;
+    assert_eq!(events.len(), 2 * N);
+    for e in events
+        .iter()
+        .filter(|e| e.get_str("_id").is_ok_and(|id| id.starts_with('p')))
+    {
+        let id = e.get_str("_id")?;
+        let caused: Vec<&str> = e
+            .get_array("caused")?
+            .iter()
+            .filter_map(Bson::as_str)
+            .collect();
+        assert_eq!(caused, vec![format!("c{}", &id[1..])], "caused of {id}");
+    }
+    let instances = all(&m, "instances").await?;
+    assert_eq!(instances.len(), N);
+    for i in &instances {
+        assert_eq!(i.get_i64("eventCount")?, 2, "{i}");
+        assert_eq!(i.get_str("status")?, "completed", "{i}");
+    }
+    let snapshots = all(&m, "snapshots").await?;
+    assert_eq!(snapshots.len(), N);
+    for s in &snapshots {
+        assert_eq!(s.get_document("instance")?.get_str("currentState")?, "Done");
+        assert_eq!(s.get_i64("sequence")?, 2);
+    }
+    Ok(())
+}

@@ -17,7 +17,7 @@
 //! 4. **Instance view**: per instance, only events at an offset above the stored
 //!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
 //!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
-//! 5. **Snapshots**: replacement upserts whose filter only matches an older stored snapshot
+//! 5. **Snapshots**: upserts (`$set` of every field) whose filter only matches an older stored snapshot
 //!    (by sequence, else `snapshotAt`, then log offset); a duplicate-key error means the stored
 //!    one is as new or newer. Then the instance view takes the status of the stored snapshot.
 //! 6. **Offsets**: advanced last, only after every write above was acknowledged, each with a
@@ -306,10 +306,11 @@ impl MongoSink {
                     let (n, errors) = self
                         .update(
                             OFFSETS,
-                            vec![doc! {
-                                "q": {"_id": &id, "nextOffset": expected},
-                                "u": {"$set": {"nextOffset": o.next}},
-                            }],
+                            vec![by_id(
+                                doc! {"_id": &id, "nextOffset": expected},
+                                doc! {"$set": {"nextOffset": o.next}},
+                                false,
+                            )],
                             ctx,
                         )
                         .await?;
@@ -440,10 +441,11 @@ impl MongoSink {
                 .into_iter()
                 .map(|(parent, children)| {
                     let children: Vec<String> = children.into_iter().collect();
-                    doc! {
-                        "q": {"_id": parent},
-                        "u": {"$addToSet": {"caused": {"$each": children}}},
-                    }
+                    by_id(
+                        doc! {"_id": parent},
+                        doc! {"$addToSet": {"caused": {"$each": children}}},
+                        false,
+                    )
                 })
                 .collect();
             let (_, errors) = self.update(EVENTS, statements, ctx).await?;
@@ -507,9 +509,9 @@ impl MongoSink {
                 Some(o) => doc! {"_id": instance, "lastEventOffset": o},
                 None => doc! {"_id": instance, "lastEventOffset": Bson::Null},
             };
-            statements.push(doc! {
-                "q": filter,
-                "u": {
+            statements.push(by_id(
+                filter,
+                doc! {
                     "$inc": {"eventCount": list.len() as i64},
                     "$min": {"firstEventAt": first_at},
                     "$max": {"lastEventAt": last_at},
@@ -523,8 +525,8 @@ impl MongoSink {
                     },
                     "$setOnInsert": {"status": "active"},
                 },
-                "upsert": true,
-            });
+                true,
+            ));
         }
         let expected = statements.len() as u64;
         let (n, errors) = self.update(INSTANCES, statements, ctx).await?;
@@ -552,11 +554,16 @@ impl MongoSink {
         let statements: Vec<Document> = snapshots
             .iter()
             .map(|(s, source)| {
-                doc! {
-                    "q": older_snapshot_filter(s, source.offset),
-                    "u": document::snapshot_document(s, source),
-                    "upsert": true,
-                }
+                // `$set` of every field rather than a replacement document, because a
+                // replacement cannot be `multi` (see [`by_id`]); the snapshot document always
+                // holds the same fields, so this replaces the stored one entirely.
+                let mut fields = document::snapshot_document(s, source);
+                fields.remove("_id");
+                by_id(
+                    older_snapshot_filter(s, source.offset),
+                    doc! {"$set": fields},
+                    true,
+                )
             })
             .collect();
         let (applied, errors) = self.update(SNAPSHOTS, statements, ctx).await?;
@@ -586,9 +593,9 @@ impl MongoSink {
             .filter_map(|d| {
                 let id = d.get_str("_id").ok()?;
                 let i = d.get_document("instance").ok()?;
-                Some(doc! {
-                    "q": {"_id": id},
-                    "u": {
+                Some(by_id(
+                    doc! {"_id": id},
+                    doc! {
                         "$set": {"status": i.get_str("status").ok()?},
                         "$setOnInsert": {
                             "instanceId": id,
@@ -598,8 +605,8 @@ impl MongoSink {
                             "eventCount": 0i64,
                         },
                     },
-                    "upsert": true,
-                })
+                    true,
+                ))
             })
             .collect();
         let (_, errors) = self.update(INSTANCES, statements, ctx).await?;
@@ -639,6 +646,27 @@ fn older_snapshot_filter(s: &InstanceSnapshot, offset: i64) -> Document {
         },
         None => doc! {"_id": id, "$or": by_time.to_vec()},
     }
+}
+
+/// One statement of an `update` command: filter `q` (which must name one `_id`), update
+/// operators `u`, always with `multi: true`.
+///
+/// Every filter here names a single `_id`, so it matches at most one document and `multi`
+/// changes nothing on MongoDB (an upsert still inserts one document). It matters on FerretDB
+/// 1.x (PostgreSQL backend): a statement with `multi: false` stops reading its PostgreSQL
+/// cursor after the first match and keeps that cursor, and so one pooled PostgreSQL
+/// connection, open until the whole command has run. A command with more matching statements
+/// than FerretDB's pool (`pool_max_conns`, 50 by default, 40 in the local stack) then waits
+/// forever for a connection that it holds itself, and every other client of that FerretDB
+/// waits behind it (docs/DESIGN.md, "MongoDB"). A `multi` statement reads its cursor to the
+/// end, which gives the connection back before the next statement starts.
+fn by_id(q: Document, u: Document, upsert: bool) -> Document {
+    debug_assert!(q.contains_key("_id"), "update filter without _id: {q}");
+    let mut statement = doc! {"q": q, "u": u, "multi": true};
+    if upsert {
+        statement.insert("upsert", true);
+    }
+    statement
 }
 
 fn index(name: &str, keys: Document, unique: bool) -> Document {

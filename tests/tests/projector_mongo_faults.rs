@@ -14,7 +14,8 @@ use projector_pg_support::{Rng, config, producer, publish, workload, xclog_binar
 use xclog_schema::Encoding;
 use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
 
-const CATCH_UP: Duration = Duration::from_secs(180);
+/// Deadline of each catch-up: FerretDB 1.24 takes about 40 events/s here (docs/DESIGN.md).
+const CATCH_UP: Duration = Duration::from_secs(300);
 
 async fn stored_events(db: &Database) -> u64 {
     db.collection::<Document>("events")
@@ -32,8 +33,8 @@ async fn sigkill_at_random_points_then_a_restart_leaves_the_store_equal_to_the_t
     let db = m.database();
     let group = format!("g-{}", unique_suffix());
     let producer = producer()?;
-    let records = workload(10_000, 60, 31);
-    let chunks: Vec<Vec<xclog_schema::Record>> = records.chunks(2000).map(<[_]>::to_vec).collect();
+    let records = workload(3000, 60, 31);
+    let chunks: Vec<Vec<xclog_schema::Record>> = records.chunks(600).map(<[_]>::to_vec).collect();
     let mut published = Vec::new();
     let mut rng = Rng::from_time();
     const KILLS: usize = 4;
@@ -78,7 +79,7 @@ async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
     let db = m.database();
     let group = format!("g-{}", unique_suffix());
     let producer = producer()?;
-    let records = workload(5000, 40, 41);
+    let records = workload(2000, 40, 41);
     let (first, second) = records.split_at(2500);
     let mut published = publish(&producer, &topic.name, first, Encoding::Protobuf).await?;
     let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;

@@ -17,7 +17,8 @@ use xclog_projector::read::{EventStore, Page};
 use xclog_schema::{Encoding, FsmEvent, PersistedEvent, Record};
 use xclog_tests::{TestMongo, TestTopic, unique_suffix};
 
-const CATCH_UP: Duration = Duration::from_secs(120);
+/// Deadline of each catch-up: FerretDB 1.24 takes about 40 events/s here (docs/DESIGN.md).
+const CATCH_UP: Duration = Duration::from_secs(240);
 
 fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
     PersistedEvent {
@@ -50,7 +51,7 @@ async fn a_realistic_workload_lands_document_for_document_and_a_replay_changes_n
     let m = TestMongo::create().await?;
     let db = m.database();
     let group = format!("g-{}", unique_suffix());
-    let records = workload(3000, 40, 11);
+    let records = workload(1500, 40, 11);
     let published = publish(&producer()?, &topic.name, &records, Encoding::Protobuf).await?;
 
     let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
@@ -307,8 +308,8 @@ async fn two_projectors_in_one_group_share_the_partitions_and_one_stopping_midwa
     let db = m.database();
     let group = format!("g-{}", unique_suffix());
     let producer = producer()?;
-    let records = workload(4000, 50, 21);
-    let (first, second) = records.split_at(2000);
+    let records = workload(1500, 50, 21);
+    let (first, second) = records.split_at(records.len() / 2);
     let a = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
     let b = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
     let mut published = publish(&producer, &topic.name, first, Encoding::Protobuf).await?;
