@@ -23,8 +23,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use sqlx::Executor as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor as _, Row as _};
 
 use crate::sink::SinkError;
 use crate::sink::postgres::{MIGRATOR, classify};
@@ -266,15 +266,31 @@ impl PgRebuild {
         if !self.table_exists(schema, "xclog_offsets").await? {
             return Ok(BTreeMap::new());
         }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| classify(e, "reading stored offsets"))?;
+        self.read_offsets(&mut conn, schema)
+            .await
+            .map_err(|e| classify(e, "reading stored offsets").into())
+    }
+
+    /// This projection's stored offsets in `schema`, on `conn` (a pool connection or a
+    /// transaction).
+    async fn read_offsets(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        schema: &str,
+    ) -> Result<BTreeMap<i32, i64>, sqlx::Error> {
         let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
             "SELECT partition, next_offset FROM \"{schema}\".xclog_offsets \
              WHERE projection = $1 AND topic = $2"
         ))
         .bind(&self.projection)
         .bind(&self.topic)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| classify(e, "reading stored offsets"))?;
+        .fetch_all(conn)
+        .await?;
         Ok(rows.into_iter().collect())
     }
 
@@ -450,48 +466,28 @@ impl PgRebuild {
             .await
             .map_err(err)?;
         let live_has_store = self.table_exists(live_schema, "xclog_offsets").await?;
-        if live_has_store {
+        // Live first, then shadow: the only order anyone takes both in.
+        let locked: &[&str] = if live_has_store {
+            &[live_schema, shadow_schema]
+        } else {
+            &[shadow_schema]
+        };
+        for schema in locked {
             tx.execute(
-                format!("LOCK TABLE \"{live_schema}\".xclog_offsets IN ACCESS EXCLUSIVE MODE")
-                    .as_str(),
+                format!("LOCK TABLE \"{schema}\".xclog_offsets IN ACCESS EXCLUSIVE MODE").as_str(),
             )
             .await
             .map_err(err)?;
         }
-        tx.execute(
-            format!("LOCK TABLE \"{shadow_schema}\".xclog_offsets IN ACCESS EXCLUSIVE MODE")
-                .as_str(),
-        )
-        .await
-        .map_err(err)?;
-        let read = |schema: &str| {
-            format!(
-                "SELECT partition, next_offset FROM \"{schema}\".xclog_offsets \
-                 WHERE projection = $1 AND topic = $2"
-            )
-        };
-        let live: BTreeMap<i32, i64> = if live_has_store {
-            sqlx::query(&read(live_schema))
-                .bind(&self.projection)
-                .bind(&self.topic)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(err)?
-                .into_iter()
-                .map(|r| (r.get::<i32, _>(0), r.get::<i64, _>(1)))
-                .collect()
+        let live = if live_has_store {
+            self.read_offsets(&mut tx, live_schema).await.map_err(err)?
         } else {
             BTreeMap::new()
         };
-        let shadow: BTreeMap<i32, i64> = sqlx::query(&read(shadow_schema))
-            .bind(&self.projection)
-            .bind(&self.topic)
-            .fetch_all(&mut *tx)
+        let shadow = self
+            .read_offsets(&mut tx, shadow_schema)
             .await
-            .map_err(err)?
-            .into_iter()
-            .map(|r| (r.get::<i32, _>(0), r.get::<i64, _>(1)))
-            .collect();
+            .map_err(err)?;
         if !caught_up(&shadow, &live) {
             tx.rollback().await.map_err(err)?;
             return Ok(SwapOutcome::Behind { shadow, live });
