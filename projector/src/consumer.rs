@@ -9,7 +9,8 @@
 //!   (queued batches of the old assignment are skipped by the writer), and the callback waits
 //!   for the in-flight batch (at most `drain_timeout`) before letting the partitions go.
 //! * When the queue is full the partitions are paused, not buffered; polling goes on so the
-//!   group membership and rebalances keep working.
+//!   group membership and rebalances keep working. Every new assignment is resumed explicitly:
+//!   librdkafka keeps a partition's pause flag across an eager revoke and re-assign.
 //!
 //! It runs on its own OS thread: librdkafka callbacks may block there without stalling the
 //! async runtime.
@@ -175,6 +176,12 @@ impl ConsumerContext for ProjectorContext {
                 }
                 if let Err(error) = base_consumer.assign(tpl) {
                     tracing::error!(error = %error, "assign failed");
+                }
+                // librdkafka keeps a partition's pause flag across revoke and re-assign: a
+                // partition paused (writer busy) before this rebalance would never be fetched
+                // again. The new assignment starts unpaused, as the loop assumes.
+                if let Err(error) = base_consumer.resume(tpl) {
+                    tracing::error!(error = %error, "resume of the new assignment failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

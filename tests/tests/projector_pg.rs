@@ -362,6 +362,48 @@ async fn two_projectors_in_one_group_share_the_partitions_and_one_stopping_midwa
     Ok(())
 }
 
+/// librdkafka keeps a partition's pause flag across a rebalance. A worker whose writer is
+/// blocked (here: the test holds a lock on `xclog_offsets`) fills its queue and pauses its
+/// partitions; when a second worker joins, the first gets half of them back, and must fetch
+/// them once the writer is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_paused_by_a_busy_writer_fetches_the_partitions_a_rebalance_gives_it_back()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(4).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(2500, 40, 5);
+    let (first, second) = records.split_at(200);
+    let mut cfg = config(&topic.name, &group);
+    cfg.batch_max_records = 50;
+    cfg.drain_timeout = Duration::from_secs(2);
+
+    let a = start_in_process(cfg.clone(), &pg.url).await?;
+    let mut published = publish(&producer, &topic.name, first, Encoding::Protobuf).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 4, CATCH_UP).await?;
+
+    // Block every offset write (reads still pass: the rebalance loads offsets).
+    let mut blocker = pg.pool.begin().await?;
+    sqlx::query("LOCK TABLE xclog_offsets IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await?;
+    published.extend(publish(&producer, &topic.name, second, Encoding::Json).await?);
+    // 2,300 records in batches of 50 against a queue of 2: the consumer pauses within
+    // milliseconds; give it ample time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = start_in_process(cfg, &pg.url).await?;
+    // The revoke waits out the 2 s drain timeout, then both workers get two partitions.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    blocker.commit().await?;
+
+    wait_caught_up(&pg.pool, &topic.name, &group, 4, CATCH_UP).await?;
+    a.stop().await?;
+    b.stop().await?;
+    assert_store_equals(&pg.pool, &published).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_apply_to_a_database_holding_xcomponent_schema_a_rows() -> anyhow::Result<()> {
     let pg = TestPg::create().await?;
