@@ -4,26 +4,34 @@
 #  1. builds the `xclog` binary;
 #  2. publishes a realistic workload (Order -> Inventory -> Payment flows with causedBy chains
 #     and snapshots) to a fresh topic with `xclog produce`;
-#  3. runs `xclog project --target postgres` until the store holds every event, then stops it
-#     with SIGTERM (a clean drain);
-#  4. shows what landed: events per component and causality chains (the xcomponent-ai docs'
-#     queries), one instance's history, one cross-component trace, one snapshot.
-# (The MongoDB target is not in the demo yet: FerretDB 1.24 takes about 40 events/s here, so it
-# needs its own, smaller run and a Mongo count through the xclog CLI; see issue 6.)
+#  3. runs `xclog project --target postgres` and `xclog project --target mongo` side by side on
+#     that topic, each as its own consumer group, waits with `xclog status --wait` until each
+#     store holds the whole topic, then stops them with SIGTERM (a clean drain);
+#  4. shows what landed, from each store: events per component and causality chains (the
+#     xcomponent-ai docs' queries), one instance's history, one cross-component trace, one
+#     snapshot; then `xclog verify` compares the topic and both stores.
+# The default size is small (3,000 events) because FerretDB 1.24, the local MongoDB stand-in,
+# stores about 50 events/s on this 2-core machine (docs/DESIGN.md, "FerretDB"); PostgreSQL alone
+# takes 20,000 in about 10 s (DEMO_EVENTS=20000 DEMO_MONGO=0).
 #
-# Settings (environment): DEMO_EVENTS (default 20000), DEMO_INSTANCES (200), DEMO_PARTITIONS (6),
-# plus the stack's XCLOG_KAFKA_BROKERS, DATABASE_URL, MONGODB_URI (`scripts/stack.sh env`).
+# Settings (environment): DEMO_EVENTS (default 3000), DEMO_INSTANCES (100), DEMO_PARTITIONS (6),
+# DEMO_MONGO (1; 0 = PostgreSQL only), plus the stack's XCLOG_KAFKA_BROKERS, DATABASE_URL,
+# MONGODB_URI (`scripts/stack.sh env`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EVENTS=${DEMO_EVENTS:-20000}
-INSTANCES=${DEMO_INSTANCES:-200}
+EVENTS=${DEMO_EVENTS:-3000}
+INSTANCES=${DEMO_INSTANCES:-100}
+MONGO=${DEMO_MONGO:-1}
 PARTITIONS=${DEMO_PARTITIONS:-6}
 : "${XCLOG_KAFKA_BROKERS:?run through make demo, or eval \"\$(scripts/stack.sh env)\" first}"
 : "${DATABASE_URL:?}"
 
 TOPIC="xclog.demo-$(date +%Y%m%d-%H%M%S)"
 PG_DB=xclog_demo
+# FerretDB/MongoDB databases cannot be dropped without a shell here: one database per run, named
+# like the topic.
+MONGO_DB="xclog_demo_$(date +%Y%m%d_%H%M%S)"
 DEMO_DATABASE_URL="${DATABASE_URL%/*}/$PG_DB"
 LOGS=${XCLOG_HOME:-/var/tmp/xclog}/run/demo
 mkdir -p "$LOGS"
@@ -34,7 +42,7 @@ step "building xclog"
 cargo build -q -p xclog-projector --bin xclog
 XCLOG=target/debug/xclog
 
-step "fresh store: PostgreSQL database $PG_DB, topic $TOPIC"
+step "fresh stores: PostgreSQL database $PG_DB, MongoDB database $MONGO_DB, topic $TOPIC"
 psql -q "$DATABASE_URL" -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB"
 
 step "publishing $EVENTS events over $INSTANCES concurrent flows (seed 42)"
@@ -45,29 +53,27 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-step "projecting into PostgreSQL (logs: $LOGS/project-postgres.log)"
+STORES=PostgreSQL
+[[ $MONGO == 1 ]] && STORES="PostgreSQL and MongoDB"
+step "projecting into $STORES (logs: $LOGS/project-*.log)"
 $XCLOG project --target postgres --topic "$TOPIC" --group "demo-pg-$TOPIC" \
     --database-url "$DEMO_DATABASE_URL" --http-addr 127.0.0.1:9187 >"$LOGS/project-postgres.log" 2>&1 &
 PIDS+=($!)
+if [[ $MONGO == 1 ]]; then
+    $XCLOG project --target mongo --topic "$TOPIC" --group "demo-mongo-$TOPIC" \
+        --mongodb-database "$MONGO_DB" --http-addr 127.0.0.1:9188 >"$LOGS/project-mongo.log" 2>&1 &
+    PIDS+=($!)
+fi
 
-wait_count() { # wait_count WHAT COMMAND... : until the command prints $EVENTS
-    local what=$1 deadline=$((SECONDS + 300)) n=0
-    shift
-    while ((SECONDS < deadline)); do
-        n=$("$@" 2>/dev/null || echo 0)
-        if [[ $n == "$EVENTS" ]]; then
-            echo "$what: $n of $EVENTS events stored"
-            return 0
-        fi
-        sleep 0.5
-    done
-    echo "$what: only $n of $EVENTS events after 300 s; see $LOGS" >&2
-    return 1
-}
-pg_count() { psql -tA "$DEMO_DATABASE_URL" -c "SELECT count(*) FROM fsm_events"; }
-wait_count PostgreSQL pg_count
+step "waiting until each store holds the whole topic: xclog status --wait"
+$XCLOG status --target postgres --topic "$TOPIC" --group "demo-pg-$TOPIC" \
+    --database-url "$DEMO_DATABASE_URL" --wait 300 || { echo "see $LOGS/project-postgres.log" >&2; exit 1; }
+if [[ $MONGO == 1 ]]; then
+    $XCLOG status --target mongo --topic "$TOPIC" --group "demo-mongo-$TOPIC" \
+        --mongodb-database "$MONGO_DB" --wait 600 || { echo "see $LOGS/project-mongo.log" >&2; exit 1; }
+fi
 
-step "stopping the projector with SIGTERM (drains and commits, then exits)"
+step "stopping the projectors with SIGTERM (each drains and commits, then exits)"
 cleanup
 PIDS=()
 
@@ -80,13 +86,41 @@ psql "$DEMO_DATABASE_URL" -c "SELECT count(*) AS events_with_children FROM fsm_e
 INSTANCE=$(psql -tA "$DEMO_DATABASE_URL" -c "SELECT instance_id FROM fsm_events WHERE component_name LIKE 'Order%' AND array_length(caused, 1) > 0 ORDER BY persisted_at LIMIT 1")
 EVENT=$(psql -tA "$DEMO_DATABASE_URL" -c "SELECT id FROM fsm_events WHERE instance_id = '$INSTANCE' AND array_length(caused, 1) > 0 ORDER BY persisted_at LIMIT 1")
 
+PG=(--target postgres --database-url "$DEMO_DATABASE_URL")
+MG=(--target mongo --mongodb-database "$MONGO_DB")
+
 step "xclog events --instance $INSTANCE"
-$XCLOG events --instance "$INSTANCE" --database-url "$DEMO_DATABASE_URL"
+$XCLOG events --instance "$INSTANCE" "${PG[@]}"
 
 step "xclog trace $EVENT (across components)"
-$XCLOG trace "$EVENT" --database-url "$DEMO_DATABASE_URL"
+$XCLOG trace "$EVENT" "${PG[@]}"
 
 step "xclog snapshot $INSTANCE"
-$XCLOG snapshot "$INSTANCE" --database-url "$DEMO_DATABASE_URL"
+$XCLOG snapshot "$INSTANCE" "${PG[@]}"
 
-step "done: topic $TOPIC, PostgreSQL database $PG_DB"
+if [[ $MONGO == 1 ]]; then
+    # Same questions to MongoDB: the read commands answer the same from either store. Keys are
+    # sorted before comparing: PostgreSQL's jsonb does not keep a payload's key order (MongoDB
+    # does), and no reader may rely on it.
+    step "MongoDB ($MONGO_DB): the same three questions, compared with PostgreSQL's answers"
+    sorted() { python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), sort_keys=True, indent=1))'; }
+    for q in "events --instance $INSTANCE" "trace $EVENT" "snapshot $INSTANCE"; do
+        # shellcheck disable=SC2086 # $q is a command line of words without spaces inside
+        if diff <($XCLOG $q --json "${PG[@]}" | sorted) <($XCLOG $q --json "${MG[@]}" | sorted) >"$LOGS/diff.txt"; then
+            echo "xclog $q --target mongo: same answer as PostgreSQL"
+        else
+            echo "xclog $q: MongoDB and PostgreSQL differ:" >&2
+            cat "$LOGS/diff.txt" >&2
+            exit 1
+        fi
+    done
+
+    step "xclog verify: the topic, PostgreSQL and MongoDB, event by event"
+    $XCLOG verify --sources topic,postgres,mongo --topic "$TOPIC" --group "demo-pg-$TOPIC" \
+        --mongo-projection "demo-mongo-$TOPIC" --database-url "$DEMO_DATABASE_URL" \
+        --mongodb-database "$MONGO_DB"
+fi
+
+DONE="topic $TOPIC, PostgreSQL database $PG_DB"
+[[ $MONGO == 1 ]] && DONE+=", MongoDB database $MONGO_DB"
+step "done: $DONE"

@@ -100,3 +100,71 @@ async fn the_read_commands_print_an_instance_history_a_trace_and_a_snapshot() ->
     assert_eq!(out.status.code(), Some(1));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn xclog_status_says_how_far_behind_the_store_is_and_wait_returns_once_caught_up()
+-> anyhow::Result<()> {
+    let bin = xclog_binary()?;
+    let topic = TestTopic::create(3).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let group_name = group.clone();
+    let records = workload(300, 10, 4);
+    let published = publish(&producer()?, &topic.name, &records, Encoding::Json).await?;
+    let (topic_name, url) = (topic.name.clone(), pg.url.clone());
+    let status = move |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--topic",
+            &topic_name,
+            "--group",
+            &group,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(&bin)
+            .args(&args)
+            .env("DATABASE_URL", &url)
+            .env("XCLOG_KAFKA_BROKERS", xclog_tests::brokers())
+            .env("XCLOG_LOG", "warn")
+            .output()
+    };
+
+    // No projector has run: the database has no store yet, everything is behind.
+    let out = status(&[])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(s["caught_up"], false);
+    assert_eq!(s["behind"], published.len());
+    assert_eq!(s["partitions"].as_array().map(Vec::len), Some(3));
+    // --wait that runs out exits 1.
+    assert_eq!(status(&["--wait", "1"])?.status.code(), Some(1));
+
+    let p = start_in_process(config(&topic.name, &group_name), &pg.url).await?;
+    let out = tokio::task::spawn_blocking({
+        let status = status.clone();
+        move || status(&["--wait", "120"])
+    })
+    .await??;
+    p.stop().await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(s["caught_up"], true);
+    assert_eq!(s["behind"], 0);
+    let stored: i64 = s["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["stored"].as_i64().unwrap_or(-1))
+        .sum();
+    assert_eq!(stored, published.len() as i64, "every record is stored");
+    Ok(())
+}

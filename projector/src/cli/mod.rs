@@ -7,6 +7,7 @@ mod project;
 mod project_mongo;
 mod rebuild;
 mod snapshot;
+mod status;
 mod store;
 mod trace;
 mod verify;
@@ -50,9 +51,40 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Show, list or delete instance snapshots.
     Snapshot(snapshot::SnapshotArgs),
+    /// How far a projection's store has got through the topic (stored offsets against the
+    /// topic's end); `--wait` blocks until it has caught up.
+    Status(status::StatusArgs),
     /// Compare the topic, the PostgreSQL store and the MongoDB store (exit 0: they agree,
     /// 1: they differ, 2: the comparison could not be made).
     Verify(verify::VerifyArgs),
+}
+
+/// Which topic and which projection of it, for the commands that compare a store with the
+/// topic (`status`, `verify`).
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The log topic.
+    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
+    pub topic: String,
+    /// Consumer group of the projector (its offsets are stored under this name unless
+    /// --projection is given).
+    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
+    pub group: String,
+    /// Name under which the projector stores its offsets (default: the group).
+    #[arg(long, env = "XCLOG_PROJECTION")]
+    pub projection: Option<String>,
+}
+
+impl StreamArgs {
+    /// The name the offsets are stored under.
+    pub fn projection(&self) -> String {
+        self.projection
+            .clone()
+            .unwrap_or_else(|| self.group.clone())
+    }
 }
 
 /// Where the store is, for the read subcommands.
@@ -153,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Verify(args) => Ok(verify::run(args).await),
     }
 }

@@ -38,7 +38,7 @@ pub struct RebuildArgs {
 }
 
 /// Low and high watermarks of every partition of `topic`.
-fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+pub(crate) fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()

@@ -14,19 +14,8 @@ pub struct VerifyArgs {
     /// Sources to compare, two or three of `topic`, `postgres`, `mongo` (comma-separated).
     #[arg(long, env = "XCLOG_VERIFY_SOURCES", default_value = "topic,postgres", value_delimiter = ',', value_parser = SourceKind::parse)]
     pub sources: Vec<SourceKind>,
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// The log topic.
-    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
-    pub topic: String,
-    /// Consumer group of the PostgreSQL projector (its offsets are stored under this name
-    /// unless --projection is given).
-    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
-    pub group: String,
-    /// Name under which the PostgreSQL projector stores its offsets (default: the group).
-    #[arg(long, env = "XCLOG_PROJECTION")]
-    pub projection: Option<String>,
+    #[command(flatten)]
+    pub stream: super::StreamArgs,
     /// Name under which the MongoDB projector stores its offsets (default: as PostgreSQL's).
     #[arg(long, env = "XCLOG_MONGO_PROJECTION")]
     pub mongo_projection: Option<String>,
@@ -64,10 +53,7 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
 }
 
 async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
-    let projection = args
-        .projection
-        .clone()
-        .unwrap_or_else(|| args.group.clone());
+    let projection = args.stream.projection();
     let postgres = if args.sources.contains(&SourceKind::Postgres) {
         let url = args
             .database_url
@@ -97,8 +83,8 @@ async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
     let options = VerifyOptions {
         sources: args.sources.clone(),
         topic: TopicSource {
-            brokers: args.brokers.clone(),
-            topic: args.topic.clone(),
+            brokers: args.stream.brokers.clone(),
+            topic: args.stream.topic.clone(),
             limits: xclog_schema::Limits::default(),
             idle_timeout: Duration::from_secs(args.topic_timeout_secs),
         },

@@ -26,6 +26,11 @@ impl MongoReader {
         Self { db }
     }
 
+    /// The database it reads.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn events(&self) -> Collection<Document> {
         self.db.collection(EVENTS)
     }
