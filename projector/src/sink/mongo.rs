@@ -360,9 +360,19 @@ impl MongoSink {
             return Ok(0);
         }
         let ctx = "writing events";
+        // A parent written in this batch is inserted with its children of this batch already
+        // in `caused`: no update statement for those links (on FerretDB 1.24 every update
+        // statement scans the collection, so this is most of the batch's time).
+        let prefilled = children_in_batch(events);
         let docs: Vec<Document> = events
             .iter()
-            .map(|(e, s)| document::event_document(e, s))
+            .map(|(e, s)| {
+                let mut d = document::event_document(e, s);
+                if let Some(children) = prefilled.get(e.id.as_str()) {
+                    d.insert("caused", children.iter().copied().collect::<Vec<&str>>());
+                }
+                d
+            })
             .collect();
         let duplicates = self
             .insert(EVENTS, docs, ctx, |i| {
@@ -435,6 +445,39 @@ impl MongoSink {
                     }
                 }
             }
+        }
+        // Links already written with a parent this batch inserted need no statement; a child
+        // that turned out not to be the stored copy of its id (a duplicate id from another
+        // position) is taken out of the inserted parent again.
+        let stored_ids: BTreeSet<&str> = stored.iter().map(|(e, _)| e.id.as_str()).collect();
+        let mut pulls: Vec<Document> = Vec::new();
+        for (i, (e, _)) in events.iter().enumerate() {
+            if duplicates.contains(&i) {
+                continue;
+            }
+            let Some(children) = prefilled.get(e.id.as_str()) else {
+                continue;
+            };
+            if let Some(set) = caused.get_mut(&e.id) {
+                set.retain(|c| !children.contains(c.as_str()));
+            }
+            let wrong: Vec<&str> = children
+                .iter()
+                .copied()
+                .filter(|c| !stored_ids.contains(c))
+                .collect();
+            if !wrong.is_empty() {
+                pulls.push(by_id(
+                    doc! {"_id": e.id.as_str()},
+                    doc! {"$pull": {"caused": {"$in": wrong}}},
+                    false,
+                ));
+            }
+        }
+        caused.retain(|_, children| !children.is_empty());
+        if !pulls.is_empty() {
+            let (_, errors) = self.update(EVENTS, pulls, ctx).await?;
+            first_error(errors, ctx)?;
         }
         if !caused.is_empty() {
             let statements: Vec<Document> = caused
@@ -660,6 +703,23 @@ fn older_snapshot_filter(s: &InstanceSnapshot, offset: i64) -> Document {
 /// forever for a connection that it holds itself, and every other client of that FerretDB
 /// waits behind it (docs/DESIGN.md, "MongoDB"). A `multi` statement reads its cursor to the
 /// end, which gives the connection back before the next statement starts.
+/// For every event of the batch that is a parent of others in the batch: those children's ids
+/// (sorted, as `$addToSet` into an empty set would leave them in some order; readers sort).
+fn children_in_batch<'a>(
+    events: &[(&'a PersistedEvent, &SourcePosition)],
+) -> HashMap<&'a str, BTreeSet<&'a str>> {
+    let ids: BTreeSet<&str> = events.iter().map(|(e, _)| e.id.as_str()).collect();
+    let mut out: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for (e, _) in events {
+        for p in &e.caused_by {
+            if let Some(parent) = ids.get(p.as_str()) {
+                out.entry(parent).or_default().insert(e.id.as_str());
+            }
+        }
+    }
+    out
+}
+
 fn by_id(q: Document, u: Document, upsert: bool) -> Document {
     debug_assert!(q.contains_key("_id"), "update filter without _id: {q}");
     let mut statement = doc! {"q": q, "u": u, "multi": true};
@@ -975,6 +1035,33 @@ mod tests {
             classify_code(10334, "too big".into(), "t").class(),
             ErrorClass::Rejected
         );
+    }
+
+    #[test]
+    fn children_in_batch_names_each_parent_of_the_batch_with_its_children_of_the_batch() {
+        let ev = |id: &str, parents: &[&str]| PersistedEvent {
+            id: id.to_owned(),
+            caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
+            ..document::tests::event(json!({}))
+        };
+        let events = [
+            ev("p", &[]),
+            ev("c1", &["p"]),
+            ev("c2", &["p", "elsewhere"]),
+            ev("g", &["c1"]),
+            ev("orphan", &["stored-before"]),
+        ];
+        let src = SourcePosition {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let batch: Vec<(&PersistedEvent, &SourcePosition)> =
+            events.iter().map(|e| (e, &src)).collect();
+        let got = children_in_batch(&batch);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got["p"], BTreeSet::from(["c1", "c2"]));
+        assert_eq!(got["c1"], BTreeSet::from(["g"]));
     }
 
     fn snapshot(id: &str, at: i64, seq: Option<u64>) -> InstanceSnapshot {

@@ -626,7 +626,7 @@ pub fn check(record: &Record) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -639,7 +639,7 @@ mod tests {
         }
     }
 
-    fn event(payload: Value) -> PersistedEvent {
+    pub(in crate::sink::mongo) fn event(payload: Value) -> PersistedEvent {
         PersistedEvent {
             id: "e1".into(),
             instance_id: "i1".into(),
