@@ -17,7 +17,7 @@ use xclog_projector::read::{EventStore, Page};
 use xclog_schema::{Encoding, FsmEvent, PersistedEvent, Record};
 use xclog_tests::{TestMongo, TestTopic, unique_suffix};
 
-/// Deadline of each catch-up: FerretDB 1.24 takes about 40 events/s here (docs/DESIGN.md).
+/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s here (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(240);
 
 fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
