@@ -597,6 +597,14 @@ mod tests {
     }
 
     #[test]
+    fn the_target_is_the_end_of_the_topic_or_the_live_store_if_it_is_further() {
+        assert_eq!(
+            target(&map(&[(0, 10), (1, 3)]), &map(&[(1, 5), (2, 1)])),
+            map(&[(0, 10), (1, 5)])
+        );
+    }
+
+    #[test]
     fn remaining_counts_records_up_to_the_target() {
         assert_eq!(remaining(&map(&[(0, 5)]), &map(&[(0, 10), (1, 3)])), 8);
         assert_eq!(remaining(&map(&[(0, 12)]), &map(&[(0, 10)])), 0);

@@ -194,8 +194,10 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         }
         let swapped = rb.swap(&old, args.keep_old).await?;
         println!(
-            "renamed the collections in {:.0} ms ({} re-created by a live batch in flight and dropped)",
+            "renamed the collections in {:.0} ms; a collection was missing for at most {:.0} ms \
+             ({} re-created by a live batch in flight and dropped)",
             swapped.renames.as_secs_f64() * 1000.0,
+            swapped.window.as_secs_f64() * 1000.0,
             swapped.recreated
         );
         report(&rb, &old, args.keep_old, &swapped.offsets, began, database).await?;

@@ -156,8 +156,11 @@ pub struct Swapped {
     pub offsets: BTreeMap<i32, i64>,
     /// Collections re-created by a batch in flight during the window and dropped.
     pub recreated: usize,
-    /// How long the renames took (the longest a collection name was missing is shorter).
+    /// How long the renames took, listings between them included.
     pub renames: Duration,
+    /// The longest a live collection name was missing (from before its move out to after the
+    /// shadow's move in): the window readers can see.
+    pub window: Duration,
 }
 
 /// A rebuild of one projection of one topic in one MongoDB database.
@@ -447,7 +450,9 @@ impl MongoRebuild {
         let shadow = self.shadow_prefix();
         let began = std::time::Instant::now();
         let mut recreated = 0;
+        let mut window = Duration::ZERO;
         for c in STORE_COLLECTIONS {
+            let mut moved_out: Option<std::time::Instant> = None;
             let (shadow_name, old_name) = (format!("{shadow}{c}"), format!("{old}_{c}"));
             let mut attempts = 0;
             loop {
@@ -461,7 +466,10 @@ impl MongoRebuild {
                 let mut result = Ok(());
                 for step in steps {
                     result = match step {
-                        RenameStep::LiveToOld => self.rename(c, &old_name).await,
+                        RenameStep::LiveToOld => {
+                            moved_out.get_or_insert_with(std::time::Instant::now);
+                            self.rename(c, &old_name).await
+                        }
                         RenameStep::DropLive => {
                             recreated += 1;
                             self.drop_collection(c).await?;
@@ -474,7 +482,12 @@ impl MongoRebuild {
                     }
                 }
                 match result {
-                    Ok(()) if last == RenameStep::ShadowToLive => break,
+                    Ok(()) if last == RenameStep::ShadowToLive => {
+                        if let Some(t) = moved_out {
+                            window = window.max(t.elapsed());
+                        }
+                        break;
+                    }
                     Ok(()) => {}
                     // A batch in flight re-created the live name in the window: look again.
                     Err(e) if error_code(&e) == Some(NAMESPACE_EXISTS) && attempts < 50 => {
@@ -547,6 +560,7 @@ impl MongoRebuild {
             offsets: shadow_offsets,
             recreated,
             renames,
+            window,
         })
     }
 
