@@ -1,6 +1,6 @@
 //! `xclog rebuild --target mongo` against FerretDB: a rebuild beside a live projector under
-//! traffic with a reader polling the store; a rebuild killed midway and rerun; refusals that
-//! change nothing. Sized for FerretDB (a few hundred events; it writes ~100 events/s).
+//! traffic with a reader polling the store; a rebuild killed midway and rerun; a swap killed
+//! midway and finished by the next run; refusals that change nothing. Sized for FerretDB (a few hundred events; it writes ~100 events/s).
 
 mod projector_mongo_support;
 mod projector_pg_support;
@@ -18,10 +18,12 @@ use projector_mongo_support::{assert_store_equals, start_in_process, wait_caught
 use projector_pg_support::{
     Published, config, producer, publish, publish_until_stopped, workload, xclog_binary,
 };
+use xclog_projector::rebuild::mongo::MongoRebuild;
+use xclog_projector::{CancellationToken, Projector};
 use xclog_schema::{Encoding, Record};
 use xclog_tests::{
     TestMongo, TestTopic, brokers, check_resumed_run, delete_records_before, events_only,
-    run_to_end, unique_suffix,
+    run_to_end, unique_suffix, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -339,6 +341,73 @@ async fn a_dry_run_and_a_topic_missing_history_change_nothing() -> anyhow::Resul
         collections(&db).await?.is_empty(),
         "a refused rebuild changed the database: {:?}",
         collections(&db).await?
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_swap_killed_after_its_first_rename_is_finished_by_the_next_run() -> anyhow::Result<()> {
+    let topic = TestTopic::create(2).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let published = publish(
+        &producer,
+        &topic.name,
+        &workload(150, 10, 41),
+        Encoding::Protobuf,
+    )
+    .await?;
+    // A live store, its projector stopped.
+    let live = start_in_process(config(&topic.name, &group), db.clone()).await?;
+    wait_caught_up(&db, &topic.name, &group, 2, LONG).await?;
+    live.stop().await?;
+
+    // The state a rebuild killed mid-swap leaves: a caught-up shadow, the live offsets locked,
+    // and `events` already moved out (readers find it missing until the next run).
+    let rb = MongoRebuild::new(db.clone(), "xclog_rebuild", &group, &topic.name, true)?;
+    rb.prepare_shadow().await?;
+    let mut shadow_config = config(&topic.name, &group);
+    shadow_config.group_id = format!("{group}.rebuild");
+    let shadow = Projector::new(shadow_config, rb.shadow_sink())?;
+    let token = CancellationToken::new();
+    let task = tokio::spawn(shadow.run(token.clone()));
+    let want = rb.live_offsets().await?.offsets;
+    wait_until(LONG, "the shadow to catch up", || async {
+        Ok((rb.shadow_offsets().await? == want).then_some(()))
+    })
+    .await?;
+    token.cancel();
+    task.await??;
+    let old = "xclog_old_20260101_000000";
+    let locked = rb.lock_live(&[0, 1], old).await?;
+    ensure!(locked.locked.len() == 2 && locked.offsets == want);
+    db.client()
+        .database("admin")
+        .run_command(doc! {
+            "renameCollection": format!("{}.events", m.name),
+            "to": format!("{}.{old}_events", m.name),
+        })
+        .await?;
+
+    let (ok, stdout, stderr) = run_to_end(LONG, rebuild_command(&topic.name, &group, &m)?).await?;
+    ensure!(ok, "the rerun failed:\n{stdout}\n{stderr}");
+    ensure!(
+        stdout.contains("a swap was interrupted after its first rename; finishing it"),
+        "{stdout}"
+    );
+    ensure!(stdout.contains("swapped"), "{stdout}");
+    assert_store_equals(&db, &published).await?;
+    let after = rb.live_offsets().await?;
+    ensure!(
+        after.locked.is_empty() && after.offsets == want,
+        "live offsets after the rerun: {after:?}"
+    );
+    ensure!(
+        leftovers(&db).await?.is_empty(),
+        "{:?}",
+        leftovers(&db).await?
     );
     Ok(())
 }

@@ -44,8 +44,8 @@ use mongodb::bson::{Document, doc};
 use super::{RebuildError, check_schema_name};
 use crate::sink::SinkError;
 use crate::sink::mongo::{
-    MongoSink, OFFSETS, STORE_COLLECTIONS, SWAP_LOCK, by_id, classify, find_all, offset_id,
-    stored_offset, write_errors,
+    MongoSink, OFFSETS, STORE_COLLECTIONS, SWAP_LOCK, by_id, check_write_concern, classify,
+    find_all, offset_id, stored_offset, write_errors,
 };
 
 /// MongoDB's "namespace exists" (the rename target is there).
@@ -355,12 +355,12 @@ impl MongoRebuild {
         // upsert fail with a duplicate key; the document exists then, and a retry locks it.
         let mut attempts = 0;
         loop {
-            let reply = self
-                .db
-                .run_command(doc! {"update": OFFSETS, "updates": &statements, "ordered": false})
-                .await
-                .map_err(|e| classify(e, ctx))?;
-            let errors = write_errors(&reply);
+            let errors = self
+                .write(
+                    doc! {"update": OFFSETS, "updates": &statements, "ordered": false},
+                    ctx,
+                )
+                .await?;
             if errors.is_empty() {
                 break;
             }
@@ -397,10 +397,11 @@ impl MongoRebuild {
             }
         }
         if !statements.is_empty() {
-            self.db
-                .run_command(doc! {"update": OFFSETS, "updates": statements, "ordered": false})
-                .await
-                .map_err(|e| classify(e, ctx))?;
+            self.write_all(
+                doc! {"update": OFFSETS, "updates": statements, "ordered": false},
+                ctx,
+            )
+            .await?;
         }
         if !empty.is_empty() {
             self.delete_offsets(&empty, ctx).await?;
@@ -413,11 +414,42 @@ impl MongoRebuild {
             .iter()
             .map(|id| doc! {"q": {"_id": id, SWAP_LOCK: {"$exists": true}}, "limit": 0})
             .collect();
-        self.db
-            .run_command(doc! {"delete": OFFSETS, "deletes": deletes, "ordered": false})
+        self.write_all(
+            doc! {"delete": OFFSETS, "deletes": deletes, "ordered": false},
+            ctx,
+        )
+        .await
+    }
+
+    /// Runs a write command (with the majority write concern unless disabled); returns its
+    /// per-statement errors.
+    async fn write(
+        &self,
+        mut command: Document,
+        ctx: &'static str,
+    ) -> Result<Vec<(usize, i32, String)>, RebuildError> {
+        if self.majority_writes {
+            command.insert("writeConcern", doc! {"w": "majority"});
+        }
+        let reply = self
+            .db
+            .run_command(command)
             .await
             .map_err(|e| classify(e, ctx))?;
-        Ok(())
+        check_write_concern(&reply, ctx)?;
+        Ok(write_errors(&reply))
+    }
+
+    /// [`MongoRebuild::write`], failing on the first statement error.
+    async fn write_all(&self, command: Document, ctx: &'static str) -> Result<(), RebuildError> {
+        match self.write(command, ctx).await?.into_iter().next() {
+            None => Ok(()),
+            Some((_, code, message)) => Err(SinkError::Transient {
+                context: ctx,
+                source: format!("code {code}: {message}").into(),
+            }
+            .into()),
+        }
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<(), mongodb::error::Error> {
@@ -514,10 +546,11 @@ impl MongoRebuild {
                 })
                 .collect();
             if !kept.is_empty() {
-                self.db
-                    .run_command(doc! {"update": format!("{old}_{OFFSETS}"), "updates": kept})
-                    .await
-                    .map_err(|e| classify(e, "keeping the old offsets"))?;
+                self.write_all(
+                    doc! {"update": format!("{old}_{OFFSETS}"), "updates": kept},
+                    "keeping the old offsets",
+                )
+                .await?;
             }
         } else {
             for c in STORE_COLLECTIONS {
@@ -547,10 +580,13 @@ impl MongoRebuild {
         }
         let ctx = "setting the live offsets";
         if !statements.is_empty() {
-            self.db
-                .run_command(doc! {"update": OFFSETS, "updates": statements, "ordered": false})
-                .await
-                .map_err(|e| classify(e, ctx))?;
+            // Only after every offset is set are the shadow's offsets dropped (a failure here
+            // leaves them, and a rerun finishes the swap from them).
+            self.write_all(
+                doc! {"update": OFFSETS, "updates": statements, "ordered": false},
+                ctx,
+            )
+            .await?;
         }
         if !delete.is_empty() {
             self.delete_offsets(&delete, ctx).await?;

@@ -840,7 +840,7 @@ pub(crate) fn write_errors(reply: &Document) -> Vec<(usize, i32, String)> {
         .collect()
 }
 
-fn check_write_concern(reply: &Document, ctx: &'static str) -> Result<(), SinkError> {
+pub(crate) fn check_write_concern(reply: &Document, ctx: &'static str) -> Result<(), SinkError> {
     match reply.get_document("writeConcernError") {
         Ok(wce) => Err(SinkError::Transient {
             context: ctx,
