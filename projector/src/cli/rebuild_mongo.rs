@@ -23,8 +23,9 @@ use super::rebuild::{
 const LOCK_CATCH_UP: Duration = Duration::from_secs(60);
 
 /// Batches of the rebuild's projector are the live projection's (`--batch-max-records`):
-/// on FerretDB a batch's cost is per statement, so bigger batches do not write faster, and a
-/// small batch in flight when the swap begins ends quickly.
+/// on FerretDB a batch's cost is per statement, so bigger batches do not write faster
+/// (measured: docs/DESIGN.md, section 8), and a small batch in flight when the swap begins
+/// ends quickly.
 const MIN_BATCH: usize = 0;
 
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
