@@ -20,6 +20,8 @@
 //! Everything the rebuild knows is in the shadow schema, so an interrupted rebuild (SIGINT,
 //! SIGKILL, crash) continues from the shadow's stored offsets on the next run.
 
+pub mod mongo;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -93,6 +95,14 @@ pub fn caught_up(shadow: &BTreeMap<i32, i64>, live: &BTreeMap<i32, i64>) -> bool
         .all(|(p, &l)| shadow.get(p).copied().unwrap_or(0) >= l)
 }
 
+/// What the shadow must reach before a swap: per partition, the larger of the end of the
+/// topic (`high`) and the live store's offset.
+pub fn target(high: &BTreeMap<i32, i64>, live: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
+    high.iter()
+        .map(|(&p, &h)| (p, h.max(live.get(&p).copied().unwrap_or(0))))
+        .collect()
+}
+
 /// Records the shadow still has to read to reach `target` on every partition.
 pub fn remaining(shadow: &BTreeMap<i32, i64>, target: &BTreeMap<i32, i64>) -> i64 {
     target
@@ -151,6 +161,9 @@ pub enum RebuildError {
     /// The swap was asked for while secondary indexes are still deferred.
     #[error("the shadow still lacks {0} secondary indexes; build them before the swap")]
     IndexesPending(usize),
+    /// An earlier run left a state this one cannot continue from; says what to do by hand.
+    #[error("{0}")]
+    Inconsistent(String),
     /// The store failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -581,6 +594,14 @@ mod tests {
         assert!(!caught_up(&map(&[(0, 5)]), &map(&[(0, 5), (1, 1)])));
         assert!(caught_up(&map(&[]), &map(&[])));
         assert!(!caught_up(&map(&[(0, 4)]), &map(&[(0, 5)])));
+    }
+
+    #[test]
+    fn the_target_is_the_end_of_the_topic_or_the_live_store_if_it_is_further() {
+        assert_eq!(
+            target(&map(&[(0, 10), (1, 3)]), &map(&[(1, 5), (2, 1)])),
+            map(&[(0, 10), (1, 5)])
+        );
     }
 
     #[test]

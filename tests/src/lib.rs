@@ -77,7 +77,8 @@ fn admin_client() -> anyhow::Result<AdminClient<DefaultClientContext>> {
         .context("creating a Kafka admin client")
 }
 
-/// A Kafka topic with a unique name, deleted (with its `.dlq` companion, if any) on drop.
+/// A Kafka topic with a unique name, deleted (with its `.dlq` and `.dlq.rebuild` companions,
+/// if any) on drop.
 #[derive(Debug)]
 pub struct TestTopic {
     /// The topic's name (`xclog-test-<suffix>`).
@@ -195,7 +196,12 @@ pub async fn delete_topics(names: &[&str]) -> anyhow::Result<()> {
 
 impl Drop for TestTopic {
     fn drop(&mut self) {
-        let names = [self.name.clone(), format!("{}.dlq", self.name)];
+        // The topic, its dead-letter topic and a rebuild's (`xclog rebuild`).
+        let names = [
+            self.name.clone(),
+            format!("{}.dlq", self.name),
+            format!("{}.dlq.rebuild", self.name),
+        ];
         run_cleanup(async move {
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             delete_topics(&refs).await
@@ -351,9 +357,90 @@ impl Drop for TestMongo {
     }
 }
 
+/// Runs a command to its end within `timeout`, returning (success, stdout, stderr).
+pub async fn run_to_end(
+    timeout: Duration,
+    mut c: std::process::Command,
+) -> anyhow::Result<(bool, String, String)> {
+    let what = format!("{:?}", c.get_args().collect::<Vec<_>>());
+    let out = tokio::time::timeout(
+        timeout,
+        tokio::task::spawn_blocking(move || c.stdin(std::process::Stdio::null()).output()),
+    )
+    .await
+    .with_context(|| format!("xclog {what} did not finish within {timeout:?}"))???;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Checks the output of an `xclog rebuild` run that resumed an interrupted one: it succeeded,
+/// said it resumed, read exactly the `left` records the first run had not stored, and swapped.
+pub fn check_resumed_run(ok: bool, stdout: &str, stderr: &str, left: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(ok, "the second run failed:\n{stdout}\n{stderr}");
+    anyhow::ensure!(stdout.contains("exists: resuming from"), "{stdout}");
+    let to_read = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("records to read:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<i64>().ok())
+        .context("no 'records to read' line")?;
+    anyhow::ensure!(
+        to_read == left,
+        "the second run reads {to_read}, not the {left} left after the kill"
+    );
+    anyhow::ensure!(stdout.contains("swapped"), "{stdout}");
+    Ok(())
+}
+
+/// Only the events of a workload (no snapshots).
+pub fn events_only(records: Vec<xclog_schema::Record>) -> Vec<xclog_schema::Record> {
+    records
+        .into_iter()
+        .filter(|r| matches!(r, xclog_schema::Record::Event(_)))
+        .collect()
+}
+
+/// Deletes the records of `topic` below `offset` on `partition` (what retention does), and
+/// waits until the low watermark has moved.
+pub async fn delete_records_before(topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
+    use rdkafka::Offset;
+    use rdkafka::TopicPartitionList;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    let result = admin_client()?
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .context("DeleteRecords")?;
+    for e in result.elements() {
+        if let Err(error) = e.error() {
+            bail!("DeleteRecords on partition {}: {error}", e.partition());
+        }
+    }
+    wait_until(Duration::from_secs(30), "the low watermark to move", || {
+        let topic = topic.to_owned();
+        async move {
+            let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .create()?;
+            let (low, _) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+            Ok((low >= offset).then_some(()))
+        }
+    })
+    .await
+}
+
 /// Path of the `xclog` binary, built on first use into the target directory this test binary
 /// lives in (`target/<profile>/deps/<test>`), whatever `CARGO_TARGET_DIR` the child sees.
+///
+/// `XCLOG_TEST_BINARY` names a prebuilt binary instead (the nested `cargo build` runs with the
+/// test's environment, which can make cargo rebuild dependencies the test build just built).
 pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("XCLOG_TEST_BINARY") {
+        return Ok(bin.into());
+    }
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().context("workspace root")?.to_owned();
     let exe = std::env::current_exe()?;

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{bail, ensure};
 use projector_pg_support::*;
 use sqlx::PgPool;
 use xclog_schema::{Encoding, Record};
-use xclog_tests::{TestPg, TestTopic, brokers, unique_suffix, wait_until};
+use xclog_tests::{
+    TestPg, TestTopic, brokers, check_resumed_run, delete_records_before, events_only, run_to_end,
+    unique_suffix,
+};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -25,21 +28,6 @@ fn rebuild_command(topic: &str, group: &str, db_url: &str) -> anyhow::Result<Com
         .env("DATABASE_URL", db_url)
         .env("XCLOG_LOG", "warn");
     Ok(c)
-}
-
-/// Runs the command to its end (bounded), returning (success, stdout, stderr).
-async fn run_to_end(mut c: Command) -> anyhow::Result<(bool, String, String)> {
-    let out = tokio::time::timeout(
-        LONG,
-        tokio::task::spawn_blocking(move || c.stdin(Stdio::null()).output()),
-    )
-    .await
-    .context("xclog rebuild did not finish within 180 s")???;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 async fn schemas_like(pool: &PgPool, pattern: &str) -> anyhow::Result<Vec<String>> {
@@ -58,13 +46,6 @@ async fn indexes(pool: &PgPool) -> anyhow::Result<Vec<(String, String)>> {
     )
     .fetch_all(pool)
     .await?)
-}
-
-fn events_only(records: Vec<Record>) -> Vec<Record> {
-    records
-        .into_iter()
-        .filter(|r| matches!(r, Record::Event(_)))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,24 +116,17 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
         })
     };
     // Live traffic during the whole rebuild.
-    let writer = {
-        let (producer, name) = (producer.clone(), topic.name.clone());
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let more = events_only(workload(4000, 80, 12));
-            let mut out = Vec::new();
-            for chunk in more.chunks(40) {
-                out.extend(publish(&producer, &name, chunk, Encoding::Json).await?);
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            anyhow::Ok(out)
-        })
-    };
+    let writer = publish_until_stopped(
+        &producer,
+        &topic.name,
+        events_only(workload(4000, 80, 12)),
+        40,
+        Duration::from_millis(100),
+        stop.clone(),
+    );
 
-    let (ok, stdout, stderr) = run_to_end(rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    let (ok, stdout, stderr) =
+        run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
     stop.store(true, Ordering::Relaxed);
     ensure!(ok, "xclog rebuild failed:\n{stdout}\n{stderr}");
     ensure!(stdout.contains("swapped"), "{stdout}");
@@ -216,21 +190,9 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
             .await?;
     ensure!(after_kill < total, "the first run finished the shadow");
 
-    let (ok, stdout, stderr) = run_to_end(rebuild_command(&topic.name, &group, &pg.url)?).await?;
-    ensure!(ok, "the second run failed:\n{stdout}\n{stderr}");
-    ensure!(stdout.contains("exists: resuming from"), "{stdout}");
-    let to_read = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("records to read:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse::<i64>().ok())
-        .context("no 'records to read' line")?;
-    ensure!(
-        to_read == total - after_kill,
-        "the second run reads {to_read}, not the {} left after the kill",
-        total - after_kill
-    );
-    ensure!(stdout.contains("swapped"), "{stdout}");
+    let (ok, stdout, stderr) =
+        run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    check_resumed_run(ok, &stdout, &stderr, total - after_kill)?;
     assert_store_equals(&pg.pool, &published).await?;
     ensure!(schemas_like(&pg.pool, "xclog_%").await?.is_empty());
     Ok(())
@@ -252,7 +214,7 @@ async fn a_dry_run_and_a_topic_missing_history_change_nothing() -> anyhow::Resul
 
     let mut dry = rebuild_command(&topic.name, &group, &pg.url)?;
     dry.arg("--dry-run");
-    let (ok, stdout, stderr) = run_to_end(dry).await?;
+    let (ok, stdout, stderr) = run_to_end(LONG, dry).await?;
     ensure!(ok, "dry run failed: {stdout}\n{stderr}");
     ensure!(
         stdout.contains("records to read:           100"),
@@ -263,7 +225,8 @@ async fn a_dry_run_and_a_topic_missing_history_change_nothing() -> anyhow::Resul
 
     // Retention deleted the first 40 records.
     delete_records_before(&topic.name, 0, 40).await?;
-    let (ok, stdout, stderr) = run_to_end(rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    let (ok, stdout, stderr) =
+        run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
     ensure!(!ok, "the rebuild ran on a topic missing history:\n{stdout}");
     ensure!(
         stderr.contains(
@@ -276,40 +239,4 @@ async fn a_dry_run_and_a_topic_missing_history_change_nothing() -> anyhow::Resul
         "a refused rebuild changed the database"
     );
     Ok(())
-}
-
-async fn delete_records_before(topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    let result = admin
-        .delete_records(&tpl, &AdminOptions::new())
-        .await
-        .context("DeleteRecords")?;
-    for e in result.elements() {
-        if let Err(error) = e.error() {
-            bail!("DeleteRecords on partition {}: {error}", e.partition());
-        }
-    }
-    wait_until(Duration::from_secs(30), "the low watermark to move", || {
-        let topic = topic.to_owned();
-        async move {
-            let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers())
-                .create()?;
-            let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(
-                &consumer,
-                &topic,
-                partition,
-                Duration::from_secs(10),
-            )?;
-            Ok((low >= offset).then_some(()))
-        }
-    })
-    .await
 }

@@ -6,6 +6,7 @@ mod produce;
 mod project;
 mod project_mongo;
 mod rebuild;
+mod rebuild_mongo;
 mod snapshot;
 mod status;
 mod store;

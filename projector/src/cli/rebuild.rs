@@ -1,5 +1,7 @@
-//! `xclog rebuild`: rebuilds the PostgreSQL store from the topic into a shadow schema while
-//! the live projector keeps serving, then swaps atomically (see `xclog_projector::rebuild`).
+//! `xclog rebuild`: rebuilds a store from the topic into a shadow (a PostgreSQL schema, or
+//! prefixed MongoDB collections) while the live projector keeps serving, then swaps (see
+//! `xclog_projector::rebuild`). The summary, progress and the rebuild's own projector are
+//! shared by both targets; the MongoDB flow is in `rebuild_mongo.rs`.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
@@ -12,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
 use xclog_projector::sink::postgres::PgSink;
-use xclog_projector::{CancellationToken, Projector};
+use xclog_projector::{CancellationToken, Projector, Sink};
 
 /// Options of `xclog rebuild` (plus every option of `xclog project`, which describe the live
 /// projection being rebuilt: topic, group, projection, database).
@@ -23,10 +25,12 @@ pub struct RebuildArgs {
     /// Schema the live store is in (what readers and the live projector use).
     #[arg(long, env = "XCLOG_PG_SCHEMA", default_value = "public")]
     pub schema: String,
-    /// Schema the rebuild writes before the swap; an interrupted rebuild resumes from it.
+    /// Schema the rebuild writes before the swap (MongoDB: the prefix of the shadow's
+    /// collections, `xclog_rebuild_events`, ...); an interrupted rebuild resumes from it.
     #[arg(long, env = "XCLOG_REBUILD_SCHEMA", default_value = "xclog_rebuild")]
     pub shadow_schema: String,
-    /// Keep the previous store after the swap, in a schema named `xclog_old_<UTC time>`.
+    /// Keep the previous store after the swap, in a schema named `xclog_old_<UTC time>`
+    /// (MongoDB: collections `xclog_old_<UTC time>_events`, ...).
     #[arg(long)]
     pub keep_old: bool,
     /// Say what would be done (partitions, offsets, records to read) and change nothing.
@@ -38,7 +42,7 @@ pub struct RebuildArgs {
 }
 
 /// Low and high watermarks of every partition of `topic`.
-pub(crate) fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+pub(super) fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -68,7 +72,7 @@ pub(crate) fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<
         .collect()
 }
 
-fn fmt_offsets(m: &BTreeMap<i32, i64>) -> String {
+pub(super) fn fmt_offsets(m: &BTreeMap<i32, i64>) -> String {
     if m.is_empty() {
         return "none".to_owned();
     }
@@ -79,7 +83,7 @@ fn fmt_offsets(m: &BTreeMap<i32, i64>) -> String {
 }
 
 /// Progress of the shadow towards its target, shown as a bar or as log lines.
-struct Progress {
+pub(super) struct Progress {
     bar: bool,
     total: i64,
     started: Instant,
@@ -88,7 +92,24 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, remaining: i64) {
+    /// Progress from `start` towards `target`, displayed as `--progress` says.
+    pub(super) fn new(mode: &str, start: &BTreeMap<i32, i64>, target: &BTreeMap<i32, i64>) -> Self {
+        let bar = match mode {
+            "bar" => true,
+            "log" => false,
+            _ => std::io::stderr().is_terminal(),
+        };
+        let total = rebuild::remaining(&BTreeMap::new(), target);
+        Self {
+            bar,
+            total,
+            started: Instant::now(),
+            done_at_start: total - rebuild::remaining(start, target),
+            last_log: Instant::now(),
+        }
+    }
+
+    pub(super) fn show(&mut self, remaining: i64) {
         let done = (self.total - remaining).max(0);
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = (done - self.done_at_start).max(0) as f64 / elapsed;
@@ -124,23 +145,197 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if self.bar {
             eprintln!();
         }
     }
 }
 
+/// What a rebuild will read, printed before anything changes (and all a dry run does).
+pub(super) struct Plan {
+    /// Low and high watermarks of the topic, per partition.
+    pub marks: BTreeMap<i32, (i64, i64)>,
+    /// Where the shadow must get to before the swap (see [`rebuild::target`]).
+    pub target: BTreeMap<i32, i64>,
+}
+
+impl Plan {
+    /// Reads the watermarks, refuses if retention deleted offsets the shadow needs from
+    /// `start`, and prints the summary. `store` names the live store, `shadow` the shadow
+    /// (`schema xclog_rebuild`), `old` the dated name of the previous store.
+    pub(super) async fn make(
+        p: &super::project::ProjectArgs,
+        store: &str,
+        shadow: &str,
+        live: &BTreeMap<i32, i64>,
+        start: Option<&BTreeMap<i32, i64>>,
+        keep_old: &str,
+    ) -> anyhow::Result<Self> {
+        let marks = {
+            let (brokers, topic) = (p.brokers.clone(), p.topic.clone());
+            tokio::task::spawn_blocking(move || watermarks(&brokers, &topic)).await??
+        };
+        let low: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(l, _))| (p, l)).collect();
+        let high: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(_, h))| (p, h)).collect();
+        let empty = BTreeMap::new();
+        let from = start.unwrap_or(&empty);
+        let missing = rebuild::missing_history(from, &low);
+        if !missing.is_empty() {
+            return Err(rebuild::RebuildError::MissingHistory(missing).into());
+        }
+        // Read at least to the end of the topic as it is now, and at least to the live store.
+        let target = rebuild::target(&high, live);
+        let projection = p.projection.as_ref().unwrap_or(&p.group);
+        println!(
+            "rebuild of topic {} (projection {projection}) into {store}",
+            p.topic
+        );
+        println!("  topic offsets (low..high): {}", {
+            marks
+                .iter()
+                .map(|(p, (l, h))| format!("p{p}={l}..{h}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        println!("  live store offsets:        {}", fmt_offsets(live));
+        match start {
+            Some(start) => println!("  {shadow} exists: resuming from {}", fmt_offsets(start)),
+            None => println!("  {shadow}: new, reading from the first offset"),
+        }
+        println!(
+            "  records to read:           {} (then the live tail until caught up)",
+            rebuild::remaining(from, &target)
+        );
+        println!("  after the swap the previous store is {keep_old}");
+        Ok(Self { marks, target })
+    }
+
+    /// The topic's partitions.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.marks.keys().copied().collect()
+    }
+}
+
+/// The rebuild's own projector, the progress display, and Ctrl-C, polled twice a second.
+pub(super) struct ShadowRun {
+    token: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), xclog_projector::ProjectorError>>>,
+    interrupt: CancellationToken,
+    tick: tokio::time::Interval,
+    /// The progress display.
+    pub progress: Progress,
+}
+
+/// Why [`ShadowRun::next`] returned.
+pub(super) enum Wake {
+    /// Half a second passed: look at the shadow's offsets.
+    Tick,
+    /// SIGINT/SIGTERM: the projector is stopped; exit 130 after saying where it stopped.
+    Interrupted,
+}
+
+impl ShadowRun {
+    /// Starts the rebuild's own projector into `sink`: the live projection's settings, but
+    /// group `<group>.rebuild`, dead letters to `<topic>.dlq.rebuild`, no HTTP server, batches
+    /// of at least `min_batch` records.
+    pub(super) fn start<S: Sink>(
+        p: &super::project::ProjectArgs,
+        sink: S,
+        min_batch: usize,
+        progress: Progress,
+    ) -> anyhow::Result<Self> {
+        let mut config = p.projector_config()?;
+        config.group_id = format!("{}.rebuild", p.group);
+        config.http_addr = None;
+        // The live projector already dead-lettered the records no store takes; a rebuild
+        // meets them again and sends them to a topic of its own rather than doubling the
+        // live DLQ.
+        if p.dead_letter_topic.is_none() {
+            config.dead_letter_topic = format!("{}.rebuild", config.dead_letter_topic);
+        }
+        config.batch_max_records = config.batch_max_records.max(min_batch);
+        config.batch_max_latency = config.batch_max_latency.max(Duration::from_millis(500));
+        config.max_queued_batches = config.max_queued_batches.max(4);
+        let projector = Projector::new(config, sink)?;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(projector.run(token.clone()));
+        Ok(Self {
+            token,
+            task: Some(task),
+            interrupt: super::shutdown_on_signal(),
+            tick: tokio::time::interval(Duration::from_millis(500)),
+            progress,
+        })
+    }
+
+    /// Waits for the next tick or an interruption; an error if the projector stopped.
+    pub(super) async fn next(&mut self) -> anyhow::Result<Wake> {
+        let Some(task) = self.task.as_mut() else {
+            bail!("the rebuild's projector is stopped");
+        };
+        tokio::select! {
+            _ = self.tick.tick() => Ok(Wake::Tick),
+            _ = self.interrupt.cancelled() => {
+                self.stop().await;
+                Ok(Wake::Interrupted)
+            }
+            result = task => {
+                self.task = None;
+                self.progress.finish();
+                result??;
+                bail!("the rebuild's projector stopped before the swap");
+            }
+        }
+    }
+
+    /// Stops the projector and waits for it (its batch in flight ends or is abandoned).
+    pub(super) async fn stop(&mut self) {
+        self.progress.finish();
+        self.token.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Exit after an interruption, saying where the shadow stopped.
+pub(super) fn interrupted_at(at: &BTreeMap<i32, i64>) -> ExitCode {
+    eprintln!(
+        "rebuild interrupted at {}; run it again to continue from there",
+        fmt_offsets(at)
+    );
+    ExitCode::from(130)
+}
+
+/// Seconds since the Unix epoch (for the old store's dated name).
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// How `--keep-old` is described in the summary.
+pub(super) fn keep_old_text(keep_old: bool, suffix: &str) -> String {
+    if keep_old {
+        format!("kept as xclog_old_<UTC time>{suffix}")
+    } else {
+        "dropped".to_owned()
+    }
+}
+
 /// Runs the rebuild until the swap (exit 0), an interruption (130: run again to continue) or
 /// an error.
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let p = &args.project;
-    if p.target != "postgres" {
-        bail!(
-            "xclog rebuild supports --target postgres; rebuild a MongoDB store by dropping its \
-             database and replaying (`xclog project --target mongo` with a new --projection)"
-        );
+    match args.project.target.as_str() {
+        "mongo" => super::rebuild_mongo::run(args).await,
+        _ => run_postgres(args).await,
     }
+}
+
+async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    let p = &args.project;
     let url = p
         .database_url
         .as_ref()
@@ -160,62 +355,24 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     .await?;
     rb.check_single_topic().await?;
 
-    let marks = {
-        let (brokers, topic) = (p.brokers.clone(), p.topic.clone());
-        tokio::task::spawn_blocking(move || watermarks(&brokers, &topic)).await??
-    };
-    let low: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(l, _))| (p, l)).collect();
-    let high: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(_, h))| (p, h)).collect();
     let resuming = rb.shadow_exists().await?;
     let start = if resuming {
-        rb.offsets(&args.shadow_schema).await?
+        Some(rb.offsets(&args.shadow_schema).await?)
     } else {
-        BTreeMap::new()
+        None
     };
-    let missing = rebuild::missing_history(&start, &low);
-    if !missing.is_empty() {
-        return Err(rebuild::RebuildError::MissingHistory(missing).into());
-    }
     let live = rb.offsets(&args.schema).await?;
-    // Read at least to the end of the topic as it is now, and at least to the live store.
-    let target: BTreeMap<i32, i64> = high
-        .iter()
-        .map(|(&p, &h)| (p, h.max(live.get(&p).copied().unwrap_or(0))))
-        .collect();
-    let to_read = rebuild::remaining(&start, &target);
-    println!(
-        "rebuild of topic {} (projection {projection}) into schema {}",
-        p.topic, args.schema
-    );
-    println!("  topic offsets (low..high): {}", {
-        marks
-            .iter()
-            .map(|(p, (l, h))| format!("p{p}={l}..{h}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    });
-    println!("  live store offsets:        {}", fmt_offsets(&live));
-    if resuming {
-        println!(
-            "  shadow schema {} exists: resuming from {}",
-            args.shadow_schema,
-            fmt_offsets(&start)
-        );
-    } else {
-        println!(
-            "  shadow schema {}: new, reading from the first offset",
-            args.shadow_schema
-        );
-    }
-    println!("  records to read:           {to_read} (then the live tail until caught up)");
-    println!(
-        "  after the swap the previous store is {}",
-        if args.keep_old {
-            "kept as xclog_old_<UTC time>"
-        } else {
-            "dropped"
-        }
-    );
+    let plan = Plan::make(
+        p,
+        &format!("schema {}", args.schema),
+        &format!("shadow schema {}", args.shadow_schema),
+        &live,
+        start.as_ref(),
+        &keep_old_text(args.keep_old, ""),
+    )
+    .await?;
+    let target = plan.target;
+    let start = start.unwrap_or_default();
     if args.dry_run {
         println!("dry run: nothing changed");
         return Ok(ExitCode::SUCCESS);
@@ -235,64 +392,24 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(rb.shadow_options());
     let sink = PgSink::from_pool(pool, projection.clone());
-    let mut config = p.projector_config()?;
-    config.group_id = format!("{}.rebuild", p.group);
-    config.http_addr = None;
-    // The live projector already dead-lettered the records no store takes; a rebuild meets
-    // them again and sends them to a topic of its own rather than doubling the live DLQ.
-    if p.dead_letter_topic.is_none() {
-        config.dead_letter_topic = format!("{}.rebuild", config.dead_letter_topic);
-    }
-    config.batch_max_records = config.batch_max_records.max(5000);
-    config.batch_max_latency = config.batch_max_latency.max(Duration::from_millis(500));
-    config.max_queued_batches = config.max_queued_batches.max(4);
-    let projector = Projector::new(config, sink)?;
-    let tail = CancellationToken::new();
-    let mut task = tokio::spawn(projector.run(tail.clone()));
-    let interrupt = super::shutdown_on_signal();
-
-    let bar = match args.progress.as_str() {
-        "bar" => true,
-        "log" => false,
-        _ => std::io::stderr().is_terminal(),
-    };
-    let mut progress = Progress {
-        bar,
-        total: rebuild::remaining(&BTreeMap::new(), &target),
-        started: Instant::now(),
-        done_at_start: rebuild::remaining(&BTreeMap::new(), &target)
-            - rebuild::remaining(&start, &target),
-        last_log: Instant::now(),
-    };
+    let mut run = ShadowRun::start(
+        p,
+        sink,
+        5000,
+        Progress::new(&args.progress, &start, &target),
+    )?;
     let began = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = interrupt.cancelled() => {
-                progress.finish();
-                tail.cancel();
-                let _ = (&mut task).await;
-                let at = rb.offsets(&args.shadow_schema).await?;
-                eprintln!(
-                    "rebuild interrupted at {}; run it again to continue from there",
-                    fmt_offsets(&at)
-                );
-                return Ok(ExitCode::from(130));
-            }
-            result = &mut task => {
-                progress.finish();
-                result??;
-                bail!("the rebuild's projector stopped before the swap");
-            }
+        if let Wake::Interrupted = run.next().await? {
+            return Ok(interrupted_at(&rb.offsets(&args.shadow_schema).await?));
         }
         let shadow = rb.offsets(&args.shadow_schema).await?;
-        progress.show(rebuild::remaining(&shadow, &target));
+        run.progress.show(rebuild::remaining(&shadow, &target));
         if !rebuild::caught_up(&shadow, &target) {
             continue;
         }
         if !rb.deferred_indexes().await?.is_empty() {
-            progress.finish();
+            run.progress.finish();
             let t = Instant::now();
             let built = rb.restore_indexes().await?;
             println!(
@@ -300,20 +417,14 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
                 t.elapsed().as_secs_f64()
             );
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let old = rebuild::old_schema_name(now);
+        let old = rebuild::old_schema_name(unix_now());
         match rb.try_swap(&old).await {
             Ok(SwapOutcome::Swapped {
                 old_schema,
                 offsets,
             }) => {
-                progress.finish();
-                tail.cancel();
                 // Its batch in flight fails (the shadow tables moved) and is rolled back.
-                let _ = (&mut task).await;
+                run.stop().await;
                 let events = rb.count_events(&args.schema).await?;
                 if args.keep_old {
                     println!("previous store kept in schema {old_schema}");

@@ -24,6 +24,10 @@
 //!    compare-and-set on the offset the batch started from (a mismatch is
 //!    [`SinkError::Fenced`]).
 //!
+//! While `xclog rebuild` swaps a rebuilt store in, the offset documents carry [`SWAP_LOCK`]:
+//! loading them is a transient error (the batch waits and retries) and the compare-and-set
+//! requires the lock to be absent, so no batch commits across the swap.
+//!
 //! A crash anywhere leaves the offsets where they were; the replay repeats steps 2-5, each of
 //! which changes nothing the second time. Writes are bulk commands (one round trip per step,
 //! chunked under the 16 MiB message limit), never one document at a time.
@@ -49,6 +53,12 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const INSTANCES: &str = "instances";
 /// Collection of the projector's stored offsets.
 pub const OFFSETS: &str = "xclog_offsets";
+/// The collections a store consists of, in the order a rebuild swaps them in (the order the
+/// sink writes them in a batch: events, snapshots, instance view; offsets last).
+pub const STORE_COLLECTIONS: [&str; 3] = [EVENTS, SNAPSHOTS, INSTANCES];
+/// Field of a stored offset document set while `xclog rebuild` swaps a rebuilt store in: a
+/// projector neither loads nor advances a locked offset (docs/DESIGN.md, section 8).
+pub const SWAP_LOCK: &str = "rebuildSwap";
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -88,6 +98,9 @@ impl MongoSinkConfig {
 #[derive(Debug, Clone)]
 pub struct MongoSink {
     db: Database,
+    /// Prefix of every collection name (empty for the live store; `xclog_rebuild_` for the
+    /// shadow of a rebuild).
+    prefix: String,
     projection: String,
     write_concern: Option<Document>,
 }
@@ -120,9 +133,16 @@ impl MongoSink {
     pub fn from_database(db: Database, projection: &str, majority_writes: bool) -> Self {
         Self {
             db,
+            prefix: String::new(),
             projection: projection.to_owned(),
             write_concern: majority_writes.then(|| doc! { "w": "majority" }),
         }
+    }
+
+    /// The same sink writing collections named `<prefix><name>` (`xclog_rebuild_events`, ...).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
     }
 
     /// The database, for readers that share the client.
@@ -130,52 +150,45 @@ impl MongoSink {
         &self.db
     }
 
+    /// The full name of one of the store's collections (`EVENTS`, ...) for this sink.
+    pub fn collection_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     /// Creates the collections' indexes (idempotent: same names, same keys). The `events`
     /// indexes are those of xcomponent-ai (`instanceId`, `componentName`, `machineName`,
     /// `persistedAt`, `causedBy`) plus two for ordered, paged reads; `snapshots` has the
     /// unique `instance.id` index.
     pub async fn ensure_indexes(&self) -> Result<(), SinkError> {
+        self.create_indexes(true, true).await
+    }
+
+    /// Creates only the indexes the write path queries (`causedBy`) or relies on (the unique
+    /// `instance.id`); a rebuild writes the bulk with these and adds the others at the end
+    /// with [`MongoSink::ensure_read_indexes`].
+    pub async fn ensure_write_indexes(&self) -> Result<(), SinkError> {
+        self.create_indexes(true, false).await
+    }
+
+    /// Creates the indexes only readers use (idempotent).
+    pub async fn ensure_read_indexes(&self) -> Result<(), SinkError> {
+        self.create_indexes(false, true).await
+    }
+
+    async fn create_indexes(&self, write: bool, read: bool) -> Result<(), SinkError> {
         let ctx = "creating indexes";
-        let events = vec![
-            index("instanceId_1", doc! {"instanceId": 1}, false),
-            index("componentName_1", doc! {"componentName": 1}, false),
-            index("machineName_1", doc! {"machineName": 1}, false),
-            index("persistedAt_1", doc! {"persistedAt": 1}, false),
-            index("causedBy_1", doc! {"causedBy": 1}, false),
-            index(
-                "instanceId_1_source.offset_1",
-                doc! {"instanceId": 1, "source.offset": 1},
-                false,
-            ),
-            index(
-                "persistedAt_1__id_1",
-                doc! {"persistedAt": 1, "_id": 1},
-                false,
-            ),
-        ];
-        for (collection, indexes) in [
-            (EVENTS, events),
-            (
-                SNAPSHOTS,
-                vec![index("instance.id_1", doc! {"instance.id": 1}, true)],
-            ),
-            (
-                INSTANCES,
-                vec![index(
-                    "machineName_1_currentState_1",
-                    doc! {"machineName": 1, "currentState": 1},
-                    false,
-                )],
-            ),
-        ] {
+        for (collection, index, for_writes) in index_specs() {
+            if !(for_writes && write || !for_writes && read) {
+                continue;
+            }
             // One index per command: FerretDB 1.24 drops the connection when a single
             // `createIndexes` names several indexes that all exist already.
-            for index in indexes {
-                self.db
-                    .run_command(doc! {"createIndexes": collection, "indexes": [index]})
-                    .await
-                    .map_err(|e| classify(e, ctx))?;
-            }
+            self.db
+                .run_command(
+                    doc! {"createIndexes": self.collection_name(collection), "indexes": [index]},
+                )
+                .await
+                .map_err(|e| classify(e, ctx))?;
         }
         Ok(())
     }
@@ -188,7 +201,7 @@ impl MongoSink {
     }
 
     fn offset_id(&self, topic: &str, partition: i32) -> String {
-        format!("{}/{topic}/{partition}", self.projection)
+        offset_id(&self.projection, topic, partition)
     }
 
     /// Runs `update` statements in chunks (unordered); returns, per statement, the error code
@@ -206,7 +219,7 @@ impl MongoSink {
             let reply = self
                 .db
                 .run_command(self.with_write_concern(doc! {
-                    "update": collection,
+                    "update": self.collection_name(collection),
                     "updates": chunk,
                     "ordered": false,
                 }))
@@ -236,7 +249,7 @@ impl MongoSink {
             let reply = self
                 .db
                 .run_command(self.with_write_concern(doc! {
-                    "insert": collection,
+                    "insert": self.collection_name(collection),
                     "documents": chunk,
                     "ordered": false,
                 }))
@@ -265,18 +278,14 @@ impl MongoSink {
         projection: Document,
         ctx: &'static str,
     ) -> Result<Vec<Document>, SinkError> {
-        let mut cursor = self
-            .db
-            .collection::<Document>(collection)
-            .find(filter)
-            .projection(projection)
-            .await
-            .map_err(|e| classify(e, ctx))?;
-        let mut out = Vec::new();
-        while cursor.advance().await.map_err(|e| classify(e, ctx))? {
-            out.push(cursor.deserialize_current().map_err(|e| classify(e, ctx))?);
-        }
-        Ok(out)
+        find_all(
+            &self.db,
+            &self.collection_name(collection),
+            filter,
+            Some(projection),
+            ctx,
+        )
+        .await
     }
 
     async fn check_fence(&self, batch: &WriteBatch) -> Result<(), SinkError> {
@@ -307,7 +316,7 @@ impl MongoSink {
                         .update(
                             OFFSETS,
                             vec![by_id(
-                                doc! {"_id": &id, "nextOffset": expected},
+                                doc! {"_id": &id, "nextOffset": expected, SWAP_LOCK: {"$exists": false}},
                                 doc! {"$set": {"nextOffset": o.next}},
                                 false,
                             )],
@@ -691,18 +700,6 @@ fn older_snapshot_filter(s: &InstanceSnapshot, offset: i64) -> Document {
     }
 }
 
-/// One statement of an `update` command: filter `q` (which must name one `_id`), update
-/// operators `u`, always with `multi: true`.
-///
-/// Every filter here names a single `_id`, so it matches at most one document and `multi`
-/// changes nothing on MongoDB (an upsert still inserts one document). It matters on FerretDB
-/// 1.x (PostgreSQL backend): a statement with `multi: false` stops reading its PostgreSQL
-/// cursor after the first match and keeps that cursor, and so one pooled PostgreSQL
-/// connection, open until the whole command has run. A command with more matching statements
-/// than FerretDB's pool (`pool_max_conns`, 50 by default, 40 in the local stack) then waits
-/// forever for a connection that it holds itself, and every other client of that FerretDB
-/// waits behind it (docs/DESIGN.md, "MongoDB"). A `multi` statement reads its cursor to the
-/// end, which gives the connection back before the next statement starts.
 /// For every event of the batch that is a parent of others in the batch: those children's ids
 /// (sorted, as `$addToSet` into an empty set would leave them in some order; readers sort).
 fn children_in_batch<'a>(
@@ -720,7 +717,19 @@ fn children_in_batch<'a>(
     out
 }
 
-fn by_id(q: Document, u: Document, upsert: bool) -> Document {
+/// One statement of an `update` command: filter `q` (which must name one `_id`), update
+/// operators `u`, always with `multi: true`.
+///
+/// Every filter here names a single `_id`, so it matches at most one document and `multi`
+/// changes nothing on MongoDB (an upsert still inserts one document). It matters on FerretDB
+/// 1.x (PostgreSQL backend): a statement with `multi: false` stops reading its PostgreSQL
+/// cursor after the first match and keeps that cursor, and so one pooled PostgreSQL
+/// connection, open until the whole command has run. A command with more matching statements
+/// than FerretDB's pool (`pool_max_conns`, 50 by default, 40 in the local stack) then waits
+/// forever for a connection that it holds itself, and every other client of that FerretDB
+/// waits behind it (docs/DESIGN.md, "MongoDB"). A `multi` statement reads its cursor to the
+/// end, which gives the connection back before the next statement starts.
+pub(crate) fn by_id(q: Document, u: Document, upsert: bool) -> Document {
     debug_assert!(q.contains_key("_id"), "update filter without _id: {q}");
     let mut statement = doc! {"q": q, "u": u, "multi": true};
     if upsert {
@@ -729,12 +738,118 @@ fn by_id(q: Document, u: Document, upsert: bool) -> Document {
     statement
 }
 
+/// Every index of the store: (collection, index, whether the write path needs it).
+fn index_specs() -> Vec<(&'static str, Document, bool)> {
+    vec![
+        (
+            EVENTS,
+            index("instanceId_1", doc! {"instanceId": 1}, false),
+            false,
+        ),
+        (
+            EVENTS,
+            index("componentName_1", doc! {"componentName": 1}, false),
+            false,
+        ),
+        (
+            EVENTS,
+            index("machineName_1", doc! {"machineName": 1}, false),
+            false,
+        ),
+        (
+            EVENTS,
+            index("persistedAt_1", doc! {"persistedAt": 1}, false),
+            false,
+        ),
+        // Queried by every batch (children of the batch's events).
+        (
+            EVENTS,
+            index("causedBy_1", doc! {"causedBy": 1}, false),
+            true,
+        ),
+        (
+            EVENTS,
+            index(
+                "instanceId_1_source.offset_1",
+                doc! {"instanceId": 1, "source.offset": 1},
+                false,
+            ),
+            false,
+        ),
+        (
+            EVENTS,
+            index(
+                "persistedAt_1__id_1",
+                doc! {"persistedAt": 1, "_id": 1},
+                false,
+            ),
+            false,
+        ),
+        (
+            SNAPSHOTS,
+            index("instance.id_1", doc! {"instance.id": 1}, true),
+            true,
+        ),
+        (
+            INSTANCES,
+            index(
+                "machineName_1_currentState_1",
+                doc! {"machineName": 1, "currentState": 1},
+                false,
+            ),
+            false,
+        ),
+    ]
+}
+
 fn index(name: &str, keys: Document, unique: bool) -> Document {
     let mut d = doc! {"key": keys, "name": name};
     if unique {
         d.insert("unique", true);
     }
     d
+}
+
+/// Every document of `collection` matching `filter` (with `projection`, if any).
+pub(crate) async fn find_all(
+    db: &Database,
+    collection: &str,
+    filter: Document,
+    projection: Option<Document>,
+    ctx: &'static str,
+) -> Result<Vec<Document>, SinkError> {
+    let mut cursor = db
+        .collection::<Document>(collection)
+        .find(filter)
+        .with_options(
+            mongodb::options::FindOptions::builder()
+                .projection(projection)
+                .build(),
+        )
+        .await
+        .map_err(|e| classify(e, ctx))?;
+    let mut out = Vec::new();
+    while cursor.advance().await.map_err(|e| classify(e, ctx))? {
+        out.push(cursor.deserialize_current().map_err(|e| classify(e, ctx))?);
+    }
+    Ok(out)
+}
+
+/// `_id` of the stored offset document of a projection, topic and partition.
+pub fn offset_id(projection: &str, topic: &str, partition: i32) -> String {
+    format!("{projection}/{topic}/{partition}")
+}
+
+/// `(partition, next offset)` of a stored offset document (`None` if it holds no offset, as a
+/// document a rebuild locked before anything was stored).
+pub fn stored_offset(d: &Document) -> Option<(i32, i64)> {
+    let partition = d.get("partition").and_then(as_u64)?;
+    let next = match d.get("nextOffset")? {
+        Bson::Int64(o) => *o,
+        Bson::Int32(o) => i64::from(*o),
+        _ => return None,
+    };
+    Some((i32::try_from(partition).ok()?, next))
 }
 
 fn as_u64(b: &Bson) -> Option<u64> {
@@ -766,7 +881,7 @@ fn chunks(documents: Vec<Document>) -> Vec<(usize, Vec<Document>)> {
     out
 }
 
-fn write_errors(reply: &Document) -> Vec<(usize, i32, String)> {
+pub(crate) fn write_errors(reply: &Document) -> Vec<(usize, i32, String)> {
     let Ok(list) = reply.get_array("writeErrors") else {
         return Vec::new();
     };
@@ -785,7 +900,7 @@ fn write_errors(reply: &Document) -> Vec<(usize, i32, String)> {
         .collect()
 }
 
-fn check_write_concern(reply: &Document, ctx: &'static str) -> Result<(), SinkError> {
+pub(crate) fn check_write_concern(reply: &Document, ctx: &'static str) -> Result<(), SinkError> {
     match reply.get_document("writeConcernError") {
         Ok(wce) => Err(SinkError::Transient {
             context: ctx,
@@ -820,23 +935,19 @@ impl Sink for MongoSink {
             .find_all(
                 OFFSETS,
                 doc! {"_id": {"$in": ids}},
-                doc! {"partition": 1, "nextOffset": 1},
+                doc! {"partition": 1, "nextOffset": 1, SWAP_LOCK: 1},
                 "loading stored offsets",
             )
             .await?;
-        let mut out = HashMap::new();
-        for d in docs {
-            let partition = d.get("partition").and_then(as_u64);
-            let next = match d.get("nextOffset") {
-                Some(Bson::Int64(o)) => Some(*o),
-                Some(Bson::Int32(o)) => Some(i64::from(*o)),
-                _ => None,
-            };
-            if let (Some(p), Some(n)) = (partition, next) {
-                out.insert(p as i32, n);
-            }
+        if docs.iter().any(|d| d.contains_key(SWAP_LOCK)) {
+            // Retried with backoff by the pipeline until the swap has set the new offsets.
+            return Err(SinkError::Transient {
+                context: "loading stored offsets",
+                source: "the offsets are locked while `xclog rebuild` swaps a rebuilt store in"
+                    .into(),
+            });
         }
-        Ok(out)
+        Ok(docs.iter().filter_map(stored_offset).collect())
     }
 
     async fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {

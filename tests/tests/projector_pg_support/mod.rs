@@ -91,6 +91,30 @@ pub async fn publish(
     Ok(out)
 }
 
+/// Live traffic: publishes `records` as JSON, `chunk` at a time with `pause` between chunks,
+/// until they are all out or `stop` is set; returns what was published.
+pub fn publish_until_stopped(
+    producer: &FutureProducer,
+    topic: &str,
+    records: Vec<Record>,
+    chunk: usize,
+    pause: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<anyhow::Result<Vec<Published>>> {
+    let (producer, topic) = (producer.clone(), topic.to_owned());
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        for part in records.chunks(chunk) {
+            out.extend(publish(&producer, &topic, part, Encoding::Json).await?);
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        anyhow::Ok(out)
+    })
+}
+
 /// Publishes raw bytes (poison records) with a key.
 pub async fn publish_raw(
     producer: &FutureProducer,
