@@ -129,7 +129,8 @@ fresh_pg() { # fresh_pg DB [migrate]: a fresh database, with the projector's mig
 # ---------------------------------------------------------------- 1. build and resolve
 if [[ -z ${BENCH_NO_BUILD:-} ]]; then
     say "building xclog and xclog-bench (profile $PROFILE)"
-    cargo build -q --profile "$PROFILE" -p xclog-projector --bin xclog -p xclog-bench
+    # (--bin names both: a --bin filter applies to every -p package)
+    cargo build -q --profile "$PROFILE" -p xclog-projector -p xclog-bench --bin xclog --bin xclog-bench
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)

@@ -432,6 +432,24 @@ pub async fn delete_records_before(topic: &str, partition: i32, offset: i64) -> 
     .await
 }
 
+/// The workspace root (where `scripts/` and `Cargo.toml` are).
+pub fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("workspace root")?.to_owned())
+}
+
+/// The target directory this test binary lives in (`<target>/<profile>/deps/<test>`): children
+/// that build something build there, sharing this build's artifacts.
+pub fn test_target_dir() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .and_then(|d| d.parent())
+        .and_then(|d| d.parent())
+        .context("target dir of the test binary")?
+        .to_owned())
+}
+
 /// Path of the `xclog` binary, built on first use into the target directory this test binary
 /// lives in (`target/<profile>/deps/<test>`), whatever `CARGO_TARGET_DIR` the child sees.
 ///
@@ -441,20 +459,17 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(bin) = std::env::var_os("XCLOG_TEST_BINARY") {
         return Ok(bin.into());
     }
-    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().context("workspace root")?.to_owned();
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
+    let (root, target_dir) = (workspace_root()?, test_target_dir()?);
+    let profile_dir = std::env::current_exe()?
         .parent()
         .and_then(|d| d.parent())
         .context("target/<profile> dir")?
         .to_owned();
-    let target_dir = profile_dir.parent().context("target dir")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
         .args(["build", "-q", "-p", "xclog-projector", "--bin", "xclog"])
         .arg("--target-dir")
-        .arg(target_dir)
+        .arg(&target_dir)
         .current_dir(&root)
         .status()
         .context("running cargo build for the xclog binary")?;
