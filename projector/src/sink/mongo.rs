@@ -246,6 +246,7 @@ impl MongoSink {
     ) -> Result<BTreeSet<usize>, SinkError> {
         let mut duplicates = BTreeSet::new();
         for (base, chunk) in chunks(documents) {
+            let len = chunk.len();
             let reply = self
                 .db
                 .run_command(self.with_write_concern(doc! {
@@ -256,9 +257,11 @@ impl MongoSink {
                 .await
                 .map_err(|e| classify(e, ctx))?;
             check_write_concern(&reply, ctx)?;
+            let mut chunk_duplicates = 0;
             for (i, code, message) in write_errors(&reply) {
                 if code == DUPLICATE_KEY {
                     duplicates.insert(base + i);
+                    chunk_duplicates += 1;
                 } else {
                     return Err(classify_code(
                         code,
@@ -266,6 +269,19 @@ impl MongoSink {
                         ctx,
                     ));
                 }
+            }
+            // Every document is either inserted or reported; a reply that accounts for fewer
+            // (a server cut short, e.g. while shutting down) must not let the offsets move.
+            let inserted = reply.get("n").and_then(as_u64).unwrap_or(0) as usize;
+            if inserted + chunk_duplicates < len {
+                return Err(SinkError::Transient {
+                    context: ctx,
+                    source: format!(
+                        "the server acknowledged {inserted} inserts and {chunk_duplicates} \
+                         duplicates of {len} documents"
+                    )
+                    .into(),
+                });
             }
         }
         Ok(duplicates)
@@ -640,6 +656,20 @@ impl MongoSink {
                 ctx,
             )
             .await?;
+        // After an upsert (or a duplicate key: a newer one is stored) every instance of the
+        // batch has a snapshot document; one missing means a statement was skipped (a server
+        // cut short), and the offsets must not move past it.
+        if stored.len() < ids.len() {
+            return Err(SinkError::Transient {
+                context: ctx,
+                source: format!(
+                    "{} of {} snapshots are not stored after their upserts",
+                    ids.len() - stored.len(),
+                    ids.len()
+                )
+                .into(),
+            });
+        }
         let statements: Vec<Document> = stored
             .iter()
             .filter_map(|d| {
