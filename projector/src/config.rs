@@ -110,7 +110,7 @@ impl ProjectorConfig {
             dead_letter_topic: format!("{topic}.dlq"),
             topic,
             group_id: group_id.into(),
-            batch_max_records: 1000,
+            batch_max_records: 5000,
             batch_max_latency: Duration::from_millis(200),
             max_queued_batches: 2,
             fetch_buffer_kbytes: 16 * 1024,

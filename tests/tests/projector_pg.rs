@@ -458,6 +458,16 @@ async fn migrations_apply_to_a_database_holding_xcomponent_schema_a_rows() -> an
             ("id".into(), "text".into())
         ]
     );
+    let options: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT reloptions::text[] FROM pg_class WHERE oid = 'fsm_events'::regclass",
+    )
+    .fetch_one(&pg.pool)
+    .await?;
+    assert_eq!(
+        options,
+        Some(vec!["fillfactor=50".to_owned()]),
+        "fsm_events leaves room for the HOT update of `caused` (0003)"
+    );
     let inst: (String, String, i64) = sqlx::query_as(
         "SELECT current_state, status, event_count FROM fsm_instances WHERE instance_id = 'inst-old'",
     )

@@ -43,7 +43,7 @@ pub struct ProjectArgs {
     #[arg(long, env = "XCLOG_NO_MIGRATE")]
     pub no_migrate: bool,
     /// Cut a batch when it holds this many records...
-    #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = 1000)]
+    #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = 5000)]
     pub batch_max_records: usize,
     /// ...or when its first record has waited this many milliseconds.
     #[arg(long, env = "XCLOG_BATCH_MAX_LATENCY_MS", default_value_t = 200)]
