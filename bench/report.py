@@ -196,6 +196,8 @@ def delay_table(rows, args):
     payloads = "/".join(str(x) for x in sorted({r["payload_bytes"] for r in delays}))
     lingers = "/".join(f"{x:g}" for x in sorted({r["linger_ms"] for r in delays}))
     query = stats([r.get("poll_query_mean_ms") for r in delays])
+    gap = stats([r.get("poll_gap_mean_ms") for r in delays])
+    max_gap = max((r.get("poll_gap_max_ms") or 0) for r in delays)
     early = sum(r.get("seen_before_ack", 0) for r in delays)
     resets = sum(r.get("schedule_resets", 0) for r in delays)
     lower = sorted({r["side"].partition("@")[0] for r in delays if r.get("max_rate_basis") != "measured"})
@@ -205,14 +207,15 @@ def delay_table(rows, args):
            f"(`xclog-bench delay`, run {', '.join(map(str, runs))}; medians if several runs):",
            "",
            "| side | % of max rate | max rate (events/s) | asked (events/s) | achieved (events/s) "
-           "| events | p50 (ms) | p99 (ms) | max (ms) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| events | p50 (ms) | p99 (ms) | max (ms) | p50, 1st / 2nd half (ms) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     order = {"xclog": 0, "jdbc-sink": 1}
     for (side, pct), rs in sorted(levels.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][0], kv[0][1])):
         med = lambda key: (stats([r.get(key) for r in rs]) or {}).get("median")  # noqa: E731
         out.append(f"| {names.get(side, side)} | {pct}% | {med('max_rate'):,.0f} | {med('rate_asked'):,.0f} | "
                    f"{fmt_ms(med('rate_achieved'))} | {sum(r['count'] for r in rs):,} | "
-                   f"{fmt_ms(med('p50_ms'))} | {fmt_ms(med('p99_ms'))} | {fmt_ms(med('max_ms'))} |")
+                   f"{fmt_ms(med('p50_ms'))} | {fmt_ms(med('p99_ms'))} | {fmt_ms(med('max_ms'))} | "
+                   f"{fmt_ms(med('p50_first_half_ms'))} / {fmt_ms(med('p50_second_half_ms'))} |")
     out.append("")
     out.append(
         f"Each level publishes fresh events (new ids, the same generator as `xclog produce`, {payloads}-byte "
@@ -222,11 +225,15 @@ def delay_table(rows, args):
         f"xclog producer; the peer: its JSON-with-schema records; both `acks=all`, linger {lingers} ms), once "
         f"a warm-up event has become visible (start-up and group join are not delay). The delay of an "
         f"event is the first poll that sees its row minus the instant its delivery was acknowledged; "
-        f"the store is polled every {'/'.join(map(str, polls))} ms with every event not seen yet "
-        f"(mean query {fmt_ms(query and query['median'])} ms), so a delay is overstated by at most one "
-        f"poll interval plus one query; a row seen before its acknowledgement was processed counts "
+        f"the store is polled every {'/'.join(map(str, polls))} ms with every event not seen yet, the gap "
+        f"stretched to 4 times the recent mean query when that is longer so the poller keeps the store "
+        f"busy at most about a quarter of the time (mean gap {fmt_ms(gap and gap['median'])} ms, largest {max_gap:,.0f} ms; "
+        f"mean query {fmt_ms(query and query['median'])} ms), so a delay is overstated by at most one "
+        f"gap plus one query; a row seen before its acknowledgement was processed counts "
         f"as 0 ({early} such rows here). The poller and the publisher share the machine with the sink. "
-        f"Every event must become visible, or the run fails."
+        f"Every event must become visible, or the run fails. The last column splits the events in "
+        f"publishing order: a second half well above the first means a queue built up during the "
+        f"level, i.e. the side did not sustain that rate (its delay would keep growing)."
         + (f" Pacing fell more than 100 ms behind {resets} times (the schedule restarted instead "
            f"of bursting)." if resets else ""))
     out.append("")
@@ -234,9 +241,10 @@ def delay_table(rows, args):
         f"Our projector runs with its defaults: a batch is cut at {args.ours_batch_records} records or "
         f"when its first record has waited {args.ours_batch_latency_ms} ms (`--batch-max-latency-ms`), "
         f"so below {args.ours_batch_records} records per {args.ours_batch_latency_ms} ms the latency "
-        f"cuts the batch and our delay is about half of it on average plus the write, and up to all of "
-        f"it plus the write; a lower `--batch-max-latency-ms` trades throughput for delay. The peer has no "
-        f"such wait: Kafka Connect hands each poll's records to the sink's `put()`, which commits them at once.")
+        f"cuts the batch: an event waits about half of it on average and up to all of it before its "
+        f"batch is even written, a floor under our delay that a lower `--batch-max-latency-ms` lowers "
+        f"(smaller batches, less throughput). The peer has no such wait: Kafka Connect hands each "
+        f"poll's records to the sink's `put()`, which commits them at once.")
     if lower:
         out.append("")
         out.append(f"For {', '.join(lower)} every row of the backlog appeared within one poll, so its max rate is "

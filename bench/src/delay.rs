@@ -16,11 +16,13 @@
 //!
 //! The acknowledgement instant of an event is when its delivery future resolves (a task per
 //! record awaits it). Meanwhile a poller runs `SELECT id FROM <table> WHERE id = ANY($1)`
-//! every `--poll-ms` with every sent event not seen yet, and takes the instant the answer
-//! arrived as the instant those rows became visible: a delay is overstated by at most one poll
-//! interval plus one query (`poll_query_mean_ms`, `poll_query_max_ms`). Delay = visible -
-//! acknowledged; a row seen before its acknowledgement was processed counts as 0 (counted in
-//! `seen_before_ack`).
+//! every `--poll-ms` with every sent event not seen yet (stretched to 4 times the recent mean
+//! query duration when that is longer, so the poller keeps the store busy at most about a
+//! quarter of the time), and takes the instant the answer arrived as the instant those rows became
+//! visible: a delay is overstated by at most one poll gap plus one query (`poll_gap_*_ms`,
+//! `poll_query_*_ms`). Delay = visible - acknowledged; a row seen before its acknowledgement
+//! was processed counts as 0 (counted in `seen_before_ack`). `p50_first_half_ms` and
+//! `p50_second_half_ms` (events in publishing order) show whether the sink kept up.
 //!
 //! Before the measurement one warm-up event must become visible, so the sink's start-up and
 //! group join are not counted as delay. After publishing it waits at most `--timeout-s` for
@@ -109,6 +111,8 @@ pub struct DelayArgs {
 /// When each event was acknowledged and first seen in the store.
 #[derive(Debug, Default, Clone, Copy)]
 struct Timeline {
+    /// Its rank in publishing order.
+    n: usize,
     acked: Option<Instant>,
     seen: Option<Instant>,
 }
@@ -127,7 +131,14 @@ struct Tracker {
 
 impl Tracker {
     fn sent(&mut self, id: &str) {
-        self.events.insert(id.to_owned(), Timeline::default());
+        let n = self.events.len();
+        self.events.insert(
+            id.to_owned(),
+            Timeline {
+                n,
+                ..Timeline::default()
+            },
+        );
         self.unseen.insert(id.to_owned());
     }
 
@@ -158,11 +169,11 @@ impl Tracker {
         self.unseen.clear();
     }
 
-    /// The delays in ms of the events both acknowledged and seen, and how many of them were
-    /// seen before their acknowledgement (counted as 0).
+    /// The delays in ms of the events both acknowledged and seen, in publishing order, and
+    /// how many of them were seen before their acknowledgement (counted as 0).
     fn delays_ms(&self) -> (Vec<f64>, usize) {
         let mut early = 0;
-        let delays = self
+        let mut delays: Vec<(usize, f64)> = self
             .events
             .values()
             .filter_map(|t| match (t.acked, t.seen) {
@@ -170,12 +181,16 @@ impl Tracker {
                     if seen < acked {
                         early += 1;
                     }
-                    Some(seen.saturating_duration_since(acked).as_secs_f64() * 1000.0)
+                    Some((
+                        t.n,
+                        seen.saturating_duration_since(acked).as_secs_f64() * 1000.0,
+                    ))
                 }
                 _ => None,
             })
             .collect();
-        (delays, early)
+        delays.sort_by_key(|&(n, _)| n);
+        (delays.into_iter().map(|(_, d)| d).collect(), early)
     }
 
     /// Describes the events not acknowledged or not seen (for the failure message).
@@ -235,6 +250,35 @@ impl Pacer {
         self.next = at + self.interval;
         at
     }
+}
+
+/// The medians of the first and the second half of delays in publishing order: a second half
+/// well above the first means a queue built up, i.e. the sink did not sustain the rate.
+fn halves_p50(in_order: &[f64]) -> (Option<f64>, Option<f64>) {
+    let (first, second) = in_order.split_at(in_order.len() / 2);
+    let median = |half: &[f64]| {
+        let mut sorted = half.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        percentile(&sorted, 50.0)
+    };
+    (median(first), median(second))
+}
+
+/// The poller waits at least this many times its recent query duration between the starts of
+/// two polls, so it keeps the store busy at most a quarter of the time when many rows are
+/// outstanding (a queue that the sink has to work through) instead of slowing the sink down.
+const POLL_DUTY_INVERSE: u32 = 4;
+
+/// The time between the starts of two polls: the asked interval, stretched when the recent
+/// queries took long (see [`POLL_DUTY_INVERSE`]).
+fn poll_gap(every: Duration, recent: Duration) -> Duration {
+    every.max(recent * POLL_DUTY_INVERSE)
+}
+
+/// The recent query duration: a moving average (weight 1/5 to the last query), so that one
+/// slow query does not stretch the next gap on its own.
+fn smooth(recent: Duration, took: Duration) -> Duration {
+    (recent * 4 + took) / 5
 }
 
 /// Nearest-rank percentile (`p` in 0..=100) of sorted values.
@@ -361,12 +405,14 @@ fn watch(tracker: &Arc<Mutex<Tracker>>, id: Option<String>, ack: Ack) {
     });
 }
 
-/// Query durations of the poller.
+/// Query durations and gaps of the poller (counting the polls that asked for something).
 #[derive(Debug, Default)]
 struct PollStats {
     polls: u64,
     total: Duration,
     max: Duration,
+    gaps: Duration,
+    max_gap: Duration,
 }
 
 async fn poll_visibility(
@@ -377,15 +423,16 @@ async fn poll_visibility(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<PollStats> {
     let mut stats = PollStats::default();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = Instant::now();
+    let mut recent = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
-        tick.tick().await;
+        tokio::time::sleep_until(next.into()).await;
+        let asked = Instant::now();
         let ids = lock(&tracker).outstanding();
         if ids.is_empty() {
+            next = asked + every;
             continue;
         }
-        let asked = Instant::now();
         let found: Vec<String> = sqlx::query_scalar(sql.as_str())
             .bind(&ids)
             .fetch_all(&mut conn)
@@ -396,6 +443,11 @@ async fn poll_visibility(
         stats.polls += 1;
         stats.total += took;
         stats.max = stats.max.max(took);
+        recent = smooth(recent, took);
+        let gap = poll_gap(every, recent);
+        next = asked + gap;
+        stats.gaps += gap;
+        stats.max_gap = stats.max_gap.max(gap);
         let mut t = lock(&tracker);
         for id in &found {
             t.seen(id, at);
@@ -559,10 +611,12 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
     };
     publisher.close().await?;
 
-    let (mut delays, seen_before_ack) = lock(&tracker).delays_ms();
-    if delays.len() as u64 != sent {
-        bail!("measured {} delays for {sent} events sent", delays.len());
+    let (in_order, seen_before_ack) = lock(&tracker).delays_ms();
+    if in_order.len() as u64 != sent {
+        bail!("measured {} delays for {sent} events sent", in_order.len());
     }
+    let (p50_first_half, p50_second_half) = halves_p50(&in_order);
+    let mut delays = in_order;
     delays.sort_by(f64::total_cmp);
     let rate_achieved = match sends {
         Some((first, last)) if sent > 1 && last > first => {
@@ -586,11 +640,15 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
         "p99_ms": percentile(&delays, 99.0),
         "max_ms": delays.last(),
         "mean_ms": delays.iter().sum::<f64>() / delays.len().max(1) as f64,
+        "p50_first_half_ms": p50_first_half,
+        "p50_second_half_ms": p50_second_half,
         "seen_before_ack": seen_before_ack,
         "poll_ms": args.poll_ms,
         "polls": stats.polls,
         "poll_query_mean_ms": ms(stats.total) / stats.polls.max(1) as f64,
         "poll_query_max_ms": ms(stats.max),
+        "poll_gap_mean_ms": ms(stats.gaps) / stats.polls.max(1) as f64,
+        "poll_gap_max_ms": ms(stats.max_gap),
         "schedule_resets": pacer.resets,
         "max_send_lateness_ms": pacer.max_lateness * 1000.0,
         "warmup_s": warmup_s,
@@ -640,6 +698,32 @@ mod tests {
     }
 
     #[test]
+    fn the_halves_are_split_in_publishing_order() {
+        let in_order = [5.0, 1.0, 3.0, 40.0, 20.0, 30.0, 10.0];
+        assert_eq!(halves_p50(&in_order), (Some(3.0), Some(20.0)));
+        assert_eq!(halves_p50(&[7.0]), (None, Some(7.0)));
+        assert_eq!(halves_p50(&[]), (None, None));
+    }
+
+    #[test]
+    fn the_poller_backs_off_when_its_queries_are_long() {
+        let every = Duration::from_millis(10);
+        assert_eq!(poll_gap(every, Duration::from_millis(1)), every);
+        assert_eq!(
+            poll_gap(every, Duration::from_millis(25)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn one_slow_query_moves_the_recent_duration_by_a_fifth() {
+        let ms = Duration::from_millis;
+        assert_eq!(smooth(ms(10), ms(10)), ms(10));
+        assert_eq!(smooth(ms(10), ms(510)), ms(110));
+        assert_eq!(smooth(ms(110), ms(10)), ms(90));
+    }
+
+    #[test]
     fn an_event_on_time_goes_on_the_schedule() {
         let mut pacer = Pacer::new(10.0, MAX_LAG_S);
         let due: Vec<f64> = (0..4).map(|_| pacer.next_send(0.0)).collect();
@@ -684,12 +768,12 @@ mod tests {
         tracker.seen("b", t0);
         tracker.acked("b", t0 + Duration::from_millis(5));
         assert_eq!(tracker.outstanding(), vec!["c".to_owned()]);
-        let (mut delays, early) = tracker.delays_ms();
-        delays.sort_by(f64::total_cmp);
+        let (delays, early) = tracker.delays_ms();
         assert_eq!(early, 1);
         assert_eq!(delays.len(), 2);
-        assert_eq!(delays[0], 0.0);
-        assert!((delays[1] - 30.0).abs() < 1e-6);
+        // In publishing order: a, then b.
+        assert!((delays[0] - 30.0).abs() < 1e-6);
+        assert_eq!(delays[1], 0.0);
         assert!(
             tracker
                 .missing()
