@@ -14,7 +14,8 @@
 #   --no-doc         print the table but leave docs/BENCHMARKS.md alone
 #   --keep           keep the topics and databases (default: dropped at the end)
 #   (environment) BENCH_NO_BUILD=1 uses the binaries already built; BENCH_PARTITIONS (3),
-#   BENCH_PEER_TASKS (1), BENCH_JDBC_BATCH (5000), BENCH_MAX_POLL_RECORDS (5000)
+#   BENCH_PEER_TASKS (1), BENCH_JDBC_BATCH (5000), BENCH_MAX_POLL_RECORDS (5000),
+#   BENCH_DELAY_SECONDS (20: seconds of publishing per delay level; 0 skips the delay)
 #
 # What it does, once per invocation:
 #  1. builds `xclog` and `xclog-bench`, resolves the Connect sinks' drivers with Maven
@@ -25,7 +26,10 @@
 #     and writes the documents to a file for the Mongo limit;
 #  4. per run, each side into fresh stores: our projector, the limit (COPY / unordered insertMany),
 #     the peer (a sink on Kafka Connect standalone); every side must write exactly the events
-#     of the topic, or the run fails; for PostgreSQL also `xclog rebuild` of our store;
+#     of the topic, or the run fails; for PostgreSQL also `xclog rebuild` of our store, and
+#     in run 1 the end-to-end delay (`xclog-bench delay`: publish acknowledged -> row visible)
+#     of ours and of the peer at 20/50/80% of the max rate each reached in that run, on the
+#     store they just wrote, with fresh events on topics of their own;
 #  5. the producer against kafka-producer-perf-test (the producer's own bench, called as is);
 #  6. prints the table and rewrites the harness section of docs/BENCHMARKS.md.
 #
@@ -54,7 +58,7 @@ while (($#)); do
         --results) RESULTS=${2:?--results needs a file}; shift ;;
         --no-doc) WRITE_DOC=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -75,6 +79,9 @@ PARTITIONS=${BENCH_PARTITIONS:-3}
 PEER_TASKS=${BENCH_PEER_TASKS:-1}
 JDBC_BATCH=${BENCH_JDBC_BATCH:-5000}
 POLL_RECORDS=${BENCH_MAX_POLL_RECORDS:-5000}
+DELAY_SECONDS=${BENCH_DELAY_SECONDS:-20}
+[[ $DELAY_SECONDS =~ ^[0-9]+$ ]] || { echo "bench.sh: BENCH_DELAY_SECONDS must be a whole number of seconds, got $DELAY_SECONDS" >&2; exit 2; }
+DELAY_PCTS="20 50 80"
 ID=$(date +%H%M%S)$$
 WORK=$XCLOG_HOME/run/bench/$ID
 mkdir -p "$WORK"
@@ -136,6 +143,13 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)
 XCLOG=$BIN_DIR/xclog
 BENCH=${XCLOG_BENCH_BIN:-$BIN_DIR/xclog-bench}
+# Our projector's batch defaults (the delay depends on them; the report states them).
+read -r OURS_BATCH_RECORDS OURS_BATCH_LATENCY_MS < <("$XCLOG" project --help | python3 -c '
+import re,sys
+t=sys.stdin.read()
+d=lambda o: re.search(r"--%s <[A-Z_]+>\s.*?\[default: (\d+)\]" % o, t, re.S).group(1)
+print(d("batch-max-records"), d("batch-max-latency-ms"))') \
+    || die "could not read the defaults of --batch-max-records and --batch-max-latency-ms from \`$XCLOG project --help\`"
 
 if want pg || want mongo; then
     [[ -f $KAFKA_LIBS/connect-runtime-$KAFKA_VERSION.jar ]] || die "no Kafka Connect runtime in $KAFKA_LIBS (run scripts/stack.sh up)"
@@ -167,6 +181,16 @@ say "$PRODUCED"
 JDBC_TOPIC=$TOPIC.jdbc-json
 MONGO_TOPIC=$TOPIC.mongo-json
 TOPICS+=("$JDBC_TOPIC" "$MONGO_TOPIC")
+# The delay's topics (fresh events, so the throughput topics stay the same for every run).
+DELAY_OURS_TOPIC=$TOPIC.delay-ours
+DELAY_JDBC_TOPIC=$TOPIC.delay-jdbc
+if want pg && ((DELAY_SECONDS > 0)); then
+    TOPICS+=("$DELAY_OURS_TOPIC" "$DELAY_OURS_TOPIC.dlq" "$DELAY_JDBC_TOPIC")
+    for t in "$DELAY_OURS_TOPIC" "$DELAY_JDBC_TOPIC"; do
+        "$XCLOG" produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$t" --partitions "$PARTITIONS" \
+            --events 0 >/dev/null 2>>"$WORK/produce.log" || die "could not create topic $t: $(tail -3 "$WORK/produce.log")"
+    done
+fi
 DOCS=$WORK/events.docs.jsonl
 say "preparing the peers' topics and the documents file"
 PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$TOPIC" --jdbc-topic "$JDBC_TOPIC" \
@@ -216,9 +240,37 @@ print(json.dumps(m))' "$comparison" "$side" "$run" "$N_EVENTS" "$json")"
 
 count_pg() { psql_db "$1" -At -c "$2"; }
 
+delay_run() { ((DELAY_SECONDS > 0 && $1 == 1)); }
+
+# delay_levels SIDE FORMAT TOPIC DB PID RUN WAIT_JSON: the end-to-end delay of one side (its
+# process PID, writing into DB) at 20/50/80% of the max rate WAIT_JSON reports for it (the
+# backlog drain of the same run), DELAY_SECONDS of publishing each. If every row appeared in a
+# single poll (a tiny workload) that rate is unknown: the count per poll interval stands in,
+# a lower bound of it (recorded as max_rate_basis).
+delay_levels() {
+    local side=$1 format=$2 topic=$3 db=$4 pid=$5 run=$6 max basis pct rate out
+    read -r max basis < <(python3 -c '
+import json,sys
+m=json.loads(sys.argv[1])
+print(m["rate"], "measured") if m.get("rate") else print(m["count"] / (int(sys.argv[2]) / 1000), "lower-bound")' "$7" "$POLL_MS") \
+        || die "no max rate for $side in $7"
+    for pct in $DELAY_PCTS; do
+        rate=$(python3 -c 'import sys; print(round(float(sys.argv[1]) * int(sys.argv[2]) / 100, 1))' "$max" "$pct")
+        say "  delay/$side at $pct% of $max events/s ($basis): $rate events/s for $DELAY_SECONDS s"
+        out=$("$BENCH" delay --brokers "$XCLOG_KAFKA_BROKERS" --topic "$topic" --format "$format" \
+            --rate "$rate" --seconds "$DELAY_SECONDS" --pg-url "$PG_BASE/$db" --pid "$pid" \
+            2>>"$WORK/delay-$side-$run.err") \
+            || die "the delay of $side at $pct% of its max rate ($rate events/s) failed: $(tail -3 "$WORK/delay-$side-$run.err")"
+        measure delay "$side@$pct%" "$run" "$(python3 -c '
+import json,sys
+m=json.loads(sys.argv[1]); m.update(pct=int(sys.argv[2]), max_rate=float(sys.argv[3]), max_rate_basis=sys.argv[4])
+print(json.dumps(m))' "$out" "$pct" "$max" "$basis")"
+    done
+}
+
 # ---------------------------------------------------------------- 3. PostgreSQL
 run_pg() {
-    local run=$1 db out pid
+    local run=$1 db out ours_out pid
     say "PostgreSQL, run $run/$RUNS"
     # ours
     db=bench_${ID}_${run}_ours
@@ -231,6 +283,7 @@ run_pg() {
     out=$("$BENCH" wait --pg-url "$PG_BASE/$db" --query "SELECT count(*) FROM fsm_events" \
         --count "$N_EVENTS" --pid "$pid" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
         || die "our projector did not write $N_EVENTS events (log: $WORK/ours-pg-$run.log)"
+    ours_out=$out
     "$BENCH" wait --pg-url "$PG_BASE/$db" --query "SELECT coalesce(sum(next_offset), 0)::bigint FROM xclog_offsets" \
         --count "$N_RECORDS" --timeout-s 300 >/dev/null || die "our projector did not commit every offset"
     stop "$pid"
@@ -271,6 +324,18 @@ run_pg() {
     measure pg copy "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$t0" "$t1" "$rows")"
     rm -f "$WORK"/*.copy
 
+    # ours, end-to-end delay: a projector with its defaults on the store written above (after
+    # the rebuild), reading the delay topic
+    if delay_run "$run"; then
+        "$XCLOG" project --target postgres --brokers "$XCLOG_KAFKA_BROKERS" --topic "$DELAY_OURS_TOPIC" \
+            --group "bench-$ID-$run-delay" --database-url "$PG_BASE/$db" --http-addr off \
+            >"$WORK/ours-pg-delay-$run.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        delay_levels xclog xclog "$DELAY_OURS_TOPIC" "$db" "$pid" "$run" "$ours_out"
+        stop "$pid"
+    fi
+
     # the peer: the JDBC upsert sink on Kafka Connect standalone
     local peerdb=bench_${ID}_${run}_peer
     fresh_pg "$peerdb" migrate
@@ -278,7 +343,7 @@ run_pg() {
 name=xclog-bench-jdbc-$ID-$run
 connector.class=dev.xclog.bench.connect.JdbcUpsertSinkConnector
 tasks.max=$PEER_TASKS
-topics=$JDBC_TOPIC
+topics=$JDBC_TOPIC$(delay_run "$run" && echo ",$DELAY_JDBC_TOPIC")
 key.converter=org.apache.kafka.connect.json.JsonConverter
 key.converter.schemas.enable=true
 value.converter=org.apache.kafka.connect.json.JsonConverter
@@ -292,10 +357,13 @@ EOF
     out=$("$BENCH" wait --pg-url "$PG_BASE/$peerdb" --query "SELECT count(*) FROM fsm_events" \
         --count "$N_EVENTS" --pid "$CONNECT_PID" --connect-rest "$CONNECT_REST" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
         || die "the JDBC sink did not write $N_EVENTS rows (log: $WORK/jdbc-$run.log)"
-    stop "$CONNECT_PID"
+    # (counted while it still runs: it has caught up, and the delay below adds rows)
     rows=$(count_pg "$peerdb" "SELECT count(*) FROM fsm_events")
     ((rows == N_EVENTS)) || die "the JDBC sink wrote $rows rows, expected $N_EVENTS"
     measure pg jdbc-sink "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$rows")"
+    # the peer, end-to-end delay: the same worker (subscribed to the delay topic from the start)
+    delay_run "$run" && delay_levels jdbc-sink jdbc "$DELAY_JDBC_TOPIC" "$peerdb" "$CONNECT_PID" "$run" "$out"
+    stop "$CONNECT_PID"
     if ((KEEP == 0)); then
         for d in "$db" "$copydb" "$peerdb"; do psql_admin -c "DROP DATABASE IF EXISTS $d WITH (FORCE)"; done
     fi
@@ -396,4 +464,5 @@ python3 bench/report.py render "$RAW" \
     --command "$COMMAND" --produce "$PRODUCE_CMD" --events "$N_EVENTS" --snapshots "$N_SNAPSHOTS" \
     --partitions "$PARTITIONS" --runs "$RUNS" --profile "$PROFILE" --quick "$QUICK" \
     --kafka "$KAFKA_VERSION" --peer-tasks "$PEER_TASKS" --jdbc-batch "$JDBC_BATCH" \
-    --poll-records "$POLL_RECORDS" $( ((WRITE_DOC)) && echo --doc docs/BENCHMARKS.md )
+    --poll-records "$POLL_RECORDS" --ours-batch-records "$OURS_BATCH_RECORDS" \
+    --ours-batch-latency-ms "$OURS_BATCH_LATENCY_MS" $( ((WRITE_DOC)) && echo --doc docs/BENCHMARKS.md )

@@ -6,11 +6,14 @@
 //! - `mongo-bulk`: the Mongo limit, unordered `insertMany` of those documents;
 //! - `wait`: polls a row/document count until it reaches a target and reports when the first
 //!   and the last rows became visible and the peak RSS of a process;
+//! - `delay`: publishes fresh events at a steady rate and measures "publish acknowledged ->
+//!   row visible" in PostgreSQL (p50, p99, max);
 //! - `mongo-count`, `mongo-drop`, `delete-topics`: checks and cleanup.
 //!
 //! Every tool prints one JSON object on stdout (the script parses it) and logs to stderr.
 
 mod admin;
+mod delay;
 mod mongo_bulk;
 mod prepare;
 mod wait;
@@ -33,6 +36,8 @@ enum Command {
     MongoBulk(mongo_bulk::MongoBulkArgs),
     /// Wait until a count reaches a target; report timings and peak RSS.
     Wait(wait::WaitArgs),
+    /// Publish at a steady rate; measure publish acknowledged -> row visible.
+    Delay(delay::DelayArgs),
     /// Print the number of documents in a collection.
     MongoCount(admin::MongoArgs),
     /// Drop a Mongo database.
@@ -48,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Prepare(args) => prepare::run(args).await?,
         Command::MongoBulk(args) => mongo_bulk::run(args).await?,
         Command::Wait(args) => wait::run(args).await?,
+        Command::Delay(args) => delay::run(args).await?,
         Command::MongoCount(args) => admin::mongo_count(args).await?,
         Command::MongoDrop(args) => admin::mongo_drop(args).await?,
         Command::DeleteTopics(args) => admin::delete_topics(args).await?,

@@ -130,9 +130,7 @@ fn copy(args: &PrepareArgs, partitions: i32) -> anyhow::Result<Value> {
         File::create(&args.docs_file)
             .with_context(|| format!("creating {}", args.docs_file.display()))?,
     );
-    let value_schema = jdbc_value_schema();
-    let key_schema = json!({"type": "struct", "name": "fsm_events.Key", "optional": false,
-        "fields": [{"field": "id", "type": "string", "optional": false}]});
+    let jdbc = JdbcRecords::new();
     let limits = Limits::default();
     let (mut events, mut snapshots) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -174,8 +172,7 @@ fn copy(args: &PrepareArgs, partitions: i32) -> anyhow::Result<Value> {
             }
         };
         events += 1;
-        let key = json!({"schema": key_schema, "payload": {"id": event.id}}).to_string();
-        let value = json!({"schema": value_schema, "payload": jdbc_payload(&event)?}).to_string();
+        let (key, value) = jdbc.key_value(&event)?;
         send(
             &producer,
             BaseRecord::to(&args.jdbc_topic)
@@ -223,6 +220,32 @@ fn send<'a>(
             }
             Err((error, _)) => return Err(error).context("queueing a record for a peer topic"),
         }
+    }
+}
+
+/// Builds the JDBC peer's records: key `{id}` and value the `fsm_events` columns, both as
+/// Kafka Connect JSON-with-schema (used by `prepare` and by `delay --format jdbc`).
+#[derive(Debug)]
+pub(crate) struct JdbcRecords {
+    key_schema: Value,
+    value_schema: Value,
+}
+
+impl JdbcRecords {
+    pub(crate) fn new() -> Self {
+        Self {
+            key_schema: json!({"type": "struct", "name": "fsm_events.Key", "optional": false,
+                "fields": [{"field": "id", "type": "string", "optional": false}]}),
+            value_schema: jdbc_value_schema(),
+        }
+    }
+
+    /// The (key, value) JSON strings of one event.
+    pub(crate) fn key_value(&self, event: &PersistedEvent) -> anyhow::Result<(String, String)> {
+        let key = json!({"schema": self.key_schema, "payload": {"id": event.id}}).to_string();
+        let value =
+            json!({"schema": self.value_schema, "payload": jdbc_payload(event)?}).to_string();
+        Ok((key, value))
     }
 }
 

@@ -62,7 +62,7 @@ impl Counter {
 }
 
 /// Peak resident set size of `pid` in KiB (VmHWM), if the process still runs (not a zombie).
-fn peak_rss_kb(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     if status
         .lines()

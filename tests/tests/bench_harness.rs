@@ -1,7 +1,9 @@
 //! The benchmark harness (`scripts/bench.sh`) end to end on a tiny workload: every PostgreSQL
 //! and MongoDB comparison runs (ours, the database's own bulk load, the peer on Kafka Connect,
-//! and our rebuild), and every side writes exactly the events of the topic. No timing is
-//! asserted anywhere: the figures of such a run mean nothing.
+//! and our rebuild), and every side writes exactly the events of the topic; the end-to-end
+//! delay of ours and of the JDBC peer is measured at each level (3 s each here) and every
+//! event it published became visible. No timing is asserted anywhere: the figures of such a
+//! run mean nothing.
 //!
 //! The producer comparison is left out: it is `cargo bench` of the producer crate, a release
 //! build of its own that would double this test's time; `scripts/bench.sh --only producer`
@@ -34,6 +36,7 @@ fn the_harness_runs_every_store_comparison_and_each_side_writes_every_event() ->
         .args(["--profile", "dev", "--no-doc", "--results"])
         .arg(&results)
         .env("CARGO_TARGET_DIR", xclog_tests::test_target_dir()?)
+        .env("BENCH_DELAY_SECONDS", "3")
         .current_dir(&root)
         .output()
         .context("running scripts/bench.sh")?;
@@ -77,6 +80,26 @@ fn the_harness_runs_every_store_comparison_and_each_side_writes_every_event() ->
             Some(EVENTS),
             "{comparison}/{side} wrote another number of events: {m}"
         );
+    }
+    // The delay: `xclog-bench delay` fails unless every event it published became visible,
+    // so a measurement here means every one was seen.
+    for side in ["xclog", "jdbc-sink"] {
+        for pct in [20, 50, 80] {
+            let key = ("delay".to_owned(), format!("{side}@{pct}%"));
+            let m = rows
+                .get(&key)
+                .with_context(|| format!("no delay measurement {key:?}:\n{text}\n{log}"))?;
+            assert!(
+                m["count"].as_u64().is_some_and(|n| n > 0),
+                "the delay of {side} at {pct}% published no event: {m}"
+            );
+            for field in ["p50_ms", "p99_ms", "max_ms"] {
+                assert!(
+                    m[field].as_f64().is_some(),
+                    "the delay of {side} at {pct}% has no {field}: {m}"
+                );
+            }
+        }
     }
     Ok(())
 }
