@@ -24,6 +24,7 @@ PAIRS = [
     ("pg", "rebuild", "copy", "limit: COPY of the same rows (ours: `xclog rebuild`, whole command)"),
     ("pg", "xclog", "jdbc-sink", "peer: JDBC upsert sink on Kafka Connect (Debezium stand-in)"),
     ("mongo", "xclog", "bulk-insert", "limit: unordered insertMany of the same documents"),
+    ("mongo", "rebuild", "bulk-insert", "limit: unordered insertMany (ours: `xclog rebuild --target mongo`, whole command)"),
     ("mongo", "xclog", "mongo-sink", "peer: ReplaceOne upsert sink on Kafka Connect (MongoDB sink stand-in)"),
 ]
 TARGETS = {
@@ -139,7 +140,7 @@ def render(args):
     out.append("| side | rows written (checked) | first row after (s) | peak RSS |")
     out.append("|---|---:|---:|---:|")
     for comp, side in [("pg", "xclog"), ("pg", "rebuild"), ("pg", "copy"), ("pg", "jdbc-sink"),
-                       ("mongo", "xclog"), ("mongo", "bulk-insert"), ("mongo", "mongo-sink")]:
+                       ("mongo", "xclog"), ("mongo", "rebuild"), ("mongo", "bulk-insert"), ("mongo", "mongo-sink")]:
         rs = [r for r in by.get((comp, side), []) if "missing" not in r]
         if not rs:
             if (comp, side) in by:

@@ -26,7 +26,7 @@
 #     and writes the documents to a file for the Mongo limit;
 #  4. per run, each side into fresh stores: our projector, the limit (COPY / unordered insertMany),
 #     the peer (a sink on Kafka Connect standalone); every side must write exactly the events
-#     of the topic, or the run fails; for PostgreSQL also `xclog rebuild` of our store, and
+#     of the topic, or the run fails; for each store also `xclog rebuild` of our store, and
 #     in run 1 the end-to-end delay (`xclog-bench delay`: publish acknowledged -> row visible)
 #     of ours and of the peer at 20/50/80% of the max rate each reached in that run, on the
 #     store they just wrote, with fresh events on topics of their own;
@@ -391,6 +391,18 @@ run_mongo() {
             n=$("$BENCH" mongo-count --db "$db" --collection events)
             ((n == N_EVENTS)) || die "our Mongo projector wrote $n documents, expected $N_EVENTS"
             measure mongo xclog "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$n")"
+            # ours, rebuilding: `xclog rebuild --target mongo` of the whole topic beside the
+            # database just written, then the swap (wall clock of the command)
+            local r0 r1
+            r0=$(date +%s.%N)
+            "$XCLOG" rebuild --target mongo --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" \
+                --group "bench-$ID-$run-mongo" --mongodb-uri "$MONGODB_URI" --mongodb-database "$db" \
+                --progress log >"$WORK/rebuild-mongo-$run.log" 2>&1 \
+                || die "xclog rebuild --target mongo failed (log: $WORK/rebuild-mongo-$run.log)"
+            r1=$(date +%s.%N)
+            n=$("$BENCH" mongo-count --db "$db" --collection events)
+            ((n == N_EVENTS)) || die "the rebuilt Mongo store holds $n documents, expected $N_EVENTS"
+            measure mongo rebuild "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$r0" "$r1" "$n")"
         else
             stop "$pid"
             n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")

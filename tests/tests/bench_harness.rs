@@ -65,6 +65,7 @@ fn the_harness_runs_every_store_comparison_and_each_side_writes_every_event() ->
         ("pg", "copy"),
         ("pg", "jdbc-sink"),
         ("mongo", "xclog"),
+        ("mongo", "rebuild"),
         ("mongo", "bulk-insert"),
         ("mongo", "mongo-sink"),
     ] {
