@@ -113,7 +113,7 @@ impl ProjectorConfig {
             batch_max_records: 5000,
             batch_max_latency: Duration::from_millis(200),
             max_queued_batches: 2,
-            fetch_buffer_kbytes: 16 * 1024,
+            fetch_buffer_kbytes: 4 * 1024,
             retry_backoff_initial: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),

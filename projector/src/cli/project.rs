@@ -52,7 +52,7 @@ pub struct ProjectArgs {
     #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = 2)]
     pub max_queued_batches: usize,
     /// librdkafka prefetch buffer per partition, in KiB.
-    #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = 16384)]
+    #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = 4096)]
     pub fetch_buffer_kbytes: usize,
     /// First backoff after a transient store error, in ms (doubles up to the max).
     #[arg(long, env = "XCLOG_RETRY_BACKOFF_INITIAL_MS", default_value_t = 100)]
