@@ -240,6 +240,11 @@ print(json.dumps(m))' "$comparison" "$side" "$run" "$N_EVENTS" "$json")"
 
 count_pg() { psql_db "$1" -At -c "$2"; }
 
+# timed T0 T1 ROWS: the measurement of a side timed by the wall clock (seconds, rate, rows).
+timed() {
+    python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$1" "$2" "$3"
+}
+
 delay_run() { ((DELAY_SECONDS > 0 && $1 == 1)); }
 
 # delay_levels SIDE FORMAT TOPIC DB PID RUN WAIT_JSON: the end-to-end delay of one side (its
@@ -303,7 +308,7 @@ run_pg() {
     r1=$(date +%s.%N)
     rows=$(count_pg "$db" "SELECT count(*) FROM fsm_events")
     ((rows == N_EVENTS)) || die "the rebuilt store holds $rows event rows, expected $N_EVENTS"
-    measure pg rebuild "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$r0" "$r1" "$rows")"
+    measure pg rebuild "$run" "$(timed "$r0" "$r1" "$rows")"
 
     # the limit: COPY of the same rows (every table the projector wrote) into the same tables
     local tables="fsm_events fsm_snapshots fsm_causality fsm_causality_lock fsm_instances xclog_offsets"
@@ -321,7 +326,7 @@ run_pg() {
     t1=$(date +%s.%N)
     rows=$(count_pg "$copydb" "SELECT count(*) FROM fsm_events")
     ((rows == N_EVENTS)) || die "COPY loaded $rows event rows, expected $N_EVENTS"
-    measure pg copy "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$t0" "$t1" "$rows")"
+    measure pg copy "$run" "$(timed "$t0" "$t1" "$rows")"
     rm -f "$WORK"/*.copy
 
     # ours, end-to-end delay: a projector with its defaults on the store written above (after
@@ -402,7 +407,7 @@ run_mongo() {
             r1=$(date +%s.%N)
             n=$("$BENCH" mongo-count --db "$db" --collection events)
             ((n == N_EVENTS)) || die "the rebuilt Mongo store holds $n documents, expected $N_EVENTS"
-            measure mongo rebuild "$run" "$(python3 -c 'import json,sys; s=float(sys.argv[2])-float(sys.argv[1]); print(json.dumps({"seconds": s, "rate": int(sys.argv[3])/s, "rows": int(sys.argv[3])}))' "$r0" "$r1" "$n")"
+            measure mongo rebuild "$run" "$(timed "$r0" "$r1" "$n")"
         else
             stop "$pid"
             n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")

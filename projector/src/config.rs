@@ -59,6 +59,27 @@ pub fn redact_url(value: &str) -> String {
     }
 }
 
+/// The defaults of [`ProjectorConfig::new`], which `xclog project` shows and uses: one place
+/// for each, so the CLI and the library cannot drift apart.
+pub mod defaults {
+    /// Records per batch (a backlog drains in batches of this size).
+    pub const BATCH_MAX_RECORDS: usize = 5000;
+    /// How long the first record of a batch waits, in ms.
+    pub const BATCH_MAX_LATENCY_MS: u64 = 200;
+    /// Batches cut but not yet written.
+    pub const MAX_QUEUED_BATCHES: usize = 2;
+    /// librdkafka prefetch per partition, in KiB.
+    pub const FETCH_BUFFER_KBYTES: usize = 4096;
+    /// First backoff after a transient store error, in ms.
+    pub const RETRY_BACKOFF_INITIAL_MS: u64 = 100;
+    /// Longest backoff between retries of one batch, in ms.
+    pub const RETRY_BACKOFF_MAX_MS: u64 = 5000;
+    /// Wait for the in-flight batch on revoke or shutdown, in ms.
+    pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+    /// `/readyz` lag threshold, in records.
+    pub const READY_MAX_LAG: i64 = 1000;
+}
+
 /// Settings of the consume/batch/commit pipeline (independent of the target store).
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -110,14 +131,14 @@ impl ProjectorConfig {
             dead_letter_topic: format!("{topic}.dlq"),
             topic,
             group_id: group_id.into(),
-            batch_max_records: 5000,
-            batch_max_latency: Duration::from_millis(200),
-            max_queued_batches: 2,
-            fetch_buffer_kbytes: 4 * 1024,
-            retry_backoff_initial: Duration::from_millis(100),
-            retry_backoff_max: Duration::from_secs(5),
-            drain_timeout: Duration::from_secs(10),
-            ready_max_lag: 1000,
+            batch_max_records: defaults::BATCH_MAX_RECORDS,
+            batch_max_latency: Duration::from_millis(defaults::BATCH_MAX_LATENCY_MS),
+            max_queued_batches: defaults::MAX_QUEUED_BATCHES,
+            fetch_buffer_kbytes: defaults::FETCH_BUFFER_KBYTES,
+            retry_backoff_initial: Duration::from_millis(defaults::RETRY_BACKOFF_INITIAL_MS),
+            retry_backoff_max: Duration::from_millis(defaults::RETRY_BACKOFF_MAX_MS),
+            drain_timeout: Duration::from_millis(defaults::DRAIN_TIMEOUT_MS),
+            ready_max_lag: defaults::READY_MAX_LAG,
             http_addr: None,
             limits: xclog_schema::Limits::default(),
             kafka_settings: Vec::new(),

@@ -441,12 +441,18 @@ pub fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
 /// The target directory this test binary lives in (`<target>/<profile>/deps/<test>`): children
 /// that build something build there, sharing this build's artifacts.
 pub fn test_target_dir() -> anyhow::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe
+    Ok(test_profile_dir()?
+        .parent()
+        .context("target dir of the test binary")?
+        .to_owned())
+}
+
+/// `<target>/<profile>` of this test binary.
+fn test_profile_dir() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::env::current_exe()?
         .parent()
         .and_then(|d| d.parent())
-        .and_then(|d| d.parent())
-        .context("target dir of the test binary")?
+        .context("target/<profile> dir of the test binary")?
         .to_owned())
 }
 
@@ -460,11 +466,7 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
         return Ok(bin.into());
     }
     let (root, target_dir) = (workspace_root()?, test_target_dir()?);
-    let profile_dir = std::env::current_exe()?
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target/<profile> dir")?
-        .to_owned();
+    let profile_dir = test_profile_dir()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
         .args(["build", "-q", "-p", "xclog-projector", "--bin", "xclog"])

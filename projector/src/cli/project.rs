@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use xclog_projector::config::defaults;
 use xclog_projector::sink::postgres::{PgSink, PgSinkConfig};
 use xclog_projector::{Projector, ProjectorConfig, Secret};
 
@@ -43,28 +44,28 @@ pub struct ProjectArgs {
     #[arg(long, env = "XCLOG_NO_MIGRATE")]
     pub no_migrate: bool,
     /// Cut a batch when it holds this many records...
-    #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = 5000)]
+    #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = defaults::BATCH_MAX_RECORDS)]
     pub batch_max_records: usize,
     /// ...or when its first record has waited this many milliseconds.
-    #[arg(long, env = "XCLOG_BATCH_MAX_LATENCY_MS", default_value_t = 200)]
+    #[arg(long, env = "XCLOG_BATCH_MAX_LATENCY_MS", default_value_t = defaults::BATCH_MAX_LATENCY_MS)]
     pub batch_max_latency_ms: u64,
     /// Batches cut but not yet written; when full, partitions are paused.
-    #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = 2)]
+    #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = defaults::MAX_QUEUED_BATCHES)]
     pub max_queued_batches: usize,
     /// librdkafka prefetch buffer per partition, in KiB.
-    #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = 4096)]
+    #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = defaults::FETCH_BUFFER_KBYTES)]
     pub fetch_buffer_kbytes: usize,
     /// First backoff after a transient store error, in ms (doubles up to the max).
-    #[arg(long, env = "XCLOG_RETRY_BACKOFF_INITIAL_MS", default_value_t = 100)]
+    #[arg(long, env = "XCLOG_RETRY_BACKOFF_INITIAL_MS", default_value_t = defaults::RETRY_BACKOFF_INITIAL_MS)]
     pub retry_backoff_initial_ms: u64,
     /// Longest backoff between retries of one batch, in ms.
-    #[arg(long, env = "XCLOG_RETRY_BACKOFF_MAX_MS", default_value_t = 5000)]
+    #[arg(long, env = "XCLOG_RETRY_BACKOFF_MAX_MS", default_value_t = defaults::RETRY_BACKOFF_MAX_MS)]
     pub retry_backoff_max_ms: u64,
     /// On shutdown or revoke, how long to wait for the in-flight batch, in ms.
-    #[arg(long, env = "XCLOG_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "XCLOG_DRAIN_TIMEOUT_MS", default_value_t = defaults::DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
     /// `/readyz` is 200 once assigned and every partition lags by at most this many records.
-    #[arg(long, env = "XCLOG_READY_MAX_LAG", default_value_t = 1000)]
+    #[arg(long, env = "XCLOG_READY_MAX_LAG", default_value_t = defaults::READY_MAX_LAG)]
     pub ready_max_lag: i64,
     /// Address of the ops server (/healthz, /readyz, /metrics); loopback only; `off` disables.
     #[arg(long, env = "XCLOG_HTTP_ADDR", default_value = "127.0.0.1:9187")]
