@@ -264,6 +264,109 @@ impl Batcher {
     }
 }
 
+/// One [`Batcher`] per writer: the assigned partitions are dealt out over the lanes in
+/// partition order (the `i`-th assigned partition goes to lane `i % lanes`), so a partition's
+/// batches always go to the same writer, in order, and the lanes' batches never share a
+/// partition (their transactions are independent). Pure logic: no I/O.
+#[derive(Debug)]
+pub struct Lanes {
+    lanes: Vec<Batcher>,
+    lane_of: BTreeMap<i32, usize>,
+}
+
+impl Lanes {
+    /// `lanes` empty batchers (at least one).
+    pub fn new(
+        topic: impl Into<String>,
+        lanes: usize,
+        max_records: usize,
+        max_latency: Duration,
+    ) -> Self {
+        let topic = topic.into();
+        Self {
+            lanes: (0..lanes.max(1))
+                .map(|_| Batcher::new(topic.clone(), max_records, max_latency))
+                .collect(),
+            lane_of: BTreeMap::new(),
+        }
+    }
+
+    /// Number of lanes.
+    pub fn len(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Always false: there is at least one lane.
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    /// Replaces the assignment of every lane (see [`Batcher::assign`]), dealing the partitions
+    /// out anew.
+    pub fn assign(&mut self, generation: u64, partitions: &BTreeMap<i32, Option<i64>>) {
+        let n = self.lanes.len();
+        let mut shares = vec![BTreeMap::new(); n];
+        self.lane_of.clear();
+        for (i, (&p, &stored)) in partitions.iter().enumerate() {
+            shares[i % n].insert(p, stored);
+            self.lane_of.insert(p, i % n);
+        }
+        for (lane, share) in self.lanes.iter_mut().zip(&shares) {
+            lane.assign(generation, share);
+        }
+    }
+
+    /// The lane a partition belongs to, if it is assigned.
+    pub fn lane_of(&self, partition: i32) -> Option<usize> {
+        self.lane_of.get(&partition).copied()
+    }
+
+    /// The batcher of lane `lane` (panics if out of range).
+    pub fn lane(&self, lane: usize) -> &Batcher {
+        &self.lanes[lane]
+    }
+
+    /// The batcher of lane `lane`, mutably (panics if out of range).
+    pub fn lane_mut(&mut self, lane: usize) -> &mut Batcher {
+        &mut self.lanes[lane]
+    }
+
+    /// Every assigned partition.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.lane_of.keys().copied().collect()
+    }
+
+    /// Next offset to read per assigned partition, over all lanes.
+    pub fn read_positions(&self) -> BTreeMap<i32, Option<i64>> {
+        self.lanes
+            .iter()
+            .flat_map(Batcher::read_positions)
+            .collect()
+    }
+
+    /// [`Batcher::admit`] on the partition's lane ([`Admit::NotAssigned`] if it has none).
+    pub fn admit(&mut self, partition: i32, offset: i64) -> Admit {
+        match self.lane_of(partition) {
+            Some(lane) => self.lanes[lane].admit(partition, offset),
+            None => Admit::NotAssigned,
+        }
+    }
+
+    /// [`Batcher::push`] on the lane of the record's partition (which admitted it).
+    pub fn push(&mut self, record: SinkRecord, raw: RawRecord) {
+        if let Some(lane) = self.lane_of(record.source.partition) {
+            self.lanes[lane].push(record, raw);
+        }
+    }
+
+    /// [`Batcher::push_dead_letter`] on the lane of the record's partition (which admitted it).
+    pub fn push_dead_letter(&mut self, dead: DeadLetter) {
+        if let Some(lane) = self.lane_of(dead.partition) {
+            self.lanes[lane].push_dead_letter(dead);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +479,79 @@ mod tests {
         assert!(b.cut().is_none());
         assert_eq!(b.admit(0, 0), Admit::Accept);
         assert_eq!(b.cut().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn lanes_deal_partitions_out_and_keep_each_partition_in_its_lane() {
+        let mut lanes = Lanes::new("t", 2, 100, Duration::from_secs(60));
+        let assignment: BTreeMap<i32, Option<i64>> = [(7, Some(0)), (2, None), (5, Some(3))]
+            .into_iter()
+            .collect();
+        lanes.assign(4, &assignment);
+        // Partition order 2, 5, 7: lanes 0, 1, 0.
+        assert_eq!(lanes.lane_of(2), Some(0));
+        assert_eq!(lanes.lane_of(5), Some(1));
+        assert_eq!(lanes.lane_of(7), Some(0));
+        assert_eq!(lanes.lane(0).partitions(), vec![2, 7]);
+        assert_eq!(lanes.lane(1).partitions(), vec![5]);
+        assert_eq!(lanes.partitions(), vec![2, 5, 7]);
+        assert_eq!(lanes.admit(9, 0), Admit::NotAssigned);
+        assert_eq!(lanes.admit(5, 2), Admit::Skip);
+        for (p, o) in [(2, 0), (5, 3), (7, 0), (2, 1), (5, 4)] {
+            assert_eq!(lanes.admit(p, o), Admit::Accept);
+            lanes.push(rec(p, o), raw());
+        }
+        assert_eq!(lanes.admit(7, 1), Admit::Accept);
+        lanes.push_dead_letter(DeadLetter {
+            raw: raw(),
+            partition: 7,
+            offset: 1,
+            kind: "decode",
+            reason: "bad".into(),
+        });
+        let a = lanes.lane_mut(0).cut().unwrap();
+        let b = lanes.lane_mut(1).cut().unwrap();
+        assert_eq!(a.generation, 4);
+        let parts = |batch: &Batch| -> Vec<i32> {
+            batch
+                .write
+                .records
+                .iter()
+                .map(|r| r.source.partition)
+                .collect()
+        };
+        assert_eq!(parts(&a), vec![2, 7, 2]);
+        assert_eq!(a.dead_letters.len(), 1);
+        assert_eq!(parts(&b), vec![5, 5]);
+        let advanced = |batch: &Batch| -> Vec<(i32, Option<i64>, i64)> {
+            batch
+                .write
+                .offsets
+                .iter()
+                .map(|o| (o.partition, o.expected, o.next))
+                .collect()
+        };
+        assert_eq!(advanced(&a), vec![(2, None, 2), (7, Some(0), 2)]);
+        assert_eq!(advanced(&b), vec![(5, Some(3), 5)]);
+        assert_eq!(
+            lanes.read_positions(),
+            [(2, Some(2)), (5, Some(5)), (7, Some(2))]
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[test]
+    fn one_lane_takes_every_partition() {
+        let mut lanes = Lanes::new("t", 1, 100, Duration::from_secs(60));
+        lanes.assign(1, &[(0, None), (1, None), (2, None)].into_iter().collect());
+        assert_eq!(lanes.lane(0).partitions(), vec![0, 1, 2]);
+        // More lanes than partitions: the extra lanes stay empty.
+        let mut lanes = Lanes::new("t", 4, 100, Duration::from_secs(60));
+        lanes.assign(1, &[(0, None), (1, None)].into_iter().collect());
+        assert_eq!(lanes.len(), 4);
+        assert!(lanes.lane(2).partitions().is_empty());
+        assert!(lanes.lane_mut(3).cut().is_none());
     }
 
     proptest! {

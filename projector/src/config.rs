@@ -66,8 +66,12 @@ pub mod defaults {
     pub const BATCH_MAX_RECORDS: usize = 5000;
     /// How long the first record of a batch waits, in ms.
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
-    /// Batches cut but not yet written.
+    /// Batches cut but not yet written, over all writers.
     pub const MAX_QUEUED_BATCHES: usize = 2;
+    /// Writers, each committing the batches of its own share of the assigned partitions.
+    pub const WRITERS: usize = 1;
+    /// The most writers a projector accepts.
+    pub const WRITERS_MAX: usize = 32;
     /// librdkafka prefetch per partition, in KiB.
     pub const FETCH_BUFFER_KBYTES: usize = 4096;
     /// First backoff after a transient store error, in ms.
@@ -95,9 +99,14 @@ pub struct ProjectorConfig {
     pub batch_max_records: usize,
     /// ...or when its first record has waited this long.
     pub batch_max_latency: Duration,
-    /// Batches cut but not yet written (the bound of the consumer -> writer queue). When it is
-    /// full, the consumer pauses its partitions instead of buffering.
+    /// Batches cut but not yet written (the bound of the consumer -> writer queues, shared out
+    /// over the writers, at least one each). When a writer's queue is full, the consumer pauses
+    /// that writer's partitions instead of buffering.
     pub max_queued_batches: usize,
+    /// Writers committing concurrently, each on its own connection. The assigned partitions are
+    /// dealt out over them (a partition always goes to one writer, so its batches stay in
+    /// order); batches of different writers are independent transactions.
+    pub writers: usize,
     /// librdkafka's prefetch buffer per partition (`queued.max.messages.kbytes`), the other
     /// bound on memory.
     pub fetch_buffer_kbytes: usize,
@@ -134,6 +143,7 @@ impl ProjectorConfig {
             batch_max_records: defaults::BATCH_MAX_RECORDS,
             batch_max_latency: Duration::from_millis(defaults::BATCH_MAX_LATENCY_MS),
             max_queued_batches: defaults::MAX_QUEUED_BATCHES,
+            writers: defaults::WRITERS,
             fetch_buffer_kbytes: defaults::FETCH_BUFFER_KBYTES,
             retry_backoff_initial: Duration::from_millis(defaults::RETRY_BACKOFF_INITIAL_MS),
             retry_backoff_max: Duration::from_millis(defaults::RETRY_BACKOFF_MAX_MS),
@@ -174,6 +184,16 @@ impl ProjectorConfig {
         }
         if self.max_queued_batches == 0 {
             return bad("max_queued_batches", "must be at least 1".into());
+        }
+        if self.writers == 0 || self.writers > defaults::WRITERS_MAX {
+            return bad(
+                "writers",
+                format!(
+                    "must be between 1 and {}, is {}",
+                    defaults::WRITERS_MAX,
+                    self.writers
+                ),
+            );
         }
         if self.fetch_buffer_kbytes == 0 {
             return bad("fetch_buffer_kbytes", "must be at least 1".into());
@@ -243,5 +263,10 @@ mod tests {
         let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
         c.http_addr = Some("0.0.0.0:9000".parse().unwrap());
         assert_eq!(c.validate().unwrap_err().field, "http_addr");
+        for writers in [0, defaults::WRITERS_MAX + 1] {
+            let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+            c.writers = writers;
+            assert_eq!(c.validate().unwrap_err().field, "writers");
+        }
     }
 }

@@ -1,14 +1,22 @@
 //! The consumer thread: polls Kafka, decodes, checks and batches records, and hands batches to
-//! the writer over a bounded queue.
+//! the writers, each over its own bounded queue.
+//!
+//! The assigned partitions are dealt out over one lane per writer ([`Lanes`]): a partition's
+//! batches always go to the same writer, in order, and two writers never hold batches of the
+//! same partition, so their transactions commit independently (the sinks already serialize a
+//! parent and a child written at once, as they do for two projectors of one group).
 //!
 //! Invariants:
 //! * On assignment, partitions start at the offsets stored in the sink (never at Kafka's group
 //!   offsets, which only feed lag tools). The offsets are loaded inside the rebalance callback,
 //!   before `assign`, so no record is fetched from a wrong position.
 //! * On revoke (and shutdown), the pending batch is dropped unwritten, the generation moves on
-//!   (queued batches of the old assignment are skipped by the writer), and the callback waits
-//!   for the in-flight batch (at most `drain_timeout`) before letting the partitions go.
-//! * When the queue is full the partitions are paused, not buffered; polling goes on so the
+//!   (queued batches of the old assignment are skipped by the writers), and the callback waits
+//!   for the in-flight batches (at most `drain_timeout`) before letting the partitions go.
+//! * A fence seen by one writer moves the generation too; the consumer waits for the other
+//!   writers' in-flight batches, then reloads every stored offset and seeks.
+//! * When a writer's queue is full its lane's partitions are paused, not buffered (the other
+//!   lanes go on); polling goes on so the
 //!   group membership and rebalances keep working. Every new assignment is resumed explicitly:
 //!   librdkafka keeps a partition's pause flag across an eager revoke and re-assign.
 //!
@@ -28,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xclog_schema::Record;
 
-use crate::batch::{Admit, Batch, Batcher, DeadLetter, RawRecord};
+use crate::batch::{Admit, Batch, DeadLetter, Lanes, RawRecord};
 use crate::config::ProjectorConfig;
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
 use crate::sink::{SinkError, SinkRecord, SourcePosition};
@@ -55,7 +63,7 @@ struct SharedState {
     assigned_once: bool,
     in_flight: usize,
     reseek: bool,
-    writer_done: bool,
+    writers_done: usize,
 }
 
 impl Shared {
@@ -82,9 +90,10 @@ impl Shared {
         s.generation += 1;
     }
 
+    /// One writer stopped (its queue closed, or a fatal error).
     pub(crate) fn writer_done(&self) {
         let mut s = self.lock();
-        s.writer_done = true;
+        s.writers_done += 1;
         self.changed.notify_all();
     }
 
@@ -220,7 +229,8 @@ impl ConsumerContext for ProjectorContext {
 pub(crate) struct ConsumerLoop {
     pub(crate) consumer: Arc<BaseConsumer<ProjectorContext>>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) queue: mpsc::Sender<Batch>,
+    /// One queue per writer; lane `i`'s batches go to `queues[i]`.
+    pub(crate) queues: Vec<mpsc::Sender<Batch>>,
     pub(crate) check: RecordCheck,
     pub(crate) loader: OffsetLoader,
     pub(crate) config: ProjectorConfig,
@@ -236,7 +246,7 @@ impl ConsumerLoop {
         let ConsumerLoop {
             consumer,
             shared,
-            queue,
+            queues,
             check,
             loader,
             config,
@@ -245,14 +255,18 @@ impl ConsumerLoop {
             shutdown,
         } = self;
         let topic = config.topic.clone();
-        let mut batcher = Batcher::new(
+        let mut lanes = Lanes::new(
             topic.clone(),
+            queues.len(),
             config.batch_max_records,
             config.batch_max_latency,
         );
+        let n = lanes.len();
         let mut generation = 0u64;
-        let mut ready: Option<Batch> = None;
-        let mut paused = false;
+        // Per lane: a cut batch its writer's queue had no room for, and whether the lane's
+        // partitions are paused because of it.
+        let mut ready: Vec<Option<Batch>> = (0..n).map(|_| None).collect();
+        let mut paused = vec![false; n];
         let mut next_lag_check = Instant::now();
 
         while !shutdown.is_cancelled() {
@@ -264,46 +278,62 @@ impl ConsumerLoop {
             };
             if let Some((g, assignment)) = new_assignment {
                 generation = g;
-                batcher.assign(g, &assignment);
-                ready = None;
-                paused = false;
+                lanes.assign(g, &assignment);
+                ready.iter_mut().for_each(|r| *r = None);
+                paused.iter_mut().for_each(|p| *p = false);
             }
             if reseek {
-                generation =
-                    reseek_all(&consumer, &shared, &loader, &topic, &mut batcher, &shutdown);
-                ready = None;
-                if paused {
-                    resume(&consumer, &topic, &batcher);
-                    paused = false;
+                // Let the other writers finish (or skip) what they hold first, so the offsets
+                // reloaded below include their commits.
+                shared.wait_until(config.drain_timeout, |s| s.in_flight == 0);
+                generation = reseek_all(&consumer, &shared, &loader, &topic, &mut lanes, &shutdown);
+                ready.iter_mut().for_each(|r| *r = None);
+                for (lane, p) in paused.iter_mut().enumerate() {
+                    if *p {
+                        resume(&consumer, &topic, &lanes.lane(lane).partitions());
+                        *p = false;
+                    }
                 }
             }
 
-            // Hand a cut batch to the writer; pause instead of buffering when it is busy.
-            if let Some(batch) = ready.take() {
-                shared.lock().in_flight += 1;
-                match queue.try_send(batch) {
-                    Ok(()) => {
-                        if paused {
-                            resume(&consumer, &topic, &batcher);
-                            paused = false;
+            // Hand each lane's cut batch to its writer; pause the lane's partitions instead of
+            // buffering when that writer is busy.
+            let mut closed = false;
+            let mut cut = false;
+            for lane in 0..n {
+                if let Some(batch) = ready[lane].take() {
+                    shared.lock().in_flight += 1;
+                    match queues[lane].try_send(batch) {
+                        Ok(()) => {
+                            if paused[lane] {
+                                resume(&consumer, &topic, &lanes.lane(lane).partitions());
+                                paused[lane] = false;
+                            }
                         }
-                    }
-                    Err(mpsc::error::TrySendError::Full(batch)) => {
-                        shared.batch_done();
-                        ready = Some(batch);
-                        if !paused {
-                            pause(&consumer, &topic, &batcher);
-                            paused = true;
+                        Err(mpsc::error::TrySendError::Full(batch)) => {
+                            shared.batch_done();
+                            ready[lane] = Some(batch);
+                            if !paused[lane] {
+                                pause(&consumer, &topic, &lanes.lane(lane).partitions());
+                                paused[lane] = true;
+                            }
                         }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        shared.batch_done();
-                        break;
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            shared.batch_done();
+                            closed = true;
+                            break;
+                        }
                     }
                 }
+                if ready[lane].is_none() && lanes.lane(lane).should_cut(Instant::now()) {
+                    ready[lane] = lanes.lane_mut(lane).cut();
+                    cut = true;
+                }
             }
-            if ready.is_none() && batcher.should_cut(Instant::now()) {
-                ready = batcher.cut();
+            if closed {
+                break;
+            }
+            if cut {
                 continue;
             }
 
@@ -319,7 +349,7 @@ impl ConsumerLoop {
                 if shared.generation() != generation {
                     continue_with_new_assignment(
                         &shared,
-                        &mut batcher,
+                        &mut lanes,
                         &mut generation,
                         &mut ready,
                         &mut paused,
@@ -328,7 +358,7 @@ impl ConsumerLoop {
                 metrics.records_consumed.inc();
                 let partition = message.partition();
                 let offset = message.offset();
-                if batcher.admit(partition, offset) != Admit::Accept {
+                if lanes.admit(partition, offset) != Admit::Accept {
                     continue;
                 }
                 let raw = RawRecord {
@@ -373,7 +403,7 @@ impl ConsumerLoop {
                             .dead_lettered
                             .get_or_create(&KindLabel { kind: "decode" })
                             .inc();
-                        batcher.push_dead_letter(dead("decode", error.to_string()));
+                        lanes.push_dead_letter(dead("decode", error.to_string()));
                     }
                     Ok(decoded) => match check(&decoded.record) {
                         Err(reason) => {
@@ -382,9 +412,9 @@ impl ConsumerLoop {
                                 .dead_lettered
                                 .get_or_create(&KindLabel { kind: "validation" })
                                 .inc();
-                            batcher.push_dead_letter(dead("validation", reason));
+                            lanes.push_dead_letter(dead("validation", reason));
                         }
-                        Ok(()) => batcher.push(
+                        Ok(()) => lanes.push(
                             SinkRecord {
                                 record: decoded.record,
                                 source: SourcePosition {
@@ -401,20 +431,14 @@ impl ConsumerLoop {
 
             if Instant::now() >= next_lag_check {
                 next_lag_check = Instant::now() + Duration::from_millis(500);
-                update_lag(
-                    &watermarks,
-                    &batcher,
-                    &shared,
-                    &metrics,
-                    config.ready_max_lag,
-                );
+                update_lag(&watermarks, &lanes, &shared, &metrics, config.ready_max_lag);
             }
         }
 
         // Shutdown: stop fetching, drop what was not handed over, let the writer finish.
         drop(ready);
-        drop(queue);
-        let drained = shared.wait_until(config.drain_timeout, |s| s.writer_done);
+        drop(queues);
+        let drained = shared.wait_until(config.drain_timeout, |s| s.writers_done >= n);
         tracing::info!(drained, "consumer stopping; leaving the group");
         metrics.set_ready(false);
         consumer.unsubscribe();
@@ -425,17 +449,17 @@ impl ConsumerLoop {
 
 fn continue_with_new_assignment(
     shared: &Shared,
-    batcher: &mut Batcher,
+    lanes: &mut Lanes,
     generation: &mut u64,
-    ready: &mut Option<Batch>,
-    paused: &mut bool,
+    ready: &mut [Option<Batch>],
+    paused: &mut [bool],
 ) {
     let mut s = shared.lock();
     if let Some(a) = s.assignment.take() {
         *generation = s.generation;
-        batcher.assign(s.generation, &a);
-        *ready = None;
-        *paused = false;
+        lanes.assign(s.generation, &a);
+        ready.iter_mut().for_each(|r| *r = None);
+        paused.iter_mut().for_each(|p| *p = false);
     }
 }
 
@@ -447,16 +471,16 @@ fn tpl_of(topic: &str, partitions: &[i32]) -> TopicPartitionList {
     tpl
 }
 
-fn pause(consumer: &BaseConsumer<ProjectorContext>, topic: &str, batcher: &Batcher) {
-    if let Err(error) = consumer.pause(&tpl_of(topic, &batcher.partitions())) {
+fn pause(consumer: &BaseConsumer<ProjectorContext>, topic: &str, partitions: &[i32]) {
+    if let Err(error) = consumer.pause(&tpl_of(topic, partitions)) {
         tracing::warn!(error = %error, "pause failed");
     } else {
-        tracing::debug!("writer busy; partitions paused");
+        tracing::debug!(?partitions, "writer busy; its partitions paused");
     }
 }
 
-fn resume(consumer: &BaseConsumer<ProjectorContext>, topic: &str, batcher: &Batcher) {
-    if let Err(error) = consumer.resume(&tpl_of(topic, &batcher.partitions())) {
+fn resume(consumer: &BaseConsumer<ProjectorContext>, topic: &str, partitions: &[i32]) {
+    if let Err(error) = consumer.resume(&tpl_of(topic, partitions)) {
         tracing::warn!(error = %error, "resume failed");
     }
 }
@@ -467,10 +491,10 @@ fn reseek_all(
     shared: &Shared,
     loader: &OffsetLoader,
     topic: &str,
-    batcher: &mut Batcher,
+    lanes: &mut Lanes,
     shutdown: &CancellationToken,
 ) -> u64 {
-    let partitions = batcher.partitions();
+    let partitions = lanes.partitions();
     let mut backoff = Duration::from_millis(100);
     let stored = loop {
         match loader(&partitions) {
@@ -500,7 +524,7 @@ fn reseek_all(
     }
     tracing::warn!(partitions = ?assignment, "fenced: reloaded stored offsets and sought");
     let generation = shared.generation();
-    batcher.assign(generation, &assignment);
+    lanes.assign(generation, &assignment);
     generation
 }
 
@@ -515,7 +539,7 @@ fn seek(
 
 fn update_lag(
     watermarks: &Watermarks,
-    batcher: &Batcher,
+    lanes: &Lanes,
     shared: &Shared,
     metrics: &Metrics,
     ready_max_lag: i64,
@@ -527,7 +551,7 @@ fn update_lag(
         s.assigned_once && s.assignment.is_none()
     };
     let now = Instant::now();
-    for (partition, position) in batcher.read_positions() {
+    for (partition, position) in lanes.read_positions() {
         match watermarks.fresh(partition, now) {
             Some(mark) => {
                 let lag = watermarks::lag(position, mark);

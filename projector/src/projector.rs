@@ -145,18 +145,26 @@ impl<S: Sink> Projector<S> {
             .map_err(ProjectorError::Kafka)?;
         tracing::info!(topic = %config.topic, group = %config.group_id, sink = sink.name(), "projector started");
 
-        let (tx, rx) = mpsc::channel(config.max_queued_batches);
-        let writer = Writer {
-            sink: sink.clone(),
-            shared: shared.clone(),
-            dead_letters,
-            consumer: Some(consumer.clone()),
-            metrics: metrics.clone(),
-            backoff_initial: config.retry_backoff_initial,
-            backoff_max: config.retry_backoff_max,
-            shutdown: stop.clone(),
-        };
-        let writer_task = tokio::spawn(writer.run(rx));
+        // The queue bound is shared out over the writers, at least one batch each.
+        let per_writer = config.max_queued_batches.div_ceil(config.writers).max(1);
+        let mut queues = Vec::with_capacity(config.writers);
+        let mut writer_tasks = Vec::with_capacity(config.writers);
+        for _ in 0..config.writers {
+            let (tx, rx) = mpsc::channel(per_writer);
+            let writer = Writer {
+                sink: sink.clone(),
+                shared: shared.clone(),
+                dead_letters: dead_letters.clone(),
+                consumer: Some(consumer.clone()),
+                metrics: metrics.clone(),
+                backoff_initial: config.retry_backoff_initial,
+                backoff_max: config.retry_backoff_max,
+                shutdown: stop.clone(),
+            };
+            queues.push(tx);
+            writer_tasks.push(tokio::spawn(writer.run(rx)));
+        }
+        drop(dead_letters);
         let watermarks = Arc::new(Watermarks::default());
         let probe_client: BaseConsumer = client_config(&config)
             .set("group.id", format!("{}-watermarks", config.group_id))
@@ -167,7 +175,7 @@ impl<S: Sink> Projector<S> {
         let consumer_loop = ConsumerLoop {
             consumer,
             shared,
-            queue: tx,
+            queues,
             check,
             loader,
             config,
@@ -187,10 +195,17 @@ impl<S: Sink> Projector<S> {
                     ProjectorError::Task(format!("cannot spawn the watermark probe: {e}"))
                 },
             )?;
-        let written = writer_task
-            .await
-            .map_err(|e| ProjectorError::Task(e.to_string()))?;
-        // The writer ends when the consumer closes the queue; make sure the consumer is gone.
+        // The first fatal error of any writer is the projector's.
+        let mut written = Ok(());
+        for task in writer_tasks {
+            let result = task
+                .await
+                .map_err(|e| ProjectorError::Task(e.to_string()))?;
+            if written.is_ok() {
+                written = result;
+            }
+        }
+        // The writers end when the consumer closes the queues; make sure the consumer is gone.
         stop.cancel();
         tokio::task::spawn_blocking(move || consumer_thread.join())
             .await

@@ -324,3 +324,25 @@ async fn two_projectors_in_one_group_share_the_partitions_and_one_stopping_midwa
     mongo::assert_store_equals(&db, &published).await?;
     Ok(())
 }
+
+/// `writers = 2` on 3 partitions: two writers commit concurrently into the same collections,
+/// parents and children in different writers' batches; every document lands once, with every
+/// `caused` complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_in_one_projector_land_every_document_once_with_complete_causality()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(3).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(1500, 50, 34);
+    let mut cfg = config(&topic.name, &group);
+    cfg.writers = 2;
+    let a = mongo::start_in_process(cfg, db.clone()).await?;
+    let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
+    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    a.stop().await?;
+    mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}

@@ -37,7 +37,7 @@ pub struct ProjectArgs {
     pub database_url: Option<Secret>,
     #[command(flatten)]
     pub mongo: super::project_mongo::MongoArgs,
-    /// Connections in the PostgreSQL pool.
+    /// Connections in the PostgreSQL pool (raised to `--writers` + 1 if lower).
     #[arg(long, env = "XCLOG_DB_MAX_CONNECTIONS", default_value_t = 4)]
     pub db_max_connections: u32,
     /// Do not apply the migrations at start (apply them yourself first).
@@ -52,6 +52,10 @@ pub struct ProjectArgs {
     /// Batches cut but not yet written; when full, partitions are paused.
     #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = defaults::MAX_QUEUED_BATCHES)]
     pub max_queued_batches: usize,
+    /// Writers committing concurrently, each on its own database connection; the assigned
+    /// partitions are dealt out over them.
+    #[arg(long, env = "XCLOG_WRITERS", default_value_t = defaults::WRITERS)]
+    pub writers: usize,
     /// librdkafka prefetch buffer per partition, in KiB.
     #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = defaults::FETCH_BUFFER_KBYTES)]
     pub fetch_buffer_kbytes: usize,
@@ -86,7 +90,8 @@ impl ProjectArgs {
                 .projection
                 .clone()
                 .unwrap_or_else(|| self.group.clone()),
-            max_connections: self.db_max_connections.max(1),
+            // Every writer holds a connection while it commits, and offsets load on another.
+            max_connections: self.db_max_connections.max(config.writers as u32 + 1),
             acquire_timeout: Duration::from_secs(5),
         };
         Ok((config, sink))
@@ -102,6 +107,7 @@ impl ProjectArgs {
         config.batch_max_latency = Duration::from_millis(self.batch_max_latency_ms);
         config.max_queued_batches = self.max_queued_batches;
         config.fetch_buffer_kbytes = self.fetch_buffer_kbytes;
+        config.writers = self.writers;
         config.retry_backoff_initial = Duration::from_millis(self.retry_backoff_initial_ms);
         config.retry_backoff_max = Duration::from_millis(self.retry_backoff_max_ms);
         config.drain_timeout = Duration::from_millis(self.drain_timeout_ms);

@@ -5,11 +5,16 @@
 //!
 //! 1. advance the offset of each partition, conditional on the offset the batch started from
 //!    (fencing; sorted by partition);
-//! 2. lock the `fsm_causality_lock` rows of every event id inserted and every parent named
-//!    (sorted by id): a parent and its child written by two workers at once are serialized;
-//! 3. insert events (`ON CONFLICT (id) DO NOTHING`) and fold the new ones into `fsm_instances`;
-//! 4. insert causality edges, then recompute `caused` of every affected parent from the edges;
-//! 5. upsert snapshots that are newer than the stored one, and their status into `fsm_instances`.
+//! 2. insert events (`ON CONFLICT (id) DO NOTHING`) and fold the new ones into `fsm_instances`;
+//! 3. upsert snapshots that are newer than the stored one, and their status into `fsm_instances`;
+//! 4. lock the `fsm_causality_lock` rows of every event id inserted and every parent named
+//!    (sorted by id): a parent and its child written by two workers at once are serialized, and
+//!    the one that locks second sees the other's rows and edges, committed;
+//! 5. insert causality edges, then recompute `caused` of every affected parent from the edges.
+//!
+//! Steps 1-3 touch only rows of the batch's own partitions and instances, which no other
+//! writer of the group holds, so concurrent writers overlap there; only steps 4-5 and the
+//! commit are serialized between batches that name the same event ids.
 //!
 //! All writes are bulk statements over UNNEST-ed arrays, never row by row.
 
@@ -156,26 +161,7 @@ impl PgSink {
         let mut outcome = WriteOutcome::default();
 
         if events.len() > 0 {
-            // 2. Causality locks, in id order.
-            let lock_ids = events.causality_ids();
-            sqlx::query(
-                "INSERT INTO fsm_causality_lock (event_id) \
-                 SELECT x FROM unnest($1::text[]) AS x ORDER BY x ON CONFLICT DO NOTHING",
-            )
-            .bind(&lock_ids)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
-            sqlx::query(
-                "SELECT event_id FROM fsm_causality_lock WHERE event_id = ANY($1) \
-                 ORDER BY event_id FOR UPDATE",
-            )
-            .bind(&lock_ids)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
-
-            // 3. Events, and the instance view from the rows actually inserted.
+            // 2. Events, and the instance view from the rows actually inserted.
             let inserted: i64 = sqlx::query_scalar(INSERT_EVENTS)
                 .bind(&events.id)
                 .bind(&events.instance_id)
@@ -200,36 +186,10 @@ impl PgSink {
                 .await
                 .map_err(err)?;
             outcome.events_inserted = u64::try_from(inserted).unwrap_or(0);
-
-            // 4. Edges (idempotent), then `caused` of every affected parent, derived from them.
-            sqlx::query(
-                "INSERT INTO fsm_causality (parent_id, child_id, child_persisted_at) \
-                 SELECT DISTINCT p, u.id, u.pa \
-                 FROM unnest($1::text[], $2::jsonb[], $3::bigint[]) AS u(id, cb, pa) \
-                 CROSS JOIN LATERAL jsonb_array_elements_text(u.cb) AS p \
-                 ORDER BY 1, 2 ON CONFLICT DO NOTHING",
-            )
-            .bind(&events.id)
-            .bind(&events.caused_by)
-            .bind(&events.persisted_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
-            sqlx::query(
-                "UPDATE fsm_events e SET caused = c.children \
-                 FROM (SELECT parent_id, \
-                              array_agg(child_id ORDER BY child_persisted_at, child_id) AS children \
-                       FROM fsm_causality WHERE parent_id = ANY($1) GROUP BY parent_id) c \
-                 WHERE e.id = c.parent_id AND e.caused IS DISTINCT FROM c.children",
-            )
-            .bind(&lock_ids)
-            .execute(&mut **tx)
-            .await
-            .map_err(err)?;
         }
 
         if snapshots.len() > 0 {
-            // 5. Snapshots: only newer ones move the stored row.
+            // 3. Snapshots: only newer ones move the stored row.
             let applied: i64 = sqlx::query_scalar(UPSERT_SNAPSHOTS)
                 .bind(&snapshots.instance_id)
                 .bind(&snapshots.machine_name)
@@ -254,6 +214,49 @@ impl PgSink {
                 .await
                 .map_err(err)?;
             outcome.snapshots_applied = u64::try_from(applied).unwrap_or(0);
+        }
+        if events.len() > 0 {
+            // 4. Causality locks, in id order, taken last so that they are held only for
+            //    the edges, the `caused` update and the commit: a second writer whose
+            //    batch names the same ids waits that long, not for the whole batch.
+            let lock_ids = events.causality_ids();
+            //    One statement inserts the missing lock rows and locks the existing ones:
+            //    `DO UPDATE ... WHERE false` locks every conflicting row and writes none.
+            sqlx::query(
+                "INSERT INTO fsm_causality_lock AS l (event_id) \
+                 SELECT x FROM unnest($1::text[]) AS x ORDER BY x \
+                 ON CONFLICT (event_id) DO UPDATE SET event_id = l.event_id WHERE false",
+            )
+            .bind(&lock_ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+
+            // 5. Edges (idempotent), then `caused` of every affected parent, derived from them.
+            sqlx::query(
+                "INSERT INTO fsm_causality (parent_id, child_id, child_persisted_at) \
+                 SELECT DISTINCT p, u.id, u.pa \
+                 FROM unnest($1::text[], $2::jsonb[], $3::bigint[]) AS u(id, cb, pa) \
+                 CROSS JOIN LATERAL jsonb_array_elements_text(u.cb) AS p \
+                 ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+            )
+            .bind(&events.id)
+            .bind(&events.caused_by)
+            .bind(&events.persisted_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            sqlx::query(
+                "UPDATE fsm_events e SET caused = c.children \
+                 FROM (SELECT parent_id, \
+                              array_agg(child_id ORDER BY child_persisted_at, child_id) AS children \
+                       FROM fsm_causality WHERE parent_id = ANY($1) GROUP BY parent_id) c \
+                 WHERE e.id = c.parent_id AND e.caused IS DISTINCT FROM c.children",
+            )
+            .bind(&lock_ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
         }
         Ok(outcome)
     }
