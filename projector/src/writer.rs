@@ -131,7 +131,7 @@ impl<S: Sink> Writer<S> {
                 .inc();
             match class {
                 ErrorClass::Transient => {
-                    tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "transient store error; retrying the same batch");
+                    tracing::warn!(error = %error, cause = %causes(&error), backoff_ms = backoff.as_millis() as u64, "transient store error; retrying the same batch");
                     tokio::select! {
                         biased;
                         _ = self.shutdown.cancelled() => return Ok(Attempt::Abandoned),
@@ -205,6 +205,17 @@ impl<S: Sink> Writer<S> {
             }
         }
     }
+}
+
+/// The source chain of an error, `outer: inner: ...` (what the store actually said).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = error.source();
+    while let Some(e) = next {
+        parts.push(e.to_string());
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn class_name(class: ErrorClass) -> &'static str {

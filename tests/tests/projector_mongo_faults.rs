@@ -17,6 +17,11 @@ use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
 /// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s here (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(300);
 
+/// The tests of this file run one at a time: one restarts the shared FerretDB, and a restart
+/// during another test's first writes into a new database (collections being created) left
+/// that test's projector retrying the same batch until the timeout (CI of 2026-11-28 19:07).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn stored_events(db: &Database) -> u64 {
     db.collection::<Document>("events")
         .count_documents(doc! {})
@@ -27,6 +32,7 @@ async fn stored_events(db: &Database) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_at_random_points_then_a_restart_leaves_the_store_equal_to_the_topic()
 -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let bin = xclog_binary()?;
     let topic = TestTopic::create(4).await?;
     let m = TestMongo::create().await?;
@@ -73,6 +79,7 @@ async fn sigkill_at_random_points_then_a_restart_leaves_the_store_equal_to_the_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let topic = TestTopic::create(3).await?;
     let m = TestMongo::create().await?;
