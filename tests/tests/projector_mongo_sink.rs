@@ -256,6 +256,69 @@ async fn an_older_snapshot_never_replaces_a_newer_one() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A replayed batch whose first snapshot (in instance order) is stored already: the other
+/// snapshots of the batch are still inserted or applied. FerretDB 1.24 ends an unordered
+/// command at its first failed statement, so a sink that let the stored one fail (an upsert
+/// meeting a duplicate key) stored nothing after it, on every retry.
+#[tokio::test]
+async fn a_replayed_batch_whose_first_snapshot_is_stored_still_stores_the_others()
+-> anyhow::Result<()> {
+    let m = TestMongo::create().await?;
+    let sink = sink(&m).await?;
+    let snap = |instance: &str, seq: u64, offset: i64| {
+        rec(
+            Record::Snapshot(snapshot(
+                instance,
+                10 * seq as i64,
+                Some(seq),
+                &format!("S{seq}"),
+            )),
+            0,
+            offset,
+        )
+    };
+    sink.write(&batch(vec![snap("a", 1, 0), snap("c", 1, 1)], 0, None, 2))
+        .await?;
+    // `a` as stored, `b` new, `c` newer than stored.
+    let out = sink
+        .write(&batch(
+            vec![snap("a", 1, 0), snap("b", 1, 2), snap("c", 2, 3)],
+            0,
+            Some(2),
+            4,
+        ))
+        .await?;
+    assert_eq!(out.snapshots_applied, 2, "b inserted and c applied");
+    // `a` as stored and `c` newer again: no instance is missing, so only the stored state
+    // shows whether `c` was applied.
+    let out = sink
+        .write(&batch(
+            vec![snap("a", 1, 0), snap("c", 3, 4)],
+            0,
+            Some(4),
+            5,
+        ))
+        .await?;
+    assert_eq!(out.snapshots_applied, 1);
+    let reader = MongoReader::new(m.database());
+    for (instance, seq) in [("a", 1u64), ("b", 1), ("c", 3)] {
+        let stored = reader.snapshot(instance).await?;
+        assert_eq!(
+            stored,
+            Some(snapshot(
+                instance,
+                10 * seq as i64,
+                Some(seq),
+                &format!("S{seq}")
+            )),
+            "snapshot of {instance}"
+        );
+    }
+    let instances = all(&m, "instances").await?;
+    assert_eq!(instances.len(), 3, "{instances:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn awkward_payloads_are_stored_losslessly_and_read_back_exactly() -> anyhow::Result<()> {
     let m = TestMongo::create().await?;

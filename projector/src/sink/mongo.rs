@@ -619,35 +619,83 @@ impl MongoSink {
             return Ok(0);
         }
         let ctx = "writing snapshots";
-        let statements: Vec<Document> = snapshots
-            .iter()
-            .map(|(s, source)| {
-                // `$set` of every field rather than a replacement document, because a
-                // replacement cannot be `multi` (see [`by_id`]); the snapshot document always
-                // holds the same fields, so this replaces the stored one entirely.
-                let mut fields = document::snapshot_document(s, source);
-                fields.remove("_id");
-                by_id(
-                    older_snapshot_filter(s, source.offset),
-                    doc! {"$set": fields},
-                    true,
-                )
-            })
-            .collect();
-        let (applied, errors) = self.update(SNAPSHOTS, statements, ctx).await?;
-        if let Some((i, code, message)) = errors.iter().find(|e| e.1 != DUPLICATE_KEY) {
-            let id = snapshots.get(*i).map_or("?", |s| s.0.instance.id.as_str());
-            return Err(classify_code(
-                *code,
-                format!("snapshot of instance {id:?}: code {code}: {message}"),
-                ctx,
-            ));
-        }
-
         let ids: Vec<&str> = snapshots
             .iter()
             .map(|(s, _)| s.instance.id.as_str())
             .collect();
+        // Decided per instance from what is stored, so that no statement fails but on a
+        // concurrent write: an upsert that meets a stored newer snapshot fails with a duplicate
+        // key, and FerretDB 1.24 ends an unordered command at its first failed statement,
+        // silently skipping the statements after it (a replayed batch then never stored the
+        // rest, or left an older snapshot in place).
+        let versions: HashMap<String, Document> = self
+            .find_all(
+                SNAPSHOTS,
+                doc! {"_id": {"$in": &ids}},
+                doc! {"sequence": 1, "snapshotAt": 1, "source.offset": 1},
+                ctx,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), d)))
+            .collect();
+        let mut inserts = Vec::new();
+        let mut updates = Vec::new();
+        for (s, source) in snapshots {
+            match versions.get(s.instance.id.as_str()) {
+                None => inserts.push(document::snapshot_document(s, source)),
+                Some(stored) if stored_snapshot_is_older(stored, s, source.offset) => {
+                    // `$set` of every field rather than a replacement document, because a
+                    // replacement cannot be `multi` (see [`by_id`]); the snapshot document
+                    // always holds the same fields, so this replaces the stored one entirely.
+                    let mut fields = document::snapshot_document(s, source);
+                    fields.remove("_id");
+                    updates.push(by_id(
+                        older_snapshot_filter(s, source.offset),
+                        doc! {"$set": fields},
+                        false,
+                    ));
+                }
+                Some(_) => {} // the same or a newer snapshot is stored
+            }
+        }
+        let mut applied = 0u64;
+        if !inserts.is_empty() {
+            let len = inserts.len();
+            let duplicates = self
+                .insert(SNAPSHOTS, inserts, ctx, |i| {
+                    format!("snapshot of instance {:?}", snapshots[i].0.instance.id)
+                })
+                .await?;
+            if !duplicates.is_empty() {
+                return Err(SinkError::Transient {
+                    context: ctx,
+                    source: format!(
+                        "{} snapshots were stored by another writer since they were read",
+                        duplicates.len()
+                    )
+                    .into(),
+                });
+            }
+            applied += len as u64;
+        }
+        if !updates.is_empty() {
+            let expected = updates.len() as u64;
+            let (n, errors) = self.update(SNAPSHOTS, updates, ctx).await?;
+            first_error(errors, ctx)?;
+            if n != expected {
+                return Err(SinkError::Transient {
+                    context: ctx,
+                    source: format!(
+                        "{} of {expected} stored snapshots changed since they were read",
+                        expected.saturating_sub(n)
+                    )
+                    .into(),
+                });
+            }
+            applied += n;
+        }
+
         let stored = self
             .find_all(
                 SNAPSHOTS,
@@ -656,9 +704,8 @@ impl MongoSink {
                 ctx,
             )
             .await?;
-        // After an upsert (or a duplicate key: a newer one is stored) every instance of the
-        // batch has a snapshot document; one missing means a statement was skipped (a server
-        // cut short), and the offsets must not move past it.
+        // Every instance of the batch now has a snapshot document; one missing means a
+        // statement was skipped (a server cut short), and the offsets must not move past it.
         if stored.len() < ids.len() {
             return Err(SinkError::Transient {
                 context: ctx,
@@ -704,6 +751,35 @@ impl MongoSink {
             });
         }
         Ok(applied)
+    }
+}
+
+/// Whether the stored snapshot document `stored` (its `sequence`, `snapshotAt` and
+/// `source.offset`) is older than `s` at log offset `offset`: exactly the documents that
+/// [`older_snapshot_filter`] matches, so an update decided by this matches unless the stored
+/// document changed in between.
+fn stored_snapshot_is_older(stored: &Document, s: &InstanceSnapshot, offset: i64) -> bool {
+    let int = |b: Option<&Bson>| match b {
+        Some(Bson::Int64(v)) => Some(*v),
+        Some(Bson::Int32(v)) => Some(i64::from(*v)),
+        _ => None,
+    };
+    let stored_offset = stored
+        .get_document("source")
+        .ok()
+        .and_then(|d| int(d.get("offset")));
+    let by_time = match int(stored.get("snapshotAt")) {
+        Some(at) => {
+            at < s.snapshot_at || (at == s.snapshot_at && stored_offset.is_some_and(|o| o < offset))
+        }
+        None => false,
+    };
+    match s.sequence.and_then(|q| i64::try_from(q).ok()) {
+        Some(seq) => match stored.get("sequence") {
+            None | Some(Bson::Null) => by_time,
+            other => int(other).is_some_and(|stored_seq| stored_seq < seq),
+        },
+        None => by_time,
     }
 }
 
@@ -1240,6 +1316,78 @@ mod tests {
         );
         let f = older_snapshot_filter(&snapshot("i", 5, None), 9);
         assert_eq!(f.get_array("$or").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_stored_snapshot_is_older_by_sequence_first_then_time_then_offset() {
+        let stored = |seq: Option<i64>, at: i64, offset: i64| {
+            doc! {
+                "_id": "i",
+                "sequence": seq.map_or(Bson::Null, Bson::Int64),
+                "snapshotAt": at,
+                "source": {"offset": offset},
+            }
+        };
+        let new = |seq: Option<u64>, at: i64| snapshot("i", at, seq);
+        // Both have a sequence: only the sequence counts.
+        assert!(stored_snapshot_is_older(
+            &stored(Some(2), 9, 9),
+            &new(Some(3), 1),
+            1
+        ));
+        assert!(!stored_snapshot_is_older(
+            &stored(Some(3), 1, 1),
+            &new(Some(3), 9),
+            9
+        ));
+        assert!(!stored_snapshot_is_older(
+            &stored(Some(4), 1, 1),
+            &new(Some(3), 9),
+            9
+        ));
+        // The stored one has none: time, then log offset.
+        assert!(stored_snapshot_is_older(
+            &stored(None, 4, 9),
+            &new(Some(3), 5),
+            1
+        ));
+        assert!(stored_snapshot_is_older(
+            &stored(None, 5, 8),
+            &new(Some(3), 5),
+            9
+        ));
+        assert!(!stored_snapshot_is_older(
+            &stored(None, 5, 9),
+            &new(Some(3), 5),
+            9
+        ));
+        assert!(!stored_snapshot_is_older(
+            &stored(None, 6, 1),
+            &new(Some(3), 5),
+            9
+        ));
+        // The new one has none: time, then offset, whatever the stored sequence.
+        assert!(stored_snapshot_is_older(
+            &stored(Some(10), 4, 9),
+            &new(None, 5),
+            1
+        ));
+        assert!(!stored_snapshot_is_older(
+            &stored(Some(1), 5, 9),
+            &new(None, 5),
+            9
+        ));
+        // A field missing (not written by this sink) never reads as older.
+        assert!(!stored_snapshot_is_older(
+            &doc! {"_id": "i", "snapshotAt": 5i64},
+            &new(None, 5),
+            9
+        ));
+        assert!(!stored_snapshot_is_older(
+            &doc! {"_id": "i"},
+            &new(None, 5),
+            9
+        ));
     }
 
     #[test]
