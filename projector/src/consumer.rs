@@ -263,10 +263,7 @@ impl ConsumerLoop {
         );
         let n = lanes.len();
         let mut generation = 0u64;
-        // Per lane: a cut batch its writer's queue had no room for, and whether the lane's
-        // partitions are paused because of it.
-        let mut ready: Vec<Option<Batch>> = (0..n).map(|_| None).collect();
-        let mut paused = vec![false; n];
+        let mut held = Held::new(n);
         let mut next_lag_check = Instant::now();
 
         while !shutdown.is_cancelled() {
@@ -279,20 +276,15 @@ impl ConsumerLoop {
             if let Some((g, assignment)) = new_assignment {
                 generation = g;
                 lanes.assign(g, &assignment);
-                ready.iter_mut().for_each(|r| *r = None);
-                paused.iter_mut().for_each(|p| *p = false);
+                held.forget();
             }
             if reseek {
                 // Let the other writers finish (or skip) what they hold first, so the offsets
                 // reloaded below include their commits.
                 shared.wait_until(config.drain_timeout, |s| s.in_flight == 0);
                 generation = reseek_all(&consumer, &shared, &loader, &topic, &mut lanes, &shutdown);
-                ready.iter_mut().for_each(|r| *r = None);
-                for (lane, p) in paused.iter_mut().enumerate() {
-                    if *p {
-                        resume(&consumer, &topic, &lanes.lane(lane).partitions());
-                        *p = false;
-                    }
+                for lane in held.forget() {
+                    resume(&consumer, &topic, &lanes.lane(lane).partitions());
                 }
             }
 
@@ -300,22 +292,22 @@ impl ConsumerLoop {
             // buffering when that writer is busy.
             let mut closed = false;
             let mut cut = false;
-            for lane in 0..n {
-                if let Some(batch) = ready[lane].take() {
+            for (lane, queue) in queues.iter().enumerate() {
+                if let Some(batch) = held.ready[lane].take() {
                     shared.lock().in_flight += 1;
-                    match queues[lane].try_send(batch) {
+                    match queue.try_send(batch) {
                         Ok(()) => {
-                            if paused[lane] {
+                            if held.paused[lane] {
                                 resume(&consumer, &topic, &lanes.lane(lane).partitions());
-                                paused[lane] = false;
+                                held.paused[lane] = false;
                             }
                         }
                         Err(mpsc::error::TrySendError::Full(batch)) => {
                             shared.batch_done();
-                            ready[lane] = Some(batch);
-                            if !paused[lane] {
+                            held.ready[lane] = Some(batch);
+                            if !held.paused[lane] {
                                 pause(&consumer, &topic, &lanes.lane(lane).partitions());
-                                paused[lane] = true;
+                                held.paused[lane] = true;
                             }
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -325,8 +317,8 @@ impl ConsumerLoop {
                         }
                     }
                 }
-                if ready[lane].is_none() && lanes.lane(lane).should_cut(Instant::now()) {
-                    ready[lane] = lanes.lane_mut(lane).cut();
+                if held.ready[lane].is_none() && lanes.lane(lane).should_cut(Instant::now()) {
+                    held.ready[lane] = lanes.lane_mut(lane).cut();
                     cut = true;
                 }
             }
@@ -347,13 +339,7 @@ impl ConsumerLoop {
                 };
                 // The poll may have run a rebalance callback: install it before this record.
                 if shared.generation() != generation {
-                    continue_with_new_assignment(
-                        &shared,
-                        &mut lanes,
-                        &mut generation,
-                        &mut ready,
-                        &mut paused,
-                    );
+                    continue_with_new_assignment(&shared, &mut lanes, &mut generation, &mut held);
                 }
                 metrics.records_consumed.inc();
                 let partition = message.partition();
@@ -436,7 +422,7 @@ impl ConsumerLoop {
         }
 
         // Shutdown: stop fetching, drop what was not handed over, let the writer finish.
-        drop(ready);
+        drop(held);
         drop(queues);
         let drained = shared.wait_until(config.drain_timeout, |s| s.writers_done >= n);
         tracing::info!(drained, "consumer stopping; leaving the group");
@@ -451,15 +437,39 @@ fn continue_with_new_assignment(
     shared: &Shared,
     lanes: &mut Lanes,
     generation: &mut u64,
-    ready: &mut [Option<Batch>],
-    paused: &mut [bool],
+    held: &mut Held,
 ) {
     let mut s = shared.lock();
     if let Some(a) = s.assignment.take() {
         *generation = s.generation;
         lanes.assign(s.generation, &a);
-        ready.iter_mut().for_each(|r| *r = None);
-        paused.iter_mut().for_each(|p| *p = false);
+        held.forget();
+    }
+}
+
+/// Per lane: a cut batch its writer's queue had no room for, and whether the lane's
+/// partitions are paused because of it.
+struct Held {
+    ready: Vec<Option<Batch>>,
+    paused: Vec<bool>,
+}
+
+impl Held {
+    fn new(lanes: usize) -> Self {
+        Self {
+            ready: (0..lanes).map(|_| None).collect(),
+            paused: vec![false; lanes],
+        }
+    }
+
+    /// Drops every held batch (its records are fetched again from the offsets the consumer
+    /// restarts from) and clears every pause; returns the lanes that were paused, for a caller
+    /// whose partitions stay assigned and must be resumed.
+    fn forget(&mut self) -> Vec<usize> {
+        self.ready.iter_mut().for_each(|r| *r = None);
+        let was_paused = (0..self.paused.len()).filter(|&l| self.paused[l]).collect();
+        self.paused.iter_mut().for_each(|p| *p = false);
+        was_paused
     }
 }
 
@@ -565,4 +575,20 @@ fn update_lag(
         }
     }
     metrics.set_ready(ready);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_clears_every_pause_and_names_the_lanes_that_were_paused() {
+        let mut held = Held::new(4);
+        held.paused[1] = true;
+        held.paused[3] = true;
+        assert_eq!(held.forget(), vec![1, 3]);
+        assert_eq!(held.paused, vec![false; 4]);
+        assert!(held.ready.iter().all(Option::is_none));
+        assert_eq!(held.forget(), Vec::<usize>::new());
+    }
 }
