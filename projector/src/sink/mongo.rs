@@ -759,11 +759,7 @@ impl MongoSink {
 /// [`older_snapshot_filter`] matches, so an update decided by this matches unless the stored
 /// document changed in between.
 fn stored_snapshot_is_older(stored: &Document, s: &InstanceSnapshot, offset: i64) -> bool {
-    let int = |b: Option<&Bson>| match b {
-        Some(Bson::Int64(v)) => Some(*v),
-        Some(Bson::Int32(v)) => Some(i64::from(*v)),
-        _ => None,
-    };
+    let int = |b: Option<&Bson>| b.and_then(document::as_i64);
     let stored_offset = stored
         .get_document("source")
         .ok()

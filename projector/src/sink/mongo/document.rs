@@ -333,7 +333,7 @@ fn get_opt_str(d: &Document, key: &str) -> DecodeResult<Option<String>> {
     }
 }
 
-fn as_i64(b: &Bson) -> Option<i64> {
+pub(crate) fn as_i64(b: &Bson) -> Option<i64> {
     match b {
         Bson::Int64(i) => Some(*i),
         Bson::Int32(i) => Some(i64::from(*i)),
