@@ -105,8 +105,8 @@ def render(args):
                f"{args.partitions} partitions, protobuf values")
     out.append(f"- Machine: {machine()}; every service on 127.0.0.1 on the same machine")
     out.append(f"- Versions: {versions(args.kafka)}")
-    out.append(f"- Settings: our projector with its defaults (batch {args.ours_batch_records} records / "
-               f"{args.ours_batch_latency_ms} ms, exactly-once "
+    out.append(f"- Settings: our projector with its defaults (batch {args.ours_batch_records} records, "
+               f"linger {args.ours_batch_linger_ms} ms, max latency {args.ours_batch_latency_ms} ms, exactly-once "
                f"mode, indexes in place); Connect sinks: tasks.max={args.peer_tasks}, "
                f"consumer.max.poll.records={args.poll_records}, JDBC batch.size={args.jdbc_batch}, "
                f"JVM -Xms256M -Xmx2G (as bin/connect-standalone.sh)")
@@ -239,13 +239,12 @@ def delay_table(rows, args):
            f"of bursting)." if resets else ""))
     out.append("")
     out.append(
-        f"Our projector runs with its defaults: a batch is cut at {args.ours_batch_records} records or "
-        f"when its first record has waited {args.ours_batch_latency_ms} ms (`--batch-max-latency-ms`), "
-        f"so below {args.ours_batch_records} records per {args.ours_batch_latency_ms} ms the latency "
-        f"cuts the batch: an event waits about half of it on average and up to all of it before its "
-        f"batch is even written, a floor under our delay that a lower `--batch-max-latency-ms` lowers "
-        f"(smaller batches, less throughput). The peer has no such wait: Kafka Connect hands each "
-        f"poll's records to the sink's `put()`, which commits them at once.")
+        f"Our projector runs with its defaults: a batch is cut at {args.ours_batch_records} records, "
+        f"or {args.ours_batch_linger_ms} ms after its first record when the writer is idle "
+        f"(`--batch-linger-ms`), or {args.ours_batch_latency_ms} ms after it while the writer writes "
+        f"with nothing queued (`--batch-max-latency-ms`); while a batch waits in the writer's queue "
+        f"the pending one grows instead of being cut. The peer hands each poll's records to the "
+        f"sink's `put()` (Kafka Connect), which commits them at once.")
     if lower:
         out.append("")
         out.append(f"For {', '.join(lower)} every row of the backlog appeared within one poll, so its max rate is "
@@ -282,7 +281,7 @@ def main():
     p.add_argument("results")
     for opt in ["command", "produce", "events", "snapshots", "partitions", "runs", "profile",
                 "quick", "kafka", "peer-tasks", "jdbc-batch", "poll-records", "doc",
-                "ours-batch-records", "ours-batch-latency-ms"]:
+                "ours-batch-records", "ours-batch-latency-ms", "ours-batch-linger-ms"]:
         p.add_argument("--" + opt, default=None)
     render(p.parse_args())
 

@@ -129,12 +129,40 @@ pub enum Admit {
     NotAssigned,
 }
 
+/// When a pending batch is cut, given what its writer is doing ([`WriterLoad`]).
+///
+/// A full batch is always cut. A partial one is cut only when no batch waits in the writer's
+/// queue: at once (after `linger`) when the writer is idle, or after `max_latency` while it
+/// writes, so that it is next. While a batch waits, the pending one keeps growing: when the
+/// writer falls behind, its batches grow with the backlog instead of queueing up small ones,
+/// and when it keeps up, a record waits about `linger` instead of `max_latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutPolicy {
+    /// A batch holding this many records is cut.
+    pub max_records: usize,
+    /// A partial batch is cut after its first record waited this long, while the writer writes
+    /// and nothing waits in its queue.
+    pub max_latency: Duration,
+    /// A partial batch is cut after its first record waited this long when the writer is idle.
+    pub linger: Duration,
+}
+
+/// What the writer of a lane is doing, as far as cutting its pending batch is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterLoad {
+    /// Nothing queued and nothing being written: a batch handed over now is written at once.
+    Idle,
+    /// Writing a batch, none waiting in its queue.
+    Writing,
+    /// At least one batch waits in its queue (or is held for it).
+    Queued,
+}
+
 /// The pending batch and the position of every assigned partition.
 #[derive(Debug)]
 pub struct Batcher {
     topic: String,
-    max_records: usize,
-    max_latency: Duration,
+    policy: CutPolicy,
     positions: BTreeMap<i32, Position>,
     pending: Batch,
     touched: BTreeMap<i32, i64>,
@@ -143,11 +171,10 @@ pub struct Batcher {
 
 impl Batcher {
     /// An empty batcher with no partition assigned.
-    pub fn new(topic: impl Into<String>, max_records: usize, max_latency: Duration) -> Self {
+    pub fn new(topic: impl Into<String>, policy: CutPolicy) -> Self {
         Self {
             topic: topic.into(),
-            max_records,
-            max_latency,
+            policy,
             positions: BTreeMap::new(),
             pending: Batch::default(),
             touched: BTreeMap::new(),
@@ -223,13 +250,30 @@ impl Batcher {
         self.pending.write.records.len() + self.pending.dead_letters.len()
     }
 
-    /// Whether the pending batch is full or old enough to cut.
-    pub fn should_cut(&self, now: Instant) -> bool {
-        !self.touched.is_empty()
-            && (self.pending_len() >= self.max_records
-                || self
-                    .started
-                    .is_some_and(|s| now.duration_since(s) >= self.max_latency))
+    /// Whether the pending batch is to be cut now, given what its writer is doing (see
+    /// [`CutPolicy`]).
+    pub fn should_cut(&self, now: Instant, writer: WriterLoad) -> bool {
+        self.cut_in(now, writer) == Some(Duration::ZERO)
+    }
+
+    /// How long until the pending batch is to be cut if nothing changes: `Some(ZERO)` now,
+    /// `None` never (nothing pending, or it waits for the writer's queue to empty).
+    pub fn cut_in(&self, now: Instant, writer: WriterLoad) -> Option<Duration> {
+        if self.touched.is_empty() {
+            return None;
+        }
+        if self.pending_len() >= self.policy.max_records {
+            return Some(Duration::ZERO);
+        }
+        let wait = match writer {
+            WriterLoad::Idle => self.policy.linger,
+            WriterLoad::Writing => self.policy.max_latency,
+            WriterLoad::Queued => return None,
+        };
+        let waited = self
+            .started
+            .map_or(Duration::ZERO, |s| now.duration_since(s));
+        Some(wait.saturating_sub(waited))
     }
 
     /// Cuts the pending batch: it carries an offset advance for every partition it touched,
@@ -276,16 +320,11 @@ pub struct Lanes {
 
 impl Lanes {
     /// `lanes` empty batchers (at least one).
-    pub fn new(
-        topic: impl Into<String>,
-        lanes: usize,
-        max_records: usize,
-        max_latency: Duration,
-    ) -> Self {
+    pub fn new(topic: impl Into<String>, lanes: usize, policy: CutPolicy) -> Self {
         let topic = topic.into();
         Self {
             lanes: (0..lanes.max(1))
-                .map(|_| Batcher::new(topic.clone(), max_records, max_latency))
+                .map(|_| Batcher::new(topic.clone(), policy))
                 .collect(),
             lane_of: BTreeMap::new(),
         }
@@ -414,10 +453,76 @@ mod tests {
         }
     }
 
+    /// Latencies long enough that only a full batch is cut during a test.
+    fn policy(max_records: usize) -> CutPolicy {
+        CutPolicy {
+            max_records,
+            max_latency: Duration::from_secs(60),
+            linger: Duration::from_secs(60),
+        }
+    }
+
     fn batcher(stored: &[(i32, Option<i64>)]) -> Batcher {
-        let mut b = Batcher::new("t", 3, Duration::from_secs(60));
+        let mut b = Batcher::new("t", policy(3));
         b.assign(1, &stored.iter().copied().collect());
         b
+    }
+
+    #[test]
+    fn a_partial_batch_is_cut_after_the_linger_when_the_writer_is_idle_else_after_max_latency() {
+        let mut b = Batcher::new(
+            "t",
+            CutPolicy {
+                max_records: 100,
+                max_latency: Duration::from_millis(200),
+                linger: Duration::from_millis(5),
+            },
+        );
+        b.assign(1, &[(0, Some(0))].into_iter().collect());
+        let t0 = Instant::now();
+        // Nothing pending: never cut, whatever the writer does.
+        for load in [WriterLoad::Idle, WriterLoad::Writing, WriterLoad::Queued] {
+            assert_eq!(b.cut_in(t0, load), None);
+            assert!(!b.should_cut(t0 + Duration::from_secs(10), load));
+        }
+        assert_eq!(b.admit(0, 0), Admit::Accept);
+        b.push(rec(0, 0), raw());
+        let start = b.started.unwrap();
+        // Idle writer: the linger, counted from the first record.
+        assert!(!b.should_cut(start + Duration::from_millis(4), WriterLoad::Idle));
+        assert_eq!(
+            b.cut_in(start + Duration::from_millis(1), WriterLoad::Idle),
+            Some(Duration::from_millis(4))
+        );
+        assert!(b.should_cut(start + Duration::from_millis(5), WriterLoad::Idle));
+        // Busy writer, empty queue: the max latency.
+        assert!(!b.should_cut(start + Duration::from_millis(199), WriterLoad::Writing));
+        assert!(b.should_cut(start + Duration::from_millis(200), WriterLoad::Writing));
+        assert_eq!(
+            b.cut_in(start + Duration::from_millis(50), WriterLoad::Writing),
+            Some(Duration::from_millis(150))
+        );
+        // A batch waits in the queue: a partial batch keeps growing, however old.
+        assert!(!b.should_cut(start + Duration::from_secs(3600), WriterLoad::Queued));
+        assert_eq!(b.cut_in(start, WriterLoad::Queued), None);
+    }
+
+    #[test]
+    fn a_full_batch_is_cut_at_once_even_while_a_batch_is_queued() {
+        let mut b = batcher(&[(0, Some(0))]);
+        for o in 0..2 {
+            assert_eq!(b.admit(0, o), Admit::Accept);
+            b.push(rec(0, o), raw());
+        }
+        let now = Instant::now();
+        assert!(!b.should_cut(now, WriterLoad::Queued));
+        assert_eq!(b.admit(0, 2), Admit::Accept);
+        b.push(rec(0, 2), raw());
+        for load in [WriterLoad::Idle, WriterLoad::Writing, WriterLoad::Queued] {
+            assert_eq!(b.cut_in(now, load), Some(Duration::ZERO));
+        }
+        assert_eq!(b.cut().unwrap().write.records.len(), 3);
+        assert_eq!(b.cut_in(now, WriterLoad::Idle), None);
     }
 
     #[test]
@@ -427,7 +532,7 @@ mod tests {
             assert_eq!(b.admit(0, o), Admit::Accept);
             b.push(rec(0, o), raw());
         }
-        assert!(b.should_cut(Instant::now()));
+        assert!(b.should_cut(Instant::now(), WriterLoad::Queued));
         let first = b.cut().unwrap();
         assert_eq!(
             first.write.offsets,
@@ -483,7 +588,7 @@ mod tests {
 
     #[test]
     fn lanes_deal_partitions_out_and_keep_each_partition_in_its_lane() {
-        let mut lanes = Lanes::new("t", 2, 100, Duration::from_secs(60));
+        let mut lanes = Lanes::new("t", 2, policy(100));
         let assignment: BTreeMap<i32, Option<i64>> = [(7, Some(0)), (2, None), (5, Some(3))]
             .into_iter()
             .collect();
@@ -543,11 +648,11 @@ mod tests {
 
     #[test]
     fn one_lane_takes_every_partition() {
-        let mut lanes = Lanes::new("t", 1, 100, Duration::from_secs(60));
+        let mut lanes = Lanes::new("t", 1, policy(100));
         lanes.assign(1, &[(0, None), (1, None), (2, None)].into_iter().collect());
         assert_eq!(lanes.lane(0).partitions(), vec![0, 1, 2]);
         // More lanes than partitions: the extra lanes stay empty.
-        let mut lanes = Lanes::new("t", 4, 100, Duration::from_secs(60));
+        let mut lanes = Lanes::new("t", 4, policy(100));
         lanes.assign(1, &[(0, None), (1, None)].into_iter().collect());
         assert_eq!(lanes.len(), 4);
         assert!(lanes.lane(2).partitions().is_empty());
@@ -559,7 +664,7 @@ mod tests {
         fn splitting_a_batch_keeps_every_record_once_and_chains_offsets(
             offsets in proptest::collection::vec((0i32..3, 1i64..4), 1..40)
         ) {
-            let mut b = Batcher::new("t", usize::MAX, Duration::from_secs(60));
+            let mut b = Batcher::new("t", policy(usize::MAX));
             b.assign(1, &[(0, Some(0)), (1, None), (2, Some(0))].into_iter().collect());
             let mut next = [0i64; 3];
             for (p, step) in &offsets {

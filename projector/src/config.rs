@@ -64,8 +64,10 @@ pub fn redact_url(value: &str) -> String {
 pub mod defaults {
     /// Records per batch (a backlog drains in batches of this size).
     pub const BATCH_MAX_RECORDS: usize = 5000;
-    /// How long the first record of a batch waits, in ms.
+    /// How long the first record of a partial batch waits while the writer is busy, in ms.
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
+    /// How long the first record of a partial batch waits when the writer is idle, in ms.
+    pub const BATCH_LINGER_MS: u64 = 5;
     /// Batches cut but not yet written, over all writers.
     pub const MAX_QUEUED_BATCHES: usize = 2;
     /// Writers, each committing the batches of its own share of the assigned partitions.
@@ -97,8 +99,13 @@ pub struct ProjectorConfig {
     pub dead_letter_topic: String,
     /// A batch is cut when it holds this many records...
     pub batch_max_records: usize,
-    /// ...or when its first record has waited this long.
+    /// ...or, while its writer is busy and has no batch queued, when its first record has
+    /// waited this long...
     pub batch_max_latency: Duration,
+    /// ...or, when its writer is idle, when its first record has waited this long. While a
+    /// batch waits in the writer's queue a partial batch is not cut: it grows until the queue
+    /// empties or it is full, so batches grow when the writer falls behind.
+    pub batch_linger: Duration,
     /// Batches cut but not yet written (the bound of the consumer -> writer queues, shared out
     /// over the writers, at least one each). When a writer's queue is full, the consumer pauses
     /// that writer's partitions instead of buffering.
@@ -142,6 +149,7 @@ impl ProjectorConfig {
             group_id: group_id.into(),
             batch_max_records: defaults::BATCH_MAX_RECORDS,
             batch_max_latency: Duration::from_millis(defaults::BATCH_MAX_LATENCY_MS),
+            batch_linger: Duration::from_millis(defaults::BATCH_LINGER_MS),
             max_queued_batches: defaults::MAX_QUEUED_BATCHES,
             writers: defaults::WRITERS,
             fetch_buffer_kbytes: defaults::FETCH_BUFFER_KBYTES,
@@ -181,6 +189,17 @@ impl ProjectorConfig {
         }
         if self.batch_max_latency.is_zero() {
             return bad("batch_max_latency", "must be greater than zero".into());
+        }
+        if self.batch_linger > self.batch_max_latency {
+            return bad(
+                "batch_linger",
+                format!(
+                    "is {} ms, more than batch_max_latency ({} ms); the wait for an idle writer \
+                     cannot be longer than the wait for a busy one",
+                    self.batch_linger.as_millis(),
+                    self.batch_max_latency.as_millis()
+                ),
+            );
         }
         if self.max_queued_batches == 0 {
             return bad("max_queued_batches", "must be at least 1".into());
@@ -268,5 +287,16 @@ mod tests {
             c.writers = writers;
             assert_eq!(c.validate().unwrap_err().field, "writers");
         }
+        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+        c.batch_linger = c.batch_max_latency;
+        assert!(c.validate().is_ok());
+        c.batch_linger += Duration::from_millis(1);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "batch_linger");
+        assert!(
+            e.reason.contains("batch_max_latency (200 ms)"),
+            "{}",
+            e.reason
+        );
     }
 }

@@ -24,6 +24,7 @@
 //! async runtime.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xclog_schema::Record;
 
-use crate::batch::{Admit, Batch, DeadLetter, Lanes, RawRecord};
+use crate::batch::{Admit, Batch, CutPolicy, DeadLetter, Lanes, RawRecord, WriterLoad};
 use crate::config::ProjectorConfig;
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
 use crate::sink::{SinkError, SinkRecord, SourcePosition};
@@ -47,6 +48,27 @@ pub(crate) type OffsetLoader =
     Arc<dyn Fn(&[i32]) -> Result<HashMap<i32, i64>, SinkError> + Send + Sync>;
 /// The sink's pre-write check of a decoded record.
 pub(crate) type RecordCheck = Arc<dyn Fn(&Record) -> Result<(), String> + Send + Sync>;
+
+/// Batches handed to one writer and not finished yet (queued or being written): the consumer
+/// counts one up before it sends a batch, the writer one down when it is done with it.
+pub(crate) type Outstanding = Arc<AtomicUsize>;
+
+/// The longest the consumer waits in one poll.
+const POLL_MAX: Duration = Duration::from_millis(50);
+/// How often a lane with a pending batch and a busy writer looks again whether the writer is
+/// idle (it cannot be woken from inside librdkafka's poll).
+const WRITER_RECHECK: Duration = Duration::from_millis(2);
+
+/// What the writer behind `queue` is doing, for the cut of its lane's pending batch.
+fn writer_load(queue: &mpsc::Sender<Batch>, outstanding: &AtomicUsize) -> WriterLoad {
+    if queue.capacity() < queue.max_capacity() {
+        WriterLoad::Queued
+    } else if outstanding.load(Ordering::Acquire) > 0 {
+        WriterLoad::Writing
+    } else {
+        WriterLoad::Idle
+    }
+}
 
 /// State shared by the consumer thread, its rebalance callback and the writer task.
 #[derive(Debug, Default)]
@@ -231,6 +253,8 @@ pub(crate) struct ConsumerLoop {
     pub(crate) shared: Arc<Shared>,
     /// One queue per writer; lane `i`'s batches go to `queues[i]`.
     pub(crate) queues: Vec<mpsc::Sender<Batch>>,
+    /// Per writer, its batches not finished yet (`outstanding[i]` goes with `queues[i]`).
+    pub(crate) outstanding: Vec<Outstanding>,
     pub(crate) check: RecordCheck,
     pub(crate) loader: OffsetLoader,
     pub(crate) config: ProjectorConfig,
@@ -247,6 +271,7 @@ impl ConsumerLoop {
             consumer,
             shared,
             queues,
+            outstanding,
             check,
             loader,
             config,
@@ -258,8 +283,11 @@ impl ConsumerLoop {
         let mut lanes = Lanes::new(
             topic.clone(),
             queues.len(),
-            config.batch_max_records,
-            config.batch_max_latency,
+            CutPolicy {
+                max_records: config.batch_max_records,
+                max_latency: config.batch_max_latency,
+                linger: config.batch_linger,
+            },
         );
         let n = lanes.len();
         let mut generation = 0u64;
@@ -292,9 +320,11 @@ impl ConsumerLoop {
             // buffering when that writer is busy.
             let mut closed = false;
             let mut cut = false;
+            let mut poll_for = POLL_MAX;
             for (lane, queue) in queues.iter().enumerate() {
                 if let Some(batch) = held.ready[lane].take() {
                     shared.lock().in_flight += 1;
+                    outstanding[lane].fetch_add(1, Ordering::AcqRel);
                     match queue.try_send(batch) {
                         Ok(()) => {
                             if held.paused[lane] {
@@ -303,6 +333,7 @@ impl ConsumerLoop {
                             }
                         }
                         Err(mpsc::error::TrySendError::Full(batch)) => {
+                            outstanding[lane].fetch_sub(1, Ordering::AcqRel);
                             shared.batch_done();
                             held.ready[lane] = Some(batch);
                             if !held.paused[lane] {
@@ -311,15 +342,28 @@ impl ConsumerLoop {
                             }
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
+                            outstanding[lane].fetch_sub(1, Ordering::AcqRel);
                             shared.batch_done();
                             closed = true;
                             break;
                         }
                     }
                 }
-                if held.ready[lane].is_none() && lanes.lane(lane).should_cut(Instant::now()) {
-                    held.ready[lane] = lanes.lane_mut(lane).cut();
-                    cut = true;
+                if held.ready[lane].is_some() {
+                    continue;
+                }
+                // When the pending batch is cut depends on what the writer does: see CutPolicy.
+                let load = writer_load(queue, &outstanding[lane]);
+                match lanes.lane(lane).cut_in(Instant::now(), load) {
+                    Some(Duration::ZERO) => {
+                        held.ready[lane] = lanes.lane_mut(lane).cut();
+                        cut = true;
+                    }
+                    Some(wait) => poll_for = poll_for.min(wait),
+                    None => {}
+                }
+                if load != WriterLoad::Idle && lanes.lane(lane).pending_len() > 0 {
+                    poll_for = poll_for.min(WRITER_RECHECK);
                 }
             }
             if closed {
@@ -329,7 +373,7 @@ impl ConsumerLoop {
                 continue;
             }
 
-            if let Some(result) = consumer.poll(Duration::from_millis(50)) {
+            if let Some(result) = consumer.poll(poll_for) {
                 let message = match result {
                     Ok(m) => m,
                     Err(error) => {

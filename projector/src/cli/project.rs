@@ -46,9 +46,13 @@ pub struct ProjectArgs {
     /// Cut a batch when it holds this many records...
     #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = defaults::BATCH_MAX_RECORDS)]
     pub batch_max_records: usize,
-    /// ...or when its first record has waited this many milliseconds.
+    /// ...or, while the writer is busy, when its first record has waited this many
+    /// milliseconds...
     #[arg(long, env = "XCLOG_BATCH_MAX_LATENCY_MS", default_value_t = defaults::BATCH_MAX_LATENCY_MS)]
     pub batch_max_latency_ms: u64,
+    /// ...or, when the writer is idle, after this many milliseconds (at most the max latency).
+    #[arg(long, env = "XCLOG_BATCH_LINGER_MS", default_value_t = defaults::BATCH_LINGER_MS)]
+    pub batch_linger_ms: u64,
     /// Batches cut but not yet written; when full, partitions are paused.
     #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = defaults::MAX_QUEUED_BATCHES)]
     pub max_queued_batches: usize,
@@ -105,6 +109,9 @@ impl ProjectArgs {
         }
         config.batch_max_records = self.batch_max_records;
         config.batch_max_latency = Duration::from_millis(self.batch_max_latency_ms);
+        // The linger is at most the max latency (a shorter max latency lowers both).
+        config.batch_linger =
+            Duration::from_millis(self.batch_linger_ms.min(self.batch_max_latency_ms));
         config.max_queued_batches = self.max_queued_batches;
         config.fetch_buffer_kbytes = self.fetch_buffer_kbytes;
         config.writers = self.writers;
