@@ -2,86 +2,82 @@
 //!
 //! Invariant: one array element per row, all arrays of a struct the same length, in batch
 //! order; nothing here touches the database, so it is tested with plain and property tests.
+//! The columns borrow from the batch: nothing is copied but the few values built here (the
+//! `caused_by` arrays, the pending timeouts), so a batch is not cloned and freed twice.
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use sqlx::types::Json;
 use xclog_schema::{InstanceSnapshot, PersistedEvent, Record};
 
 use crate::sink::SinkRecord;
 
 /// Column arrays of `fsm_events` rows.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct EventColumns {
-    pub id: Vec<String>,
-    pub instance_id: Vec<String>,
-    pub machine_name: Vec<String>,
-    pub component_name: Vec<String>,
-    pub event_type: Vec<String>,
-    pub event_payload: Vec<Value>,
-    pub state_before: Vec<String>,
-    pub state_after: Vec<String>,
+pub(crate) struct EventColumns<'a> {
+    pub id: Vec<&'a str>,
+    pub instance_id: Vec<&'a str>,
+    pub machine_name: Vec<&'a str>,
+    pub component_name: Vec<&'a str>,
+    pub event_type: Vec<&'a str>,
+    pub event_payload: Vec<&'a Value>,
+    pub state_before: Vec<&'a str>,
+    pub state_after: Vec<&'a str>,
     pub persisted_at: Vec<i64>,
     /// `caused_by` of each row as a JSON array (UNNEST cannot take ragged 2-D arrays).
-    pub caused_by: Vec<Value>,
-    pub source_component_name: Vec<Option<String>>,
-    pub target_component_name: Vec<Option<String>>,
+    pub caused_by: Vec<Json<&'a [String]>>,
+    pub source_component_name: Vec<Option<&'a str>>,
+    pub target_component_name: Vec<Option<&'a str>>,
     pub sequence: Vec<Option<i64>>,
     pub event_timestamp: Vec<Option<i64>>,
-    pub event_extra: Vec<Option<Value>>,
-    pub public_member_snapshot: Vec<Option<Value>>,
-    pub source_topic: Vec<String>,
+    pub event_extra: Vec<Option<Json<&'a Map<String, Value>>>>,
+    pub public_member_snapshot: Vec<Option<&'a Value>>,
+    pub source_topic: Vec<&'a str>,
     pub source_partition: Vec<i32>,
     pub source_offset: Vec<i64>,
 }
 
-impl EventColumns {
+impl<'a> EventColumns<'a> {
     pub(crate) fn len(&self) -> usize {
         self.id.len()
     }
 
-    fn push(&mut self, e: &PersistedEvent, r: &SinkRecord) {
-        self.id.push(e.id.clone());
-        self.instance_id.push(e.instance_id.clone());
-        self.machine_name.push(e.machine_name.clone());
-        self.component_name.push(e.component_name.clone());
-        self.event_type.push(e.event.event_type.clone());
-        self.event_payload.push(e.event.payload.clone());
-        self.state_before.push(e.state_before.clone());
-        self.state_after.push(e.state_after.clone());
+    fn push(&mut self, e: &'a PersistedEvent, r: &'a SinkRecord) {
+        self.id.push(&e.id);
+        self.instance_id.push(&e.instance_id);
+        self.machine_name.push(&e.machine_name);
+        self.component_name.push(&e.component_name);
+        self.event_type.push(&e.event.event_type);
+        self.event_payload.push(&e.event.payload);
+        self.state_before.push(&e.state_before);
+        self.state_after.push(&e.state_after);
         self.persisted_at.push(e.persisted_at);
-        self.caused_by.push(Value::Array(
-            e.caused_by.iter().cloned().map(Value::String).collect(),
-        ));
+        self.caused_by.push(Json(&e.caused_by));
         self.source_component_name
-            .push(e.source_component_name.clone());
+            .push(e.source_component_name.as_deref());
         self.target_component_name
-            .push(e.target_component_name.clone());
+            .push(e.target_component_name.as_deref());
         self.sequence
             .push(e.sequence.and_then(|s| i64::try_from(s).ok()));
         self.event_timestamp.push(e.event.timestamp);
-        self.event_extra.push(if e.event.extra.is_empty() {
-            None
-        } else {
-            Some(Value::Object(e.event.extra.clone()))
-        });
+        self.event_extra
+            .push((!e.event.extra.is_empty()).then_some(Json(&e.event.extra)));
         self.public_member_snapshot
-            .push(e.public_member_snapshot.clone());
-        self.source_topic.push(r.source.topic.clone());
+            .push(e.public_member_snapshot.as_ref());
+        self.source_topic.push(&r.source.topic);
         self.source_partition.push(r.source.partition);
         self.source_offset.push(r.source.offset);
     }
 
     /// Every id this batch inserts plus every parent it names: the ids whose causality rows it
     /// must lock, sorted and deduplicated (lock order prevents deadlocks).
-    pub(crate) fn causality_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.id.clone();
+    pub(crate) fn causality_ids(&self) -> Vec<&'a str> {
+        let mut ids: Vec<&'a str> = self.id.clone();
         for parents in &self.caused_by {
-            if let Value::Array(items) = parents {
-                ids.extend(items.iter().filter_map(|p| p.as_str().map(str::to_owned)));
-            }
+            ids.extend(parents.0.iter().map(String::as_str));
         }
-        ids.sort();
+        ids.sort_unstable();
         ids.dedup();
         ids
     }
@@ -89,43 +85,43 @@ impl EventColumns {
 
 /// Column arrays of `fsm_snapshots` rows.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct SnapshotColumns {
-    pub instance_id: Vec<String>,
-    pub machine_name: Vec<String>,
-    pub current_state: Vec<String>,
-    pub status: Vec<String>,
-    pub context: Vec<Value>,
-    pub public_member: Vec<Option<Value>>,
+pub(crate) struct SnapshotColumns<'a> {
+    pub instance_id: Vec<&'a str>,
+    pub machine_name: Vec<&'a str>,
+    pub current_state: Vec<&'a str>,
+    pub status: Vec<&'static str>,
+    pub context: Vec<&'a Value>,
+    pub public_member: Vec<Option<&'a Value>>,
     pub snapshot_at: Vec<i64>,
-    pub last_event_id: Vec<String>,
+    pub last_event_id: Vec<&'a str>,
     pub pending_timeouts: Vec<Option<Value>>,
     pub sequence: Vec<Option<i64>>,
-    pub internal_member: Vec<Option<Value>>,
+    pub internal_member: Vec<Option<&'a Value>>,
     pub is_entry_point: Vec<Option<bool>>,
-    pub parent_instance_id: Vec<Option<String>>,
-    pub parent_machine_name: Vec<Option<String>>,
+    pub parent_instance_id: Vec<Option<&'a str>>,
+    pub parent_machine_name: Vec<Option<&'a str>>,
     pub instance_created_at: Vec<i64>,
     pub instance_updated_at: Vec<i64>,
-    pub source_topic: Vec<String>,
+    pub source_topic: Vec<&'a str>,
     pub source_partition: Vec<i32>,
     pub source_offset: Vec<i64>,
 }
 
-impl SnapshotColumns {
+impl<'a> SnapshotColumns<'a> {
     pub(crate) fn len(&self) -> usize {
         self.instance_id.len()
     }
 
-    fn push(&mut self, s: &InstanceSnapshot, r: &SinkRecord) {
+    fn push(&mut self, s: &'a InstanceSnapshot, r: &'a SinkRecord) {
         let i = &s.instance;
-        self.instance_id.push(i.id.clone());
-        self.machine_name.push(i.machine_name.clone());
-        self.current_state.push(i.current_state.clone());
-        self.status.push(i.status.as_str().to_owned());
-        self.context.push(i.context.clone());
-        self.public_member.push(i.public_member.clone());
+        self.instance_id.push(&i.id);
+        self.machine_name.push(&i.machine_name);
+        self.current_state.push(&i.current_state);
+        self.status.push(i.status.as_str());
+        self.context.push(&i.context);
+        self.public_member.push(i.public_member.as_ref());
         self.snapshot_at.push(s.snapshot_at);
-        self.last_event_id.push(s.last_event_id.clone());
+        self.last_event_id.push(&s.last_event_id);
         self.pending_timeouts.push(
             s.pending_timeouts
                 .as_ref()
@@ -133,13 +129,15 @@ impl SnapshotColumns {
         );
         self.sequence
             .push(s.sequence.and_then(|q| i64::try_from(q).ok()));
-        self.internal_member.push(i.internal_member.clone());
+        self.internal_member.push(i.internal_member.as_ref());
         self.is_entry_point.push(i.is_entry_point);
-        self.parent_instance_id.push(i.parent_instance_id.clone());
-        self.parent_machine_name.push(i.parent_machine_name.clone());
+        self.parent_instance_id
+            .push(i.parent_instance_id.as_deref());
+        self.parent_machine_name
+            .push(i.parent_machine_name.as_deref());
         self.instance_created_at.push(i.created_at);
         self.instance_updated_at.push(i.updated_at);
-        self.source_topic.push(r.source.topic.clone());
+        self.source_topic.push(&r.source.topic);
         self.source_partition.push(r.source.partition);
         self.source_offset.push(r.source.offset);
     }
@@ -157,7 +155,7 @@ pub(crate) fn snapshot_is_newer(a: (&InstanceSnapshot, i64), b: (&InstanceSnapsh
 
 /// Splits a batch into event rows and snapshot rows. Snapshots are reduced to the newest per
 /// instance (an upsert cannot touch one row twice in a statement).
-pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns, SnapshotColumns) {
+pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns<'_>, SnapshotColumns<'_>) {
     let mut events = EventColumns::default();
     let mut newest: HashMap<&str, (&InstanceSnapshot, &SinkRecord)> = HashMap::new();
     let mut order: Vec<&str> = Vec::new();
@@ -435,9 +433,9 @@ mod tests {
             prop_assert_eq!(events.source_offset.len(), ids.len());
             prop_assert_eq!(&events.id, &ids);
             let lock = events.causality_ids();
-            for id in &ids { prop_assert!(lock.binary_search(id).is_ok()); }
+            for id in &ids { prop_assert!(lock.binary_search(&id.as_str()).is_ok()); }
             for ps in parents.iter().take(ids.len()) {
-                for p in ps { prop_assert!(lock.binary_search(p).is_ok()); }
+                for p in ps { prop_assert!(lock.binary_search(&p.as_str()).is_ok()); }
             }
             prop_assert!(lock.windows(2).all(|w| w[0] < w[1]));
         }
