@@ -250,12 +250,6 @@ impl Batcher {
         self.pending.write.records.len() + self.pending.dead_letters.len()
     }
 
-    /// Whether the pending batch is to be cut now, given what its writer is doing (see
-    /// [`CutPolicy`]).
-    pub fn should_cut(&self, now: Instant, writer: WriterLoad) -> bool {
-        self.cut_in(now, writer) == Some(Duration::ZERO)
-    }
-
     /// How long until the pending batch is to be cut if nothing changes: `Some(ZERO)` now,
     /// `None` never (nothing pending, or it waits for the writer's queue to empty).
     pub fn cut_in(&self, now: Instant, writer: WriterLoad) -> Option<Duration> {
@@ -483,27 +477,45 @@ mod tests {
         // Nothing pending: never cut, whatever the writer does.
         for load in [WriterLoad::Idle, WriterLoad::Writing, WriterLoad::Queued] {
             assert_eq!(b.cut_in(t0, load), None);
-            assert!(!b.should_cut(t0 + Duration::from_secs(10), load));
+            assert_ne!(
+                b.cut_in(t0 + Duration::from_secs(10), load),
+                Some(Duration::ZERO)
+            );
         }
         assert_eq!(b.admit(0, 0), Admit::Accept);
         b.push(rec(0, 0), raw());
         let start = b.started.unwrap();
         // Idle writer: the linger, counted from the first record.
-        assert!(!b.should_cut(start + Duration::from_millis(4), WriterLoad::Idle));
+        assert_ne!(
+            b.cut_in(start + Duration::from_millis(4), WriterLoad::Idle),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             b.cut_in(start + Duration::from_millis(1), WriterLoad::Idle),
             Some(Duration::from_millis(4))
         );
-        assert!(b.should_cut(start + Duration::from_millis(5), WriterLoad::Idle));
+        assert_eq!(
+            b.cut_in(start + Duration::from_millis(5), WriterLoad::Idle),
+            Some(Duration::ZERO)
+        );
         // Busy writer, empty queue: the max latency.
-        assert!(!b.should_cut(start + Duration::from_millis(199), WriterLoad::Writing));
-        assert!(b.should_cut(start + Duration::from_millis(200), WriterLoad::Writing));
+        assert_ne!(
+            b.cut_in(start + Duration::from_millis(199), WriterLoad::Writing),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            b.cut_in(start + Duration::from_millis(200), WriterLoad::Writing),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             b.cut_in(start + Duration::from_millis(50), WriterLoad::Writing),
             Some(Duration::from_millis(150))
         );
         // A batch waits in the queue: a partial batch keeps growing, however old.
-        assert!(!b.should_cut(start + Duration::from_secs(3600), WriterLoad::Queued));
+        assert_ne!(
+            b.cut_in(start + Duration::from_secs(3600), WriterLoad::Queued),
+            Some(Duration::ZERO)
+        );
         assert_eq!(b.cut_in(start, WriterLoad::Queued), None);
     }
 
@@ -515,7 +527,7 @@ mod tests {
             b.push(rec(0, o), raw());
         }
         let now = Instant::now();
-        assert!(!b.should_cut(now, WriterLoad::Queued));
+        assert_ne!(b.cut_in(now, WriterLoad::Queued), Some(Duration::ZERO));
         assert_eq!(b.admit(0, 2), Admit::Accept);
         b.push(rec(0, 2), raw());
         for load in [WriterLoad::Idle, WriterLoad::Writing, WriterLoad::Queued] {
@@ -532,7 +544,10 @@ mod tests {
             assert_eq!(b.admit(0, o), Admit::Accept);
             b.push(rec(0, o), raw());
         }
-        assert!(b.should_cut(Instant::now(), WriterLoad::Queued));
+        assert_eq!(
+            b.cut_in(Instant::now(), WriterLoad::Queued),
+            Some(Duration::ZERO)
+        );
         let first = b.cut().unwrap();
         assert_eq!(
             first.write.offsets,

@@ -49,10 +49,6 @@ pub(crate) type OffsetLoader =
 /// The sink's pre-write check of a decoded record.
 pub(crate) type RecordCheck = Arc<dyn Fn(&Record) -> Result<(), String> + Send + Sync>;
 
-/// Batches handed to one writer and not finished yet (queued or being written): the consumer
-/// counts one up before it sends a batch, the writer one down when it is done with it.
-pub(crate) type Outstanding = Arc<AtomicUsize>;
-
 /// The longest the consumer waits in one poll.
 const POLL_MAX: Duration = Duration::from_millis(50);
 /// How often a lane with a pending batch and a busy writer looks again whether the writer is
@@ -60,21 +56,26 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 const WRITER_RECHECK: Duration = Duration::from_millis(2);
 
 /// What the writer behind `queue` is doing, for the cut of its lane's pending batch.
-fn writer_load(queue: &mpsc::Sender<Batch>, outstanding: &AtomicUsize) -> WriterLoad {
+fn writer_load(queue: &mpsc::Sender<Batch>, outstanding: usize) -> WriterLoad {
     if queue.capacity() < queue.max_capacity() {
         WriterLoad::Queued
-    } else if outstanding.load(Ordering::Acquire) > 0 {
+    } else if outstanding > 0 {
         WriterLoad::Writing
     } else {
         WriterLoad::Idle
     }
 }
 
-/// State shared by the consumer thread, its rebalance callback and the writer task.
-#[derive(Debug, Default)]
+/// State shared by the consumer thread, its rebalance callback and the writer tasks.
+#[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<SharedState>,
     changed: Condvar,
+    /// Per writer, the batches handed to it and not finished yet (queued or being written):
+    /// counted up before a batch is sent, down when the writer is done with it. Atomics, so the
+    /// consumer reads a writer's load for every cut without the lock; their sum is what revoke,
+    /// reseek and shutdown wait to drain.
+    outstanding: Box<[AtomicUsize]>,
 }
 
 #[derive(Debug, Default)]
@@ -83,12 +84,20 @@ struct SharedState {
     /// A new assignment (partition -> stored offset) for the consumer loop to install.
     assignment: Option<BTreeMap<i32, Option<i64>>>,
     assigned_once: bool,
-    in_flight: usize,
     reseek: bool,
     writers_done: usize,
 }
 
 impl Shared {
+    /// Shared state for `writers` writers.
+    pub(crate) fn new(writers: usize) -> Self {
+        Shared {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            outstanding: (0..writers).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, SharedState> {
         // A poisoned lock means a thread panicked while holding it; the state is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -98,11 +107,33 @@ impl Shared {
         self.lock().generation
     }
 
-    /// The writer finished (or skipped) one batch.
-    pub(crate) fn batch_done(&self) {
-        let mut s = self.lock();
-        s.in_flight = s.in_flight.saturating_sub(1);
+    /// A batch is about to be handed to writer `lane`.
+    fn batch_sent(&self, lane: usize) {
+        self.outstanding[lane].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Writer `lane` finished (or skipped) one batch, or the consumer took one back.
+    pub(crate) fn batch_done(&self, lane: usize) {
+        let _ = self.outstanding[lane]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        // Notify under the lock: a waiter checks the counts with the lock held, so it either
+        // sees this decrement or is already waiting when the notification comes.
+        let _s = self.lock();
         self.changed.notify_all();
+    }
+
+    /// Batches writer `lane` holds (queued or being written).
+    fn outstanding(&self, lane: usize) -> usize {
+        self.outstanding[lane].load(Ordering::Acquire)
+    }
+
+    /// Waits (at most `timeout`) until no writer holds a batch; false on timeout.
+    fn wait_drained(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |_| {
+            self.outstanding
+                .iter()
+                .all(|n| n.load(Ordering::Acquire) == 0)
+        })
     }
 
     /// The writer was fenced: the consumer must reload offsets and seek.
@@ -221,9 +252,7 @@ impl ConsumerContext for ProjectorContext {
                     s.generation += 1;
                     s.assignment = Some(BTreeMap::new());
                 }
-                let drained = self
-                    .shared
-                    .wait_until(self.drain_timeout, |s| s.in_flight == 0);
+                let drained = self.shared.wait_drained(self.drain_timeout);
                 tracing::info!(
                     drained,
                     "partitions revoked; in-flight batch finished or abandoned"
@@ -253,8 +282,6 @@ pub(crate) struct ConsumerLoop {
     pub(crate) shared: Arc<Shared>,
     /// One queue per writer; lane `i`'s batches go to `queues[i]`.
     pub(crate) queues: Vec<mpsc::Sender<Batch>>,
-    /// Per writer, its batches not finished yet (`outstanding[i]` goes with `queues[i]`).
-    pub(crate) outstanding: Vec<Outstanding>,
     pub(crate) check: RecordCheck,
     pub(crate) loader: OffsetLoader,
     pub(crate) config: ProjectorConfig,
@@ -271,7 +298,6 @@ impl ConsumerLoop {
             consumer,
             shared,
             queues,
-            outstanding,
             check,
             loader,
             config,
@@ -309,7 +335,7 @@ impl ConsumerLoop {
             if reseek {
                 // Let the other writers finish (or skip) what they hold first, so the offsets
                 // reloaded below include their commits.
-                shared.wait_until(config.drain_timeout, |s| s.in_flight == 0);
+                shared.wait_drained(config.drain_timeout);
                 generation = reseek_all(&consumer, &shared, &loader, &topic, &mut lanes, &shutdown);
                 for lane in held.forget() {
                     resume(&consumer, &topic, &lanes.lane(lane).partitions());
@@ -323,8 +349,7 @@ impl ConsumerLoop {
             let mut poll_for = POLL_MAX;
             for (lane, queue) in queues.iter().enumerate() {
                 if let Some(batch) = held.ready[lane].take() {
-                    shared.lock().in_flight += 1;
-                    outstanding[lane].fetch_add(1, Ordering::AcqRel);
+                    shared.batch_sent(lane);
                     match queue.try_send(batch) {
                         Ok(()) => {
                             if held.paused[lane] {
@@ -333,8 +358,7 @@ impl ConsumerLoop {
                             }
                         }
                         Err(mpsc::error::TrySendError::Full(batch)) => {
-                            outstanding[lane].fetch_sub(1, Ordering::AcqRel);
-                            shared.batch_done();
+                            shared.batch_done(lane);
                             held.ready[lane] = Some(batch);
                             if !held.paused[lane] {
                                 pause(&consumer, &topic, &lanes.lane(lane).partitions());
@@ -342,8 +366,7 @@ impl ConsumerLoop {
                             }
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
-                            outstanding[lane].fetch_sub(1, Ordering::AcqRel);
-                            shared.batch_done();
+                            shared.batch_done(lane);
                             closed = true;
                             break;
                         }
@@ -353,7 +376,7 @@ impl ConsumerLoop {
                     continue;
                 }
                 // When the pending batch is cut depends on what the writer does: see CutPolicy.
-                let load = writer_load(queue, &outstanding[lane]);
+                let load = writer_load(queue, shared.outstanding(lane));
                 match lanes.lane(lane).cut_in(Instant::now(), load) {
                     Some(Duration::ZERO) => {
                         held.ready[lane] = lanes.lane_mut(lane).cut();

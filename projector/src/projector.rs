@@ -9,9 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ProjectorConfig};
-use crate::consumer::{
-    ConsumerLoop, OffsetLoader, Outstanding, ProjectorContext, RecordCheck, Shared,
-};
+use crate::consumer::{ConsumerLoop, OffsetLoader, ProjectorContext, RecordCheck, Shared};
 use crate::dead_letter::{DeadLetterError, DeadLetterProducer, client_config};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
@@ -92,7 +90,7 @@ impl<S: Sink> Projector<S> {
             http_task = Some(tokio::spawn(serve));
         }
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(config.writers));
         let handle = tokio::runtime::Handle::current();
         let loader: OffsetLoader = {
             let sink = sink.clone();
@@ -150,15 +148,13 @@ impl<S: Sink> Projector<S> {
         // The queue bound is shared out over the writers, at least one batch each.
         let per_writer = config.max_queued_batches.div_ceil(config.writers).max(1);
         let mut queues = Vec::with_capacity(config.writers);
-        let mut outstanding = Vec::with_capacity(config.writers);
         let mut writer_tasks = Vec::with_capacity(config.writers);
-        for _ in 0..config.writers {
+        for lane in 0..config.writers {
             let (tx, rx) = mpsc::channel(per_writer);
-            let load = Outstanding::default();
             let writer = Writer {
                 sink: sink.clone(),
                 shared: shared.clone(),
-                outstanding: load.clone(),
+                lane,
                 dead_letters: dead_letters.clone(),
                 consumer: Some(consumer.clone()),
                 metrics: metrics.clone(),
@@ -167,7 +163,6 @@ impl<S: Sink> Projector<S> {
                 shutdown: stop.clone(),
             };
             queues.push(tx);
-            outstanding.push(load);
             writer_tasks.push(tokio::spawn(writer.run(rx)));
         }
         drop(dead_letters);
@@ -182,7 +177,6 @@ impl<S: Sink> Projector<S> {
             consumer,
             shared,
             queues,
-            outstanding,
             check,
             loader,
             config,

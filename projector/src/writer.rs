@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use xclog_schema::Record;
 
 use crate::batch::{Batch, DeadLetter};
-use crate::consumer::{Outstanding, ProjectorContext, Shared};
+use crate::consumer::{ProjectorContext, Shared};
 use crate::dead_letter::{DeadLetterError, DeadLetterProducer};
 use crate::metrics::{KindLabel, Metrics};
 use crate::sink::{ErrorClass, Sink, SinkError};
@@ -28,8 +28,8 @@ use crate::sink::{ErrorClass, Sink, SinkError};
 pub(crate) struct Writer<S> {
     pub(crate) sink: Arc<S>,
     pub(crate) shared: Arc<Shared>,
-    /// Batches sent to this writer and not finished yet (see [`Outstanding`]).
-    pub(crate) outstanding: Outstanding,
+    /// This writer's index: its lane, and its count in [`Shared`].
+    pub(crate) lane: usize,
     pub(crate) dead_letters: DeadLetterProducer,
     pub(crate) consumer: Option<Arc<BaseConsumer<ProjectorContext>>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -57,9 +57,7 @@ impl<S: Sink> Writer<S> {
                 self.shutdown.cancel();
                 result = Err(error);
             }
-            self.outstanding
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            self.shared.batch_done();
+            self.shared.batch_done(self.lane);
         }
         drop(self.consumer.take());
         self.shared.writer_done();

@@ -628,11 +628,16 @@ impl MongoSink {
         // key, and FerretDB 1.24 ends an unordered command at its first failed statement,
         // silently skipping the statements after it (a replayed batch then never stored the
         // rest, or left an older snapshot in place).
+        // The same read gives the stored instance fields, for the instance view below when
+        // the stored snapshot stays.
         let versions: HashMap<String, Document> = self
             .find_all(
                 SNAPSHOTS,
                 doc! {"_id": {"$in": &ids}},
-                doc! {"sequence": 1, "snapshotAt": 1, "source.offset": 1},
+                doc! {
+                    "sequence": 1, "snapshotAt": 1, "source.offset": 1,
+                    "instance.status": 1, "instance.machineName": 1, "instance.currentState": 1,
+                },
                 ctx,
             )
             .await?
@@ -641,25 +646,36 @@ impl MongoSink {
             .collect();
         let mut inserts = Vec::new();
         let mut updates = Vec::new();
+        // Per instance, the `instance` fields of the snapshot stored once this step is done.
+        let mut stored: Vec<(&str, Document)> = Vec::with_capacity(snapshots.len());
         for (s, source) in snapshots {
-            match versions.get(s.instance.id.as_str()) {
-                None => inserts.push(document::snapshot_document(s, source)),
-                Some(stored) if stored_snapshot_is_older(stored, s, source.offset) => {
+            let id = s.instance.id.as_str();
+            match versions.get(id) {
+                None => {
+                    let document = document::snapshot_document(s, source);
+                    stored.push((id, instance_fields(&document)));
+                    inserts.push(document);
+                }
+                Some(old) if stored_snapshot_is_older(old, s, source.offset) => {
                     // `$set` of every field rather than a replacement document, because a
                     // replacement cannot be `multi` (see [`by_id`]); the snapshot document
                     // always holds the same fields, so this replaces the stored one entirely.
                     let mut fields = document::snapshot_document(s, source);
                     fields.remove("_id");
+                    stored.push((id, instance_fields(&fields)));
                     updates.push(by_id(
                         older_snapshot_filter(s, source.offset),
                         doc! {"$set": fields},
                         false,
                     ));
                 }
-                Some(_) => {} // the same or a newer snapshot is stored
+                // The same or a newer snapshot is stored.
+                Some(old) => stored.push((id, instance_fields(old))),
             }
         }
         let mut applied = 0u64;
+        // Both counts are checked: an insert or update the server skipped (a command cut short)
+        // is a transient error, so every instance of the batch has its snapshot stored below.
         if !inserts.is_empty() {
             let len = inserts.len();
             let duplicates = self
@@ -696,32 +712,9 @@ impl MongoSink {
             applied += n;
         }
 
-        let stored = self
-            .find_all(
-                SNAPSHOTS,
-                doc! {"_id": {"$in": &ids}},
-                doc! {"instance.status": 1, "instance.machineName": 1, "instance.currentState": 1},
-                ctx,
-            )
-            .await?;
-        // Every instance of the batch now has a snapshot document; one missing means a
-        // statement was skipped (a server cut short), and the offsets must not move past it.
-        if stored.len() < ids.len() {
-            return Err(SinkError::Transient {
-                context: ctx,
-                source: format!(
-                    "{} of {} snapshots are not stored after their upserts",
-                    ids.len() - stored.len(),
-                    ids.len()
-                )
-                .into(),
-            });
-        }
         let statements: Vec<Document> = stored
             .iter()
-            .filter_map(|d| {
-                let id = d.get_str("_id").ok()?;
-                let i = d.get_document("instance").ok()?;
+            .filter_map(|(id, i)| {
                 Some(by_id(
                     doc! {"_id": id},
                     doc! {
@@ -752,6 +745,20 @@ impl MongoSink {
         }
         Ok(applied)
     }
+}
+
+/// The instance view's fields (`status`, `machineName`, `currentState`) of the `instance`
+/// sub-document of a snapshot document; those it lacks are left out.
+fn instance_fields(snapshot: &Document) -> Document {
+    let mut fields = Document::new();
+    if let Ok(instance) = snapshot.get_document("instance") {
+        for key in ["status", "machineName", "currentState"] {
+            if let Some(value) = instance.get(key) {
+                fields.insert(key, value.clone());
+            }
+        }
+    }
+    fields
 }
 
 /// Whether the stored snapshot document `stored` (its `sequence`, `snapshotAt` and
