@@ -182,15 +182,47 @@ def fmt_ms(v):
 
 
 def delay_table(rows, args):
-    """The end-to-end delay table (one row per side and level; medians over the runs that
-    measured it, which is run 1 unless bench.sh was changed)."""
+    """The end-to-end delay tables, one per store (one row per side and level; medians over the
+    runs that measured it, which is run 1 unless bench.sh was changed)."""
+    failed = [r for r in rows if r["comparison"] == "delay" and "missing" in r]
     delays = [r for r in rows if r["comparison"] == "delay" and "missing" not in r]
-    if not delays:
+    if not delays and not failed:
         return []
-    levels = {}
-    for r in delays:
-        side, _, _ = r["side"].partition("@")
-        levels.setdefault((side, r["pct"]), []).append(r)
+    names = {"xclog": "ours (`xclog project`)", "jdbc-sink": "peer (JDBC sink on Connect)",
+             "xclog-mongo": "ours (`xclog project --target mongo`)",
+             "mongo-sink": "peer (Mongo sink on Connect)"}
+    order = {"xclog": 0, "jdbc-sink": 1, "xclog-mongo": 2, "mongo-sink": 3}
+    titles = {"postgres": "End-to-end delay in PostgreSQL, publish acknowledged -> row visible in `fsm_events`",
+              "mongo": "End-to-end delay in MongoDB (FerretDB), publish acknowledged -> document visible in `events`"}
+    out = []
+    for store in ("postgres", "mongo"):
+        mine = [r for r in delays if r.get("store", "postgres") == store]
+        gone = [r for r in failed if r.get("store", "postgres") == store]
+        if not mine and not gone:
+            continue
+        levels = {}
+        for r in mine:
+            side, _, _ = r["side"].partition("@")
+            levels.setdefault((side, r["pct"]), []).append(r)
+        runs = sorted({r["run"] for r in mine + gone})
+        out += ["",
+                f"{titles[store]} (`xclog-bench delay`, run {', '.join(map(str, runs))}; medians if several runs):",
+                "",
+                "| side | % of max rate | max rate (events/s) | asked (events/s) | achieved (events/s) "
+                "| events | p50 (ms) | p99 (ms) | max (ms) | p50, 1st / 2nd half (ms) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for (side, pct), rs in sorted(levels.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][0], kv[0][1])):
+            med = lambda key: (stats([r.get(key) for r in rs]) or {}).get("median")  # noqa: E731
+            out.append(f"| {names.get(side, side)} | {pct}% | {med('max_rate'):,.0f} | {med('rate_asked'):,.0f} | "
+                       f"{fmt_ms(med('rate_achieved'))} | {sum(r['count'] for r in rs):,} | "
+                       f"{fmt_ms(med('p50_ms'))} | {fmt_ms(med('p99_ms'))} | {fmt_ms(med('max_ms'))} | "
+                       f"{fmt_ms(med('p50_first_half_ms'))} / {fmt_ms(med('p50_second_half_ms'))} |")
+        for r in sorted(gone, key=lambda r: (order.get(r["side"].partition("@")[0], 9), r["pct"])):
+            side = r["side"].partition("@")[0]
+            why = r["missing"].replace("|", "/").replace("\n", " ")
+            out.append(f"| {names.get(side, side)} | {r['pct']}% | not measured: {why} | | | | | | | |")
+    if not delays:
+        return out
     runs = sorted({r["run"] for r in delays})
     seconds = sorted({r["seconds"] for r in delays})
     polls = sorted({r["poll_ms"] for r in delays})
@@ -202,30 +234,16 @@ def delay_table(rows, args):
     early = sum(r.get("seen_before_ack", 0) for r in delays)
     resets = sum(r.get("schedule_resets", 0) for r in delays)
     lower = sorted({r["side"].partition("@")[0] for r in delays if r.get("max_rate_basis") != "measured"})
-    names = {"xclog": "ours (`xclog project`)", "jdbc-sink": "peer (JDBC sink on Connect)"}
-    out = ["",
-           f"End-to-end delay in PostgreSQL, publish acknowledged -> row visible in `fsm_events` "
-           f"(`xclog-bench delay`, run {', '.join(map(str, runs))}; medians if several runs):",
-           "",
-           "| side | % of max rate | max rate (events/s) | asked (events/s) | achieved (events/s) "
-           "| events | p50 (ms) | p99 (ms) | max (ms) | p50, 1st / 2nd half (ms) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    order = {"xclog": 0, "jdbc-sink": 1}
-    for (side, pct), rs in sorted(levels.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][0], kv[0][1])):
-        med = lambda key: (stats([r.get(key) for r in rs]) or {}).get("median")  # noqa: E731
-        out.append(f"| {names.get(side, side)} | {pct}% | {med('max_rate'):,.0f} | {med('rate_asked'):,.0f} | "
-                   f"{fmt_ms(med('rate_achieved'))} | {sum(r['count'] for r in rs):,} | "
-                   f"{fmt_ms(med('p50_ms'))} | {fmt_ms(med('p99_ms'))} | {fmt_ms(med('max_ms'))} | "
-                   f"{fmt_ms(med('p50_first_half_ms'))} / {fmt_ms(med('p50_second_half_ms'))} |")
     out.append("")
     out.append(
         f"Each level publishes fresh events (new ids, the same generator as `xclog produce`, {payloads}-byte "
         f"payloads) for {'/'.join(f'{s:g}' for s in seconds)} s at a steady rate, a percentage of the rate that "
         f"side reached draining the backlog in the same run, into the store it has just written "
         f"(ours: after the rebuild), from a topic of its own (ours: protobuf records through the "
-        f"xclog producer; the peer: its JSON-with-schema records; both `acks=all`, linger {lingers} ms), once "
+        f"xclog producer; the peers: the JSON-with-schema records or the JSON documents they read; all `acks=all`, "
+        f"linger {lingers} ms), once "
         f"a warm-up event has become visible (start-up and group join are not delay). The delay of an "
-        f"event is the first poll that sees its row minus the instant its delivery was acknowledged; "
+        f"event is the first poll that sees its row (document) minus the instant its delivery was acknowledged; "
         f"the store is polled every {'/'.join(map(str, polls))} ms with every event not seen yet, the gap "
         f"stretched to 4 times the recent mean query when that is longer so the poller keeps the store "
         f"busy at most about a quarter of the time (mean gap {fmt_ms(gap and gap['median'])} ms, largest {max_gap:,.0f} ms; "

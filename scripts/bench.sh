@@ -29,7 +29,7 @@
 #     of the topic, or the run fails; for each store also `xclog rebuild` of our store, and
 #     in run 1 the end-to-end delay (`xclog-bench delay`: publish acknowledged -> row visible)
 #     of ours and of the peer at 20/50/80% of the max rate each reached in that run, on the
-#     store they just wrote, with fresh events on topics of their own;
+#     store they just wrote (PostgreSQL and MongoDB), with fresh events on topics of their own;
 #  5. the producer against kafka-producer-perf-test (the producer's own bench, called as is);
 #  6. prints the table and rewrites the harness section of docs/BENCHMARKS.md.
 #
@@ -184,12 +184,19 @@ TOPICS+=("$JDBC_TOPIC" "$MONGO_TOPIC")
 # The delay's topics (fresh events, so the throughput topics stay the same for every run).
 DELAY_OURS_TOPIC=$TOPIC.delay-ours
 DELAY_JDBC_TOPIC=$TOPIC.delay-jdbc
-if want pg && ((DELAY_SECONDS > 0)); then
-    TOPICS+=("$DELAY_OURS_TOPIC" "$DELAY_OURS_TOPIC.dlq" "$DELAY_JDBC_TOPIC")
-    for t in "$DELAY_OURS_TOPIC" "$DELAY_JDBC_TOPIC"; do
+DELAY_MONGO_OURS_TOPIC=$TOPIC.delay-mongo-ours
+DELAY_MONGO_PEER_TOPIC=$TOPIC.delay-mongo-peer
+# delay_topics OURS PEER: creates the two (empty) delay topics of one store.
+delay_topics() {
+    TOPICS+=("$1" "$1.dlq" "$2")
+    for t in "$1" "$2"; do
         "$XCLOG" produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$t" --partitions "$PARTITIONS" \
             --events 0 >/dev/null 2>>"$WORK/produce.log" || die "could not create topic $t: $(tail -3 "$WORK/produce.log")"
     done
+}
+if ((DELAY_SECONDS > 0)); then
+    want pg && delay_topics "$DELAY_OURS_TOPIC" "$DELAY_JDBC_TOPIC"
+    want mongo && delay_topics "$DELAY_MONGO_OURS_TOPIC" "$DELAY_MONGO_PEER_TOPIC"
 fi
 DOCS=$WORK/events.docs.jsonl
 say "preparing the peers' topics and the documents file"
@@ -247,13 +254,21 @@ timed() {
 
 delay_run() { ((DELAY_SECONDS > 0 && $1 == 1)); }
 
-# delay_levels SIDE FORMAT TOPIC DB PID RUN WAIT_JSON: the end-to-end delay of one side (its
-# process PID, writing into DB) at 20/50/80% of the max rate WAIT_JSON reports for it (the
-# backlog drain of the same run), DELAY_SECONDS of publishing each. If every row appeared in a
-# single poll (a tiny workload) that rate is unknown: the count per poll interval stands in,
-# a lower bound of it (recorded as max_rate_basis).
+# delay_levels SIDE FORMAT TOPIC STORE PID RUN WAIT_JSON: the end-to-end delay of one side (its
+# process PID, writing into STORE: pg:DATABASE or mongo:DATABASE) at 20/50/80% of the max rate
+# WAIT_JSON reports for it (the backlog drain of the same run), DELAY_SECONDS of publishing
+# each. If every row appeared in a single poll (a tiny workload) that rate is unknown: the count
+# per poll interval stands in, a lower bound of it (recorded as max_rate_basis). A PostgreSQL
+# level that fails stops the bench; a MongoDB one (FerretDB, whose updates scan) is recorded as
+# not measured, with the reason, and the side's higher levels are skipped.
 delay_levels() {
-    local side=$1 format=$2 topic=$3 db=$4 pid=$5 run=$6 max basis pct rate out
+    local side=$1 format=$2 topic=$3 store=$4 pid=$5 run=$6 max basis pct rate out
+    local -a where
+    case $store in
+        pg:*) where=(--pg-url "$PG_BASE/${store#pg:}") ;;
+        mongo:*) where=(--mongo-uri "$MONGODB_URI" --db "${store#mongo:}") ;;
+        *) die "delay_levels: unknown store $store" ;;
+    esac
     read -r max basis < <(python3 -c '
 import json,sys
 m=json.loads(sys.argv[1])
@@ -262,10 +277,16 @@ print(m["rate"], "measured") if m.get("rate") else print(m["count"] / (int(sys.a
     for pct in $DELAY_PCTS; do
         rate=$(python3 -c 'import sys; print(round(float(sys.argv[1]) * int(sys.argv[2]) / 100, 1))' "$max" "$pct")
         say "  delay/$side at $pct% of $max events/s ($basis): $rate events/s for $DELAY_SECONDS s"
-        out=$("$BENCH" delay --brokers "$XCLOG_KAFKA_BROKERS" --topic "$topic" --format "$format" \
-            --rate "$rate" --seconds "$DELAY_SECONDS" --pg-url "$PG_BASE/$db" --pid "$pid" \
-            2>>"$WORK/delay-$side-$run.err") \
-            || die "the delay of $side at $pct% of its max rate ($rate events/s) failed: $(tail -3 "$WORK/delay-$side-$run.err")"
+        if ! out=$("$BENCH" delay --brokers "$XCLOG_KAFKA_BROKERS" --topic "$topic" --format "$format" \
+            --rate "$rate" --seconds "$DELAY_SECONDS" "${where[@]}" --pid "$pid" \
+            2>>"$WORK/delay-$side-$run.err"); then
+            local why
+            why="the delay of $side at $pct% of its max rate ($rate events/s) failed: $(tail -3 "$WORK/delay-$side-$run.err")"
+            [[ $store == mongo:* ]] || die "$why"
+            say "  $why"
+            record "$(python3 -c 'import json,sys; print(json.dumps({"comparison":"delay","side":sys.argv[1],"run":int(sys.argv[2]),"pct":int(sys.argv[3]),"store":"mongo","missing":sys.argv[4]}))' "$side@$pct%" "$run" "$pct" "$why")"
+            break
+        fi
         measure delay "$side@$pct%" "$run" "$(python3 -c '
 import json,sys
 m=json.loads(sys.argv[1]); m.update(pct=int(sys.argv[2]), max_rate=float(sys.argv[3]), max_rate_basis=sys.argv[4])
@@ -337,7 +358,7 @@ run_pg() {
             >"$WORK/ours-pg-delay-$run.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
-        delay_levels xclog xclog "$DELAY_OURS_TOPIC" "$db" "$pid" "$run" "$ours_out"
+        delay_levels xclog xclog "$DELAY_OURS_TOPIC" "pg:$db" "$pid" "$run" "$ours_out"
         stop "$pid"
     fi
 
@@ -367,7 +388,7 @@ EOF
     ((rows == N_EVENTS)) || die "the JDBC sink wrote $rows rows, expected $N_EVENTS"
     measure pg jdbc-sink "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$rows")"
     # the peer, end-to-end delay: the same worker (subscribed to the delay topic from the start)
-    delay_run "$run" && delay_levels jdbc-sink jdbc "$DELAY_JDBC_TOPIC" "$peerdb" "$CONNECT_PID" "$run" "$out"
+    delay_run "$run" && delay_levels jdbc-sink jdbc "$DELAY_JDBC_TOPIC" "pg:$peerdb" "$CONNECT_PID" "$run" "$out"
     stop "$CONNECT_PID"
     if ((KEEP == 0)); then
         for d in "$db" "$copydb" "$peerdb"; do psql_admin -c "DROP DATABASE IF EXISTS $d WITH (FORCE)"; done
@@ -378,7 +399,7 @@ EOF
 MONGO_OURS=0
 if "$XCLOG" project --help 2>/dev/null | grep -q 'mongo'; then MONGO_OURS=1; fi
 run_mongo() {
-    local run=$1 out pid db n
+    local run=$1 out ours_out pid db n
     say "MongoDB (FerretDB), run $run/$RUNS"
     if ((MONGO_OURS)); then
         db=bench_${ID}_${run}_ours
@@ -396,6 +417,7 @@ run_mongo() {
             n=$("$BENCH" mongo-count --db "$db" --collection events)
             ((n == N_EVENTS)) || die "our Mongo projector wrote $n documents, expected $N_EVENTS"
             measure mongo xclog "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$n")"
+            ours_out=$out
             # ours, rebuilding: `xclog rebuild --target mongo` of the whole topic beside the
             # database just written, then the swap (wall clock of the command)
             local r0 r1
@@ -408,6 +430,16 @@ run_mongo() {
             n=$("$BENCH" mongo-count --db "$db" --collection events)
             ((n == N_EVENTS)) || die "the rebuilt Mongo store holds $n documents, expected $N_EVENTS"
             measure mongo rebuild "$run" "$(timed "$r0" "$r1" "$n")"
+            # ours, end-to-end delay: as for PostgreSQL, on the rebuilt database
+            if delay_run "$run"; then
+                "$XCLOG" project --target mongo --brokers "$XCLOG_KAFKA_BROKERS" --topic "$DELAY_MONGO_OURS_TOPIC" \
+                    --group "bench-$ID-$run-mongo-delay" --mongodb-uri "$MONGODB_URI" --mongodb-database "$db" \
+                    --http-addr off >"$WORK/ours-mongo-delay-$run.log" 2>&1 &
+                pid=$!
+                PIDS+=("$pid")
+                delay_levels xclog-mongo xclog "$DELAY_MONGO_OURS_TOPIC" "mongo:$db" "$pid" "$run" "$ours_out"
+                stop "$pid"
+            fi
         else
             stop "$pid"
             n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")
@@ -437,7 +469,7 @@ run_mongo() {
 name=xclog-bench-mongo-$ID-$run
 connector.class=dev.xclog.bench.connect.MongoUpsertSinkConnector
 tasks.max=$PEER_TASKS
-topics=$MONGO_TOPIC
+topics=$MONGO_TOPIC$(delay_run "$run" && echo ",$DELAY_MONGO_PEER_TOPIC")
 key.converter=org.apache.kafka.connect.storage.StringConverter
 value.converter=org.apache.kafka.connect.storage.StringConverter
 connection.uri=$MONGODB_URI
@@ -448,10 +480,13 @@ EOF
     out=$("$BENCH" wait --mongo-uri "$MONGODB_URI" --db "$db" --collection events \
         --count "$N_EVENTS" --pid "$CONNECT_PID" --connect-rest "$CONNECT_REST" --poll-ms "$POLL_MS" --timeout-s "$TIMEOUT_S") \
         || die "the Mongo sink did not write $N_EVENTS documents (log: $WORK/mongo-$run.log)"
-    stop "$CONNECT_PID"
+    # (counted while it still runs: it has caught up, and the delay below adds documents)
     n=$("$BENCH" mongo-count --db "$db" --collection events)
     ((n == N_EVENTS)) || die "the Mongo sink wrote $n documents, expected $N_EVENTS"
     measure mongo mongo-sink "$run" "$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m.update(rows=int(sys.argv[2])); print(json.dumps(m))' "$out" "$n")"
+    # the peer, end-to-end delay: the same worker (subscribed to the delay topic from the start)
+    delay_run "$run" && delay_levels mongo-sink mongo "$DELAY_MONGO_PEER_TOPIC" "mongo:$db" "$CONNECT_PID" "$run" "$out"
+    stop "$CONNECT_PID"
     ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
 }
 

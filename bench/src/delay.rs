@@ -7,7 +7,13 @@
 //! - `xclog`: the records `xclog produce` writes (events and the snapshots that fall due,
 //!   protobuf, keyed by instance id), through the xclog producer, for `xclog project`;
 //! - `jdbc`: the JDBC peer's JSON-with-schema records of the same events (the form `prepare`
-//!   writes), events only.
+//!   writes), events only;
+//! - `mongo`: the Mongo peer's JSON documents of the same events (the form `prepare` writes,
+//!   keyed by event id), events only.
+//!
+//! The store is PostgreSQL (`--pg-url`, rows of `--table` by `id`) or MongoDB (`--mongo-uri`
+//! with `--db`, documents of `--collection` by `_id`, the event id for our projector and the
+//! peer alike).
 //!
 //! Pacing: event n is due n / rate seconds after the start; a send more than 100 ms behind
 //! that schedule restarts the schedule from now instead of bursting to catch up (counted in
@@ -16,7 +22,8 @@
 //!
 //! The acknowledgement instant of an event is when its delivery future resolves (a task per
 //! record awaits it). Meanwhile a poller runs `SELECT id FROM <table> WHERE id = ANY($1)`
-//! every `--poll-ms` with every sent event not seen yet (stretched to 4 times the recent mean
+//! (MongoDB: `find({_id: {$in: [...]}})`, `_id` only) every `--poll-ms` with every sent event
+//! not seen yet (stretched to 4 times the recent mean
 //! query duration when that is longer, so the poller keeps the store busy at most about a
 //! quarter of the time), and takes the instant the answer arrived as the instant those rows became
 //! visible: a delay is overstated by at most one poll gap plus one query (`poll_gap_*_ms`,
@@ -47,7 +54,7 @@ use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{DEFAULT_SNAPSHOT_INTERVAL, Producer, ProducerConfig};
 use xclog_schema::Record;
 
-use crate::prepare::JdbcRecords;
+use crate::prepare::{JdbcRecords, mongo_document};
 
 /// How far behind its schedule a send may fall before the schedule restarts from now.
 const MAX_LAG_S: f64 = 0.1;
@@ -59,6 +66,8 @@ pub enum Format {
     Xclog,
     /// The JDBC peer's JSON-with-schema records (events only).
     Jdbc,
+    /// The Mongo peer's JSON documents (events only).
+    Mongo,
 }
 
 /// Options of `xclog-bench delay`.
@@ -79,12 +88,25 @@ pub struct DelayArgs {
     /// Seconds to publish for.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
-    /// PostgreSQL URL of the sink's store.
-    #[arg(long)]
-    pg_url: String,
-    /// Table whose `id` column holds the event ids.
+    /// PostgreSQL URL of the sink's store (or `--mongo-uri`).
+    #[arg(
+        long,
+        required_unless_present = "mongo_uri",
+        conflicts_with = "mongo_uri"
+    )]
+    pg_url: Option<String>,
+    /// Table whose `id` column holds the event ids (PostgreSQL).
     #[arg(long, default_value = "fsm_events")]
     table: String,
+    /// MongoDB URI of the sink's store (with `--db`).
+    #[arg(long, requires = "db")]
+    mongo_uri: Option<String>,
+    /// Mongo database of the sink's store.
+    #[arg(long)]
+    db: Option<String>,
+    /// Mongo collection whose `_id` holds the event ids.
+    #[arg(long, default_value = "events")]
+    collection: String,
     /// Milliseconds between visibility polls (the resolution of the measurement).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     poll_ms: u64,
@@ -295,11 +317,28 @@ type Ack = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 enum Publisher {
     Xclog(Producer),
-    Jdbc {
+    /// The peers' forms, through a plain librdkafka producer.
+    Peer {
         producer: FutureProducer,
         topic: String,
-        records: JdbcRecords,
+        form: PeerForm,
     },
+}
+
+/// How a peer's record is made from an event.
+enum PeerForm {
+    Jdbc(JdbcRecords),
+    Mongo,
+}
+
+impl PeerForm {
+    /// The record's key and value.
+    fn key_value(&self, event: &xclog_schema::PersistedEvent) -> anyhow::Result<(String, String)> {
+        match self {
+            Self::Jdbc(records) => records.key_value(event),
+            Self::Mongo => Ok((event.id.clone(), mongo_document(event)?.to_string())),
+        }
+    }
 }
 
 impl Publisher {
@@ -313,7 +352,7 @@ impl Publisher {
                 )?))
             }
             // The same delivery guarantees and linger as the xclog producer's defaults.
-            Format::Jdbc => Ok(Self::Jdbc {
+            Format::Jdbc | Format::Mongo => Ok(Self::Peer {
                 producer: ClientConfig::new()
                     .set("bootstrap.servers", &args.brokers)
                     .set("client.id", "xclog-bench-delay")
@@ -323,13 +362,16 @@ impl Publisher {
                     .create()
                     .with_context(|| format!("connecting to {}", args.brokers))?,
                 topic: args.topic.clone(),
-                records: JdbcRecords::new(),
+                form: match args.format {
+                    Format::Mongo => PeerForm::Mongo,
+                    _ => PeerForm::Jdbc(JdbcRecords::new()),
+                },
             }),
         }
     }
 
-    /// Queues one record; `None` for a record this form does not carry (the JDBC peer gets
-    /// no snapshots).
+    /// Queues one record; `None` for a record this form does not carry (the peers get no
+    /// snapshots).
     async fn send(&self, record: &Record) -> anyhow::Result<Option<Ack>> {
         match self {
             Self::Xclog(producer) => {
@@ -341,15 +383,15 @@ impl Publisher {
                     ack.await.map(drop).map_err(|e| e.to_string())
                 })))
             }
-            Self::Jdbc {
+            Self::Peer {
                 producer,
                 topic,
-                records,
+                form,
             } => {
                 let Record::Event(event) = record else {
                     return Ok(None);
                 };
-                let (key, value) = records.key_value(event)?;
+                let (key, value) = form.key_value(event)?;
                 let mut queued = FutureRecord::to(topic).key(&key).payload(&value);
                 let delivery = loop {
                     match producer.send_result(queued) {
@@ -381,7 +423,7 @@ impl Publisher {
                 .await
                 .context("closing the producer"),
             // Every delivery has resolved by now: nothing left to flush.
-            Self::Jdbc { .. } => Ok(()),
+            Self::Peer { .. } => Ok(()),
         }
     }
 }
@@ -415,9 +457,68 @@ struct PollStats {
     max_gap: Duration,
 }
 
+/// Where the poller looks for the events.
+enum Store {
+    Pg {
+        conn: sqlx::PgConnection,
+        sql: String,
+    },
+    Mongo(mongodb::Collection<mongodb::bson::Document>),
+}
+
+impl Store {
+    async fn connect(args: &DelayArgs) -> anyhow::Result<Self> {
+        match (&args.pg_url, &args.mongo_uri, &args.db) {
+            (Some(url), None, _) => Ok(Self::Pg {
+                conn: sqlx::PgConnection::connect(url)
+                    .await
+                    .context("connecting to PostgreSQL (--pg-url)")?,
+                sql: format!("SELECT id FROM {} WHERE id = ANY($1)", args.table),
+            }),
+            (None, Some(uri), Some(db)) => {
+                let client = mongodb::Client::with_uri_str(uri)
+                    .await
+                    .context("connecting to MongoDB (--mongo-uri)")?;
+                Ok(Self::Mongo(
+                    client.database(db).collection(&args.collection),
+                ))
+            }
+            _ => bail!("give --pg-url, or --mongo-uri with --db"),
+        }
+    }
+
+    /// Which of `ids` are stored.
+    async fn found(&mut self, ids: &[String]) -> anyhow::Result<Vec<String>> {
+        match self {
+            Self::Pg { conn, sql } => sqlx::query_scalar(sql.as_str())
+                .bind(ids)
+                .fetch_all(conn)
+                .await
+                .with_context(|| format!("polling with `{sql}`")),
+            Self::Mongo(collection) => {
+                let mut cursor = collection
+                    .find(mongodb::bson::doc! {"_id": {"$in": ids}})
+                    .projection(mongodb::bson::doc! {"_id": 1})
+                    .await
+                    .with_context(|| format!("polling {}", collection.name()))?;
+                let mut found = Vec::new();
+                while cursor
+                    .advance()
+                    .await
+                    .with_context(|| format!("polling {}", collection.name()))?
+                {
+                    if let Ok(id) = cursor.current().get_str("_id") {
+                        found.push(id.to_owned());
+                    }
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
 async fn poll_visibility(
-    mut conn: sqlx::PgConnection,
-    sql: String,
+    mut store: Store,
     tracker: Arc<Mutex<Tracker>>,
     every: Duration,
     stop: Arc<AtomicBool>,
@@ -433,11 +534,7 @@ async fn poll_visibility(
             next = asked + every;
             continue;
         }
-        let found: Vec<String> = sqlx::query_scalar(sql.as_str())
-            .bind(&ids)
-            .fetch_all(&mut conn)
-            .await
-            .with_context(|| format!("polling with `{sql}`"))?;
+        let found = store.found(&ids).await?;
         let at = Instant::now();
         let took = at - asked;
         stats.polls += 1;
@@ -530,16 +627,18 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
     });
     let count = (args.rate * args.seconds).ceil().max(1.0) as u64;
 
-    let conn = sqlx::PgConnection::connect(&args.pg_url)
-        .await
-        .context("connecting to PostgreSQL (--pg-url)")?;
+    let store = Store::connect(&args).await?;
+    // Where the events are looked for, for the messages and the result.
+    let where_ = match &args.db {
+        Some(db) if args.mongo_uri.is_some() => format!("{db}.{}", args.collection),
+        _ => args.table.clone(),
+    };
     let linger = ProducerConfig::new(&args.brokers, &args.topic).linger;
     let publisher = Publisher::connect(&args).await?;
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut poller = tokio::spawn(poll_visibility(
-        conn,
-        format!("SELECT id FROM {} WHERE id = ANY($1)", args.table),
+        store,
         Arc::clone(&tracker),
         Duration::from_millis(args.poll_ms),
         Arc::clone(&stop),
@@ -563,7 +662,7 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
     if !wait_done(&tracker, &mut poller, args.pid, warmup_deadline).await? {
         bail!(
             "the warm-up event did not become visible in {} within {} s: {}",
-            args.table,
+            where_,
             args.warmup_timeout_s,
             lock(&tracker).missing()
         );
@@ -596,10 +695,10 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
     let drain_deadline = published + Duration::from_secs(args.timeout_s);
     if !wait_done(&tracker, &mut poller, args.pid, drain_deadline).await? {
         bail!(
-            "{} within {} s after publishing ended (table {}, topic {})",
+            "{} within {} s after publishing ended ({}, topic {})",
             lock(&tracker).missing(),
             args.timeout_s,
-            args.table,
+            where_,
             args.topic
         );
     }
@@ -626,9 +725,14 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(json!({
-        "format": match args.format { Format::Xclog => "xclog", Format::Jdbc => "jdbc" },
+        "format": match args.format {
+            Format::Xclog => "xclog",
+            Format::Jdbc => "jdbc",
+            Format::Mongo => "mongo",
+        },
         "topic": args.topic,
-        "table": args.table,
+        "store": if args.mongo_uri.is_some() { "mongo" } else { "postgres" },
+        "table": where_,
         "seed": seed,
         "rate_asked": args.rate,
         "rate_achieved": rate_achieved,

@@ -298,7 +298,7 @@ fn jdbc_payload(e: &PersistedEvent) -> anyhow::Result<Value> {
 
 /// The xcomponent-ai Mongo document of an event: the camelCase `PersistedEvent` with
 /// `_id` = event id.
-fn mongo_document(e: &PersistedEvent) -> anyhow::Result<Value> {
+pub(crate) fn mongo_document(e: &PersistedEvent) -> anyhow::Result<Value> {
     let mut doc = serde_json::Map::new();
     doc.insert("_id".to_owned(), Value::String(e.id.clone()));
     match serde_json::to_value(e)? {

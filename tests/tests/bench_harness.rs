@@ -1,8 +1,8 @@
 //! The benchmark harness (`scripts/bench.sh`) end to end on a tiny workload: every PostgreSQL
 //! and MongoDB comparison runs (ours, the database's own bulk load, the peer on Kafka Connect,
 //! and our rebuild), and every side writes exactly the events of the topic; the end-to-end
-//! delay of ours and of the JDBC peer is measured at each level (3 s each here) and every
-//! event it published became visible. No timing is asserted anywhere: the figures of such a
+//! delay of ours and of the peer, in each store, is measured at each level (3 s each here) and
+//! every event it published became visible. No timing is asserted anywhere: the figures of such a
 //! run mean nothing.
 //!
 //! The producer comparison is left out: it is `cargo bench` of the producer crate, a release
@@ -84,12 +84,16 @@ fn the_harness_runs_every_store_comparison_and_each_side_writes_every_event() ->
     }
     // The delay: `xclog-bench delay` fails unless every event it published became visible,
     // so a measurement here means every one was seen.
-    for side in ["xclog", "jdbc-sink"] {
+    for side in ["xclog", "jdbc-sink", "xclog-mongo", "mongo-sink"] {
         for pct in [20, 50, 80] {
             let key = ("delay".to_owned(), format!("{side}@{pct}%"));
             let m = rows
                 .get(&key)
                 .with_context(|| format!("no delay measurement {key:?}:\n{text}\n{log}"))?;
+            assert!(
+                m.get("missing").is_none(),
+                "the delay of {side} at {pct}% was not measured: {m}"
+            );
             assert!(
                 m["count"].as_u64().is_some_and(|n| n > 0),
                 "the delay of {side} at {pct}% published no event: {m}"
