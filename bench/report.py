@@ -223,7 +223,6 @@ def delay_table(rows, args):
             out.append(f"| {names.get(side, side)} | {r['pct']}% | not measured: {why} | | | | | | | |")
     if not delays:
         return out
-    runs = sorted({r["run"] for r in delays})
     seconds = sorted({r["seconds"] for r in delays})
     polls = sorted({r["poll_ms"] for r in delays})
     payloads = "/".join(str(x) for x in sorted({r["payload_bytes"] for r in delays}))

@@ -462,6 +462,7 @@ enum Store {
     Pg {
         conn: sqlx::PgConnection,
         sql: String,
+        table: String,
     },
     Mongo(mongodb::Collection<mongodb::bson::Document>),
 }
@@ -474,6 +475,7 @@ impl Store {
                     .await
                     .context("connecting to PostgreSQL (--pg-url)")?,
                 sql: format!("SELECT id FROM {} WHERE id = ANY($1)", args.table),
+                table: args.table.clone(),
             }),
             (None, Some(uri), Some(db)) => {
                 let client = mongodb::Client::with_uri_str(uri)
@@ -487,10 +489,26 @@ impl Store {
         }
     }
 
+    /// The store's kind, as the results name it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Pg { .. } => "postgres",
+            Self::Mongo(_) => "mongo",
+        }
+    }
+
+    /// Where the events are looked for (a table, or `database.collection`).
+    fn place(&self) -> String {
+        match self {
+            Self::Pg { table, .. } => table.clone(),
+            Self::Mongo(c) => c.namespace().to_string(),
+        }
+    }
+
     /// Which of `ids` are stored.
     async fn found(&mut self, ids: &[String]) -> anyhow::Result<Vec<String>> {
         match self {
-            Self::Pg { conn, sql } => sqlx::query_scalar(sql.as_str())
+            Self::Pg { conn, sql, .. } => sqlx::query_scalar(sql.as_str())
                 .bind(ids)
                 .fetch_all(conn)
                 .await
@@ -628,11 +646,7 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
     let count = (args.rate * args.seconds).ceil().max(1.0) as u64;
 
     let store = Store::connect(&args).await?;
-    // Where the events are looked for, for the messages and the result.
-    let where_ = match &args.db {
-        Some(db) if args.mongo_uri.is_some() => format!("{db}.{}", args.collection),
-        _ => args.table.clone(),
-    };
+    let (store_kind, where_) = (store.kind(), store.place());
     let linger = ProducerConfig::new(&args.brokers, &args.topic).linger;
     let publisher = Publisher::connect(&args).await?;
     let tracker = Arc::new(Mutex::new(Tracker::default()));
@@ -731,7 +745,7 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
             Format::Mongo => "mongo",
         },
         "topic": args.topic,
-        "store": if args.mongo_uri.is_some() { "mongo" } else { "postgres" },
+        "store": store_kind,
         "table": where_,
         "seed": seed,
         "rate_asked": args.rate,
