@@ -68,14 +68,21 @@ pub mod defaults {
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
     /// How long the first record of a partial batch waits when the writer is idle, in ms.
     pub const BATCH_LINGER_MS: u64 = 5;
-    /// Batches cut but not yet written, over all writers.
-    pub const MAX_QUEUED_BATCHES: usize = 2;
+    /// Batches cut but not yet written, over all writers. One is enough once the consumer keeps
+    /// ahead of the writer (see [`FETCH_QUEUE_BACKOFF_MS`]); a second one only held memory.
+    pub const MAX_QUEUED_BATCHES: usize = 1;
     /// Writers, each committing the batches of its own share of the assigned partitions.
     pub const WRITERS: usize = 1;
     /// The most writers a projector accepts.
     pub const WRITERS_MAX: usize = 32;
-    /// librdkafka prefetch per partition, in KiB.
+    /// librdkafka prefetch of the consumer, in KiB.
     pub const FETCH_BUFFER_KBYTES: usize = 4096;
+    /// How long librdkafka waits before it fetches again once its prefetch was full
+    /// (`fetch.queue.backoff.ms`), in ms. librdkafka's default, 1000 ms, starved the writer:
+    /// a 4 MiB prefetch is about one batch, which the consumer decodes in a tenth of that
+    /// second, and then it waited for the rest (docs/BENCHMARKS.md, "The consumer waited a
+    /// second for Kafka"). A check of a full prefetch costs no request, so a short wait is free.
+    pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
     /// First backoff after a transient store error, in ms.
     pub const RETRY_BACKOFF_INITIAL_MS: u64 = 100;
     /// Longest backoff between retries of one batch, in ms.
@@ -114,8 +121,9 @@ pub struct ProjectorConfig {
     /// dealt out over them (a partition always goes to one writer, so its batches stay in
     /// order); batches of different writers are independent transactions.
     pub writers: usize,
-    /// librdkafka's prefetch buffer per partition (`queued.max.messages.kbytes`), the other
-    /// bound on memory.
+    /// librdkafka's prefetch buffer (`queued.max.messages.kbytes`; with a subscribed consumer it
+    /// bounds the one consumer queue, whatever the number of partitions), the other bound on
+    /// memory.
     pub fetch_buffer_kbytes: usize,
     /// First backoff after a transient store error; doubles up to `retry_backoff_max`.
     pub retry_backoff_initial: Duration,

@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ProjectorConfig};
+use crate::config::{ConfigError, ProjectorConfig, defaults};
 use crate::consumer::{ConsumerLoop, OffsetLoader, ProjectorContext, RecordCheck, Shared};
 use crate::dead_letter::{DeadLetterError, DeadLetterProducer, client_config};
 use crate::metrics::Metrics;
@@ -120,6 +120,10 @@ impl<S: Sink> Projector<S> {
             .set(
                 "queued.max.messages.kbytes",
                 config.fetch_buffer_kbytes.to_string(),
+            )
+            .set(
+                "fetch.queue.backoff.ms",
+                defaults::FETCH_QUEUE_BACKOFF_MS.to_string(),
             )
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")

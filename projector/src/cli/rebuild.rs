@@ -258,7 +258,6 @@ impl ShadowRun {
         config.batch_max_latency = config.batch_max_latency.max(Duration::from_millis(500));
         // A rebuild reads a backlog: big batches even when the writer waits for one.
         config.batch_linger = config.batch_max_latency;
-        config.max_queued_batches = config.max_queued_batches.max(4);
         let projector = Projector::new(config, sink)?;
         let token = CancellationToken::new();
         let task = tokio::spawn(projector.run(token.clone()));
