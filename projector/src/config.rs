@@ -62,8 +62,10 @@ pub fn redact_url(value: &str) -> String {
 /// The defaults of [`ProjectorConfig::new`], which `xclog project` shows and uses: one place
 /// for each, so the CLI and the library cannot drift apart.
 pub mod defaults {
-    /// Records per batch (a backlog drains in batches of this size).
-    pub const BATCH_MAX_RECORDS: usize = 5000;
+    /// Records per batch (a backlog drains in batches of this size). Each of the [`WRITERS`]
+    /// holds up to one batch written and one queued: 2 x 2,500 drained faster than 1 x 5,000
+    /// and holds less memory (docs/BENCHMARKS.md, "Two writers, once they are fed").
+    pub const BATCH_MAX_RECORDS: usize = 2500;
     /// How long the first record of a partial batch waits while the writer is busy, in ms.
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
     /// How long the first record of a partial batch waits when the writer is idle, in ms.
@@ -72,7 +74,7 @@ pub mod defaults {
     /// ahead of the writer (see [`FETCH_QUEUE_BACKOFF_MS`]); a second one only held memory.
     pub const MAX_QUEUED_BATCHES: usize = 1;
     /// Writers, each committing the batches of its own share of the assigned partitions.
-    pub const WRITERS: usize = 1;
+    pub const WRITERS: usize = 2;
     /// The most writers a projector accepts.
     pub const WRITERS_MAX: usize = 32;
     /// librdkafka prefetch of the consumer, in KiB.

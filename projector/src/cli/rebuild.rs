@@ -396,7 +396,7 @@ async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let mut run = ShadowRun::start(
         p,
         sink,
-        5000,
+        xclog_projector::config::defaults::BATCH_MAX_RECORDS,
         Progress::new(&args.progress, &start, &target),
     )?;
     let began = Instant::now();
