@@ -105,7 +105,8 @@ def render(args):
                f"{args.partitions} partitions, protobuf values")
     out.append(f"- Machine: {machine()}; every service on 127.0.0.1 on the same machine")
     out.append(f"- Versions: {versions(args.kafka)}")
-    out.append(f"- Settings: our projector with its defaults (batch {args.ours_batch_records} records, "
+    writers = f"{args.ours_writers} writers, " if args.ours_writers else ""
+    out.append(f"- Settings: our projector with its defaults ({writers}batch {args.ours_batch_records} records, "
                f"linger {args.ours_batch_linger_ms} ms, max latency {args.ours_batch_latency_ms} ms, exactly-once "
                f"mode, indexes in place); Connect sinks: tasks.max={args.peer_tasks}, "
                f"consumer.max.poll.records={args.poll_records}, JDBC batch.size={args.jdbc_batch}, "
@@ -298,7 +299,7 @@ def main():
     p.add_argument("results")
     for opt in ["command", "produce", "events", "snapshots", "partitions", "runs", "profile",
                 "quick", "kafka", "peer-tasks", "jdbc-batch", "poll-records", "doc",
-                "ours-batch-records", "ours-batch-latency-ms", "ours-batch-linger-ms"]:
+                "ours-batch-records", "ours-batch-latency-ms", "ours-batch-linger-ms", "ours-writers"]:
         p.add_argument("--" + opt, default=None)
     render(p.parse_args())
 

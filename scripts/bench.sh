@@ -144,12 +144,12 @@ BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)
 XCLOG=$BIN_DIR/xclog
 BENCH=${XCLOG_BENCH_BIN:-$BIN_DIR/xclog-bench}
 # Our projector's batch defaults (the delay depends on them; the report states them).
-read -r OURS_BATCH_RECORDS OURS_BATCH_LATENCY_MS OURS_BATCH_LINGER_MS < <("$XCLOG" project --help | python3 -c '
+read -r OURS_BATCH_RECORDS OURS_BATCH_LATENCY_MS OURS_BATCH_LINGER_MS OURS_WRITERS < <("$XCLOG" project --help | python3 -c '
 import re,sys
 t=sys.stdin.read()
 d=lambda o: re.search(r"--%s <[A-Z_]+>\s.*?\[default: (\d+)\]" % o, t, re.S).group(1)
-print(d("batch-max-records"), d("batch-max-latency-ms"), d("batch-linger-ms"))') \
-    || die "could not read the defaults of --batch-max-records, --batch-max-latency-ms and --batch-linger-ms from \`$XCLOG project --help\`"
+print(d("batch-max-records"), d("batch-max-latency-ms"), d("batch-linger-ms"), d("writers"))') \
+    || die "could not read the defaults of --batch-max-records, --batch-max-latency-ms, --batch-linger-ms and --writers from \`$XCLOG project --help\`"
 
 if want pg || want mongo; then
     [[ -f $KAFKA_LIBS/connect-runtime-$KAFKA_VERSION.jar ]] || die "no Kafka Connect runtime in $KAFKA_LIBS (run scripts/stack.sh up)"
@@ -517,4 +517,5 @@ python3 bench/report.py render "$RAW" \
     --partitions "$PARTITIONS" --runs "$RUNS" --profile "$PROFILE" --quick "$QUICK" \
     --kafka "$KAFKA_VERSION" --peer-tasks "$PEER_TASKS" --jdbc-batch "$JDBC_BATCH" \
     --poll-records "$POLL_RECORDS" --ours-batch-records "$OURS_BATCH_RECORDS" \
-    --ours-batch-latency-ms "$OURS_BATCH_LATENCY_MS" --ours-batch-linger-ms "$OURS_BATCH_LINGER_MS" $( ((WRITE_DOC)) && echo --doc docs/BENCHMARKS.md )
+    --ours-batch-latency-ms "$OURS_BATCH_LATENCY_MS" --ours-batch-linger-ms "$OURS_BATCH_LINGER_MS" \
+    --ours-writers "$OURS_WRITERS" $( ((WRITE_DOC)) && echo --doc docs/BENCHMARKS.md )
