@@ -91,6 +91,14 @@ pub mod defaults {
     pub const RETRY_BACKOFF_MAX_MS: u64 = 5000;
     /// Wait for the in-flight batch on revoke or shutdown, in ms.
     pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+    /// Consumer group session timeout (`session.timeout.ms`), in ms: a projector that sends no
+    /// heartbeat for this long loses its partitions to the other members. Shorter than the
+    /// Java clients' 45 s, so a crashed projector's partitions move on sooner; raise it where
+    /// the broker can stall for seconds (docs/OPERATIONS.md).
+    pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+    /// Heartbeat interval (`heartbeat.interval.ms`), in ms; the session timeout must be at
+    /// least three of these.
+    pub const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
     /// `/readyz` lag threshold, in records.
     pub const READY_MAX_LAG: i64 = 1000;
 }
@@ -133,6 +141,9 @@ pub struct ProjectorConfig {
     pub retry_backoff_max: Duration,
     /// On shutdown or revoke, how long to wait for the in-flight batch before abandoning it.
     pub drain_timeout: Duration,
+    /// Consumer group session timeout: no heartbeat for this long and the group coordinator
+    /// gives this projector's partitions to the other members.
+    pub session_timeout: Duration,
     /// `/readyz` answers 200 once assigned and every assigned partition lags by at most this.
     pub ready_max_lag: i64,
     /// Address of the `/healthz`, `/readyz`, `/metrics` server (`None`: no server).
@@ -166,6 +177,7 @@ impl ProjectorConfig {
             retry_backoff_initial: Duration::from_millis(defaults::RETRY_BACKOFF_INITIAL_MS),
             retry_backoff_max: Duration::from_millis(defaults::RETRY_BACKOFF_MAX_MS),
             drain_timeout: Duration::from_millis(defaults::DRAIN_TIMEOUT_MS),
+            session_timeout: Duration::from_millis(defaults::SESSION_TIMEOUT_MS),
             ready_max_lag: defaults::READY_MAX_LAG,
             http_addr: None,
             limits: xclog_schema::Limits::default(),
@@ -238,6 +250,17 @@ impl ProjectorConfig {
                 ),
             );
         }
+        let session_ms = self.session_timeout.as_millis();
+        let session_min = u128::from(3 * defaults::HEARTBEAT_INTERVAL_MS);
+        if !(session_min..=3_600_000).contains(&session_ms) {
+            return bad(
+                "session_timeout",
+                format!(
+                    "must be between {session_min} ms (three heartbeats) and 3600000 ms, is \
+                     {session_ms} ms"
+                ),
+            );
+        }
         if self.ready_max_lag < 0 {
             return bad("ready_max_lag", "must not be negative".into());
         }
@@ -297,6 +320,17 @@ mod tests {
             c.writers = writers;
             assert_eq!(c.validate().unwrap_err().field, "writers");
         }
+        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+        for ms in [2_999, 3_600_001] {
+            let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+            c.session_timeout = Duration::from_millis(ms);
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field, "session_timeout");
+            assert!(e.reason.contains(&format!("is {ms} ms")), "{}", e.reason);
+        }
+        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
+        c.session_timeout = Duration::from_secs(45);
+        assert!(c.validate().is_ok());
         let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
         c.batch_linger = c.batch_max_latency;
         assert!(c.validate().is_ok());

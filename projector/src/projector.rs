@@ -125,8 +125,14 @@ impl<S: Sink> Projector<S> {
                 "fetch.queue.backoff.ms",
                 defaults::FETCH_QUEUE_BACKOFF_MS.to_string(),
             )
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                defaults::HEARTBEAT_INTERVAL_MS.to_string(),
+            )
             .create_with_context(context)
             .map_err(ProjectorError::Kafka)?;
         let consumer = Arc::new(consumer);

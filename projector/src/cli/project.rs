@@ -60,7 +60,7 @@ pub struct ProjectArgs {
     /// partitions are dealt out over them.
     #[arg(long, env = "XCLOG_WRITERS", default_value_t = defaults::WRITERS)]
     pub writers: usize,
-    /// librdkafka prefetch buffer per partition, in KiB.
+    /// librdkafka prefetch buffer of the consumer (all its partitions), in KiB.
     #[arg(long, env = "XCLOG_FETCH_BUFFER_KBYTES", default_value_t = defaults::FETCH_BUFFER_KBYTES)]
     pub fetch_buffer_kbytes: usize,
     /// First backoff after a transient store error, in ms (doubles up to the max).
@@ -72,6 +72,10 @@ pub struct ProjectArgs {
     /// On shutdown or revoke, how long to wait for the in-flight batch, in ms.
     #[arg(long, env = "XCLOG_DRAIN_TIMEOUT_MS", default_value_t = defaults::DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u64,
+    /// Consumer group session timeout, in ms: no heartbeat for this long and the partitions go
+    /// to the other members (at least 3000).
+    #[arg(long, env = "XCLOG_SESSION_TIMEOUT_MS", default_value_t = defaults::SESSION_TIMEOUT_MS)]
+    pub session_timeout_ms: u64,
     /// `/readyz` is 200 once assigned and every partition lags by at most this many records.
     #[arg(long, env = "XCLOG_READY_MAX_LAG", default_value_t = defaults::READY_MAX_LAG)]
     pub ready_max_lag: i64,
@@ -118,6 +122,7 @@ impl ProjectArgs {
         config.retry_backoff_initial = Duration::from_millis(self.retry_backoff_initial_ms);
         config.retry_backoff_max = Duration::from_millis(self.retry_backoff_max_ms);
         config.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
+        config.session_timeout = Duration::from_millis(self.session_timeout_ms);
         config.ready_max_lag = self.ready_max_lag;
         config.http_addr = match self.http_addr.as_str() {
             "off" | "" => None,
