@@ -320,7 +320,6 @@ mod tests {
             c.writers = writers;
             assert_eq!(c.validate().unwrap_err().field, "writers");
         }
-        let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
         for ms in [2_999, 3_600_001] {
             let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
             c.session_timeout = Duration::from_millis(ms);
