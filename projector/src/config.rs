@@ -60,7 +60,9 @@ pub fn redact_url(value: &str) -> String {
 }
 
 /// The defaults of [`ProjectorConfig::new`], which `xclog project` shows and uses: one place
-/// for each, so the CLI and the library cannot drift apart.
+/// for each, so the CLI and the library cannot drift apart. Also the two consumer settings that
+/// are fixed rather than configured (`FETCH_QUEUE_BACKOFF_MS`, `HEARTBEAT_INTERVAL_MS`),
+/// so their reasons sit beside the defaults they bound.
 pub mod defaults {
     /// Records per batch (a backlog drains in batches of this size). Each of the [`WRITERS`]
     /// holds up to one batch written and one queued: 2 x 2,500 drained faster than 1 x 5,000
