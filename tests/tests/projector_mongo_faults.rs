@@ -1,6 +1,6 @@
 //! Fault tests of the MongoDB projector: the `xclog project --target mongo` process killed
-//! with SIGKILL at random points, and FerretDB restarted mid-run. After recovery the store
-//! equals the topic, document for document.
+//! with SIGKILL at random points, FerretDB restarted mid-run, and FerretDB frozen (SIGSTOP)
+//! mid-batch. After recovery the store equals the topic, document for document.
 
 mod projector_mongo_support;
 mod projector_pg_support;
@@ -10,7 +10,9 @@ use std::time::Duration;
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use projector_mongo_support as mongo;
-use projector_pg_support::{Rng, config, producer, publish, workload, xclog_binary};
+use projector_pg_support::{InProcess, Rng, config, producer, publish, workload, xclog_binary};
+use xclog_projector::sink::mongo::MongoSink;
+use xclog_projector::{CancellationToken, Projector};
 use xclog_schema::Encoding;
 use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
 
@@ -103,6 +105,81 @@ async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
         .await?;
     assert!(status.success(), "scripts/stack.sh ferretdb-restart failed");
     published.extend(publish(&producer, &topic.name, second, Encoding::Protobuf).await?);
+    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    p.stop().await?;
+    mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}
+
+/// FerretDB's process, frozen with SIGSTOP and thawed with SIGCONT when dropped (also when the
+/// test fails), so the next test finds it running.
+struct Frozen(String);
+
+impl Frozen {
+    fn ferretdb() -> anyhow::Result<Self> {
+        let home = std::env::var("XCLOG_HOME").unwrap_or_else(|_| "/var/tmp/xclog".into());
+        let pid = std::fs::read_to_string(format!("{home}/run/ferretdb/ferretdb.pid"))?
+            .trim()
+            .to_owned();
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -STOP {pid} failed");
+        Ok(Frozen(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+/// A server that takes a command and never answers must not hold a writer for ever: with
+/// FerretDB frozen mid-run, the command timeout fails the batch as transient, so a stop
+/// request is honoured while FerretDB is still frozen. Thawed, a new projector finishes the
+/// topic and the store equals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -> anyhow::Result<()>
+{
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let topic = TestTopic::create(3).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(3000, 60, 43);
+    let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
+    let mut cfg = config(&topic.name, &group);
+    cfg.batch_max_records = 200;
+    cfg.drain_timeout = Duration::from_secs(2);
+    let sink = MongoSink::from_database(db.clone(), &group, true)
+        .with_command_timeout(Duration::from_secs(2));
+    mongo::ensure_indexes(&sink).await?;
+    let token = CancellationToken::new();
+    let task = tokio::spawn(Projector::new(cfg.clone(), sink)?.run(token.clone()));
+    wait_until(CATCH_UP, "the projector to store something", || {
+        let db = db.clone();
+        async move { Ok((stored_events(&db).await > 0).then_some(())) }
+    })
+    .await?;
+
+    let frozen = Frozen::ferretdb()?;
+    // Let the writer's next command go out and wait on the frozen server.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    token.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), task).await;
+    drop(frozen);
+    let result = stopped.map_err(|_| {
+        anyhow::anyhow!(
+            "the projector did not stop within 30 s of the stop request while FerretDB was frozen"
+        )
+    })?;
+    result??;
+
+    let p: InProcess = mongo::start_in_process(cfg, db.clone()).await?;
     mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
     p.stop().await?;
     mongo::assert_store_equals(&db, &published).await?;

@@ -20,6 +20,11 @@ pub struct MongoArgs {
     /// acknowledged batch to survive a failover; standalone servers treat it as `w: 1`).
     #[arg(long, env = "XCLOG_MONGODB_NO_MAJORITY")]
     pub mongodb_no_majority: bool,
+    /// How long one write-path command may wait for the server's reply, in ms; then the batch
+    /// fails as transient and is retried (so a frozen server never holds a writer for ever).
+    #[arg(long, env = "XCLOG_MONGODB_COMMAND_TIMEOUT_MS", default_value_t = xclog_projector::sink::mongo::DEFAULT_COMMAND_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
+    pub mongodb_command_timeout_ms: u64,
 }
 
 /// Runs the projector into MongoDB until SIGINT/SIGTERM.
@@ -33,6 +38,7 @@ pub async fn run(args: super::project::ProjectArgs) -> anyhow::Result<ExitCode> 
     );
     sink_config.database = args.mongo.mongodb_database.clone();
     sink_config.majority_writes = !args.mongo.mongodb_no_majority;
+    sink_config.command_timeout = Duration::from_millis(args.mongo.mongodb_command_timeout_ms);
     tracing::info!(config = ?config, uri = %sink_config.uri, database = %sink_config.database, "starting projector");
     let sink = MongoSink::connect(&sink_config).await?;
     let mut backoff = Duration::from_millis(200);

@@ -107,9 +107,10 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     rb.prepare_shadow().await?;
     let start = start.unwrap_or_default();
     let target = plan.target.clone();
+    let command_timeout = Duration::from_millis(p.mongo.mongodb_command_timeout_ms);
     let mut run = ShadowRun::start(
         p,
-        rb.shadow_sink(),
+        rb.shadow_sink().with_command_timeout(command_timeout),
         MIN_BATCH,
         Progress::new(&args.progress, &start, &target),
     )?;

@@ -79,7 +79,14 @@ pub struct MongoSinkConfig {
     /// Ask for `w: "majority"` acknowledgement on every write (use it on replica sets, so an
     /// acknowledged batch survives a failover; a standalone server treats it as `w: 1`).
     pub majority_writes: bool,
+    /// How long one command of a batch may wait for the server's reply before it fails as a
+    /// transient error (the batch is then retried; every step of it is idempotent).
+    pub command_timeout: Duration,
 }
+
+/// Default of [`MongoSinkConfig::command_timeout`]: far above what one chunk of a batch takes
+/// (FerretDB on 2 cores: a few seconds), far below "for ever".
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl MongoSinkConfig {
     /// Defaults: database `xcomponent`, 5 s server selection, majority writes.
@@ -90,6 +97,7 @@ impl MongoSinkConfig {
             projection: projection.into(),
             server_selection_timeout: Duration::from_secs(5),
             majority_writes: true,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
@@ -103,6 +111,7 @@ pub struct MongoSink {
     prefix: String,
     projection: String,
     write_concern: Option<Document>,
+    command_timeout: Duration,
 }
 
 impl MongoSink {
@@ -126,7 +135,8 @@ impl MongoSink {
             client.database(&config.database),
             &config.projection,
             config.majority_writes,
-        ))
+        )
+        .with_command_timeout(config.command_timeout))
     }
 
     /// Wraps a database handle (tests, tools).
@@ -136,6 +146,35 @@ impl MongoSink {
             prefix: String::new(),
             projection: projection.to_owned(),
             write_concern: majority_writes.then(|| doc! { "w": "majority" }),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+
+    /// The same sink with another [`MongoSinkConfig::command_timeout`].
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Runs one command of the write path, bounded by the command timeout: a server that
+    /// accepted the command and never answers (a stalled FerretDB, a frozen host) fails the
+    /// batch as a transient error instead of holding its writer for ever. Dropping the
+    /// operation closes its connection, so a late reply is never read as another's.
+    async fn bounded<T>(
+        &self,
+        ctx: &'static str,
+        op: impl std::future::Future<Output = Result<T, SinkError>>,
+    ) -> Result<T, SinkError> {
+        match tokio::time::timeout(self.command_timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(SinkError::Transient {
+                context: ctx,
+                source: format!(
+                    "no reply from the server within {} ms (the command timeout)",
+                    self.command_timeout.as_millis()
+                )
+                .into(),
+            }),
         }
     }
 
@@ -204,6 +243,22 @@ impl MongoSink {
         offset_id(&self.projection, topic, partition)
     }
 
+    /// Runs one write command (with the write concern, bounded by the command timeout) and
+    /// checks that the write concern was satisfied.
+    async fn run_write(&self, command: Document, ctx: &'static str) -> Result<Document, SinkError> {
+        let command = self.with_write_concern(command);
+        let reply = self
+            .bounded(ctx, async {
+                self.db
+                    .run_command(command)
+                    .await
+                    .map_err(|e| classify(e, ctx))
+            })
+            .await?;
+        check_write_concern(&reply, ctx)?;
+        Ok(reply)
+    }
+
     /// Runs `update` statements in chunks (unordered); returns, per statement, the error code
     /// if it failed, and the number of documents matched or upserted.
     async fn update(
@@ -217,15 +272,15 @@ impl MongoSink {
         for (base, chunk) in chunks(statements) {
             let len = chunk.len();
             let reply = self
-                .db
-                .run_command(self.with_write_concern(doc! {
-                    "update": self.collection_name(collection),
-                    "updates": chunk,
-                    "ordered": false,
-                }))
-                .await
-                .map_err(|e| classify(e, ctx))?;
-            check_write_concern(&reply, ctx)?;
+                .run_write(
+                    doc! {
+                        "update": self.collection_name(collection),
+                        "updates": chunk,
+                        "ordered": false,
+                    },
+                    ctx,
+                )
+                .await?;
             n += reply.get("n").and_then(as_u64).unwrap_or(0);
             for (i, code, message) in write_errors(&reply) {
                 if i < len {
@@ -248,15 +303,15 @@ impl MongoSink {
         for (base, chunk) in chunks(documents) {
             let len = chunk.len();
             let reply = self
-                .db
-                .run_command(self.with_write_concern(doc! {
-                    "insert": self.collection_name(collection),
-                    "documents": chunk,
-                    "ordered": false,
-                }))
-                .await
-                .map_err(|e| classify(e, ctx))?;
-            check_write_concern(&reply, ctx)?;
+                .run_write(
+                    doc! {
+                        "insert": self.collection_name(collection),
+                        "documents": chunk,
+                        "ordered": false,
+                    },
+                    ctx,
+                )
+                .await?;
             let mut chunk_duplicates = 0;
             for (i, code, message) in write_errors(&reply) {
                 if code == DUPLICATE_KEY {
@@ -294,12 +349,10 @@ impl MongoSink {
         projection: Document,
         ctx: &'static str,
     ) -> Result<Vec<Document>, SinkError> {
-        find_all(
-            &self.db,
-            &self.collection_name(collection),
-            filter,
-            Some(projection),
+        let name = self.collection_name(collection);
+        self.bounded(
             ctx,
+            find_all(&self.db, &name, filter, Some(projection), ctx),
         )
         .await
     }
