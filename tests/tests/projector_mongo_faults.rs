@@ -10,9 +10,8 @@ use std::time::Duration;
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use projector_mongo_support as mongo;
-use projector_pg_support::{InProcess, Rng, config, producer, publish, workload, xclog_binary};
+use projector_pg_support::{Rng, config, producer, publish, workload, xclog_binary};
 use xclog_projector::sink::mongo::MongoSink;
-use xclog_projector::{CancellationToken, Projector};
 use xclog_schema::Encoding;
 use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
 
@@ -157,9 +156,7 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     cfg.drain_timeout = Duration::from_secs(2);
     let sink = MongoSink::from_database(db.clone(), &group, true)
         .with_command_timeout(Duration::from_secs(2));
-    mongo::ensure_indexes(&sink).await?;
-    let token = CancellationToken::new();
-    let task = tokio::spawn(Projector::new(cfg.clone(), sink)?.run(token.clone()));
+    let frozen_run = mongo::start_sink_in_process(cfg.clone(), sink).await?;
     wait_until(CATCH_UP, "the projector to store something", || {
         let db = db.clone();
         async move { Ok((stored_events(&db).await > 0).then_some(())) }
@@ -169,8 +166,8 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     let frozen = Frozen::ferretdb()?;
     // Let the writer's next command go out and wait on the frozen server.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    token.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(30), task).await;
+    frozen_run.token.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), frozen_run.task).await;
     drop(frozen);
     let result = stopped.map_err(|_| {
         anyhow::anyhow!(
@@ -179,7 +176,7 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     })?;
     result??;
 
-    let p: InProcess = mongo::start_in_process(cfg, db.clone()).await?;
+    let p = mongo::start_in_process(cfg, db.clone()).await?;
     mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
     p.stop().await?;
     mongo::assert_store_equals(&db, &published).await?;

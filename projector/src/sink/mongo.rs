@@ -89,7 +89,8 @@ pub struct MongoSinkConfig {
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl MongoSinkConfig {
-    /// Defaults: database `xcomponent`, 5 s server selection, majority writes.
+    /// Defaults: database `xcomponent`, 5 s server selection, majority writes, a 60 s command
+    /// timeout.
     pub fn new(uri: Secret, projection: impl Into<String>) -> Self {
         Self {
             uri,

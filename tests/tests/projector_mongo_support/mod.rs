@@ -35,6 +35,15 @@ pub async fn ensure_indexes(sink: &MongoSink) -> anyhow::Result<()> {
 /// A MongoDB projector running in this process, writing into `db`.
 pub async fn start_in_process(config: ProjectorConfig, db: Database) -> anyhow::Result<InProcess> {
     let sink = MongoSink::from_database(db, &config.group_id, true);
+    start_sink_in_process(config, sink).await
+}
+
+/// A MongoDB projector running in this process, writing through `sink` (for a sink with
+/// non-default settings).
+pub async fn start_sink_in_process(
+    config: ProjectorConfig,
+    sink: MongoSink,
+) -> anyhow::Result<InProcess> {
     ensure_indexes(&sink).await?;
     let projector = Projector::new(config, sink)?;
     let token = CancellationToken::new();
