@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
 use projector_mongo_support as mongo;
-use projector_pg_support::{config, producer, publish, publish_raw, workload};
+use projector_pg_support::{Published, config, producer, publish, publish_raw, workload};
 use rdkafka::Message as _;
 use rdkafka::message::Headers as _;
 use serde_json::json;
+use xclog_projector::ProjectorConfig;
 use xclog_projector::read::mongo::MongoReader;
 use xclog_projector::read::{EventStore, Page};
 use xclog_schema::{Encoding, FsmEvent, PersistedEvent, Record};
@@ -130,61 +131,139 @@ async fn a_realistic_workload_lands_document_for_document_and_a_replay_changes_n
     Ok(())
 }
 
+/// The start of the causality tests: a 3-partition topic, a fresh database, a group, a
+/// producer, and a parent event (instance `pi-<suffix>`) not yet published.
+struct Causal {
+    topic: TestTopic,
+    _mongo: TestMongo,
+    db: mongodb::Database,
+    group: String,
+    producer: rdkafka::producer::FutureProducer,
+    suffix: String,
+    parent: PersistedEvent,
+}
+
+impl Causal {
+    async fn new() -> anyhow::Result<Self> {
+        let topic = TestTopic::create(3).await?;
+        let mongo = TestMongo::create().await?;
+        let suffix = unique_suffix();
+        Ok(Self {
+            topic,
+            db: mongo.database(),
+            _mongo: mongo,
+            group: format!("g-{}", unique_suffix()),
+            producer: producer()?,
+            parent: event(
+                &format!("parent-{suffix}"),
+                &format!("pi-{suffix}"),
+                &[],
+                100,
+            ),
+            suffix,
+        })
+    }
+
+    /// A child of the parent, in its own instance `<name>-i-<suffix>`.
+    fn child(&self, name: &str, at: i64) -> PersistedEvent {
+        event(
+            &format!("{name}-{}", self.suffix),
+            &format!("{name}-i-{}", self.suffix),
+            &[&self.parent.id],
+            at,
+        )
+    }
+
+    async fn publish(
+        &self,
+        events: &[&PersistedEvent],
+        encoding: Encoding,
+    ) -> anyhow::Result<Vec<Published>> {
+        let records: Vec<Record> = events.iter().map(|e| Record::Event((*e).clone())).collect();
+        publish(&self.producer, &self.topic.name, &records, encoding).await
+    }
+
+    /// Runs a projector with `config` until it has caught up with the topic, then stops it.
+    async fn project(&self, config: ProjectorConfig) -> anyhow::Result<()> {
+        let p = mongo::start_in_process(config, self.db.clone()).await?;
+        mongo::wait_caught_up(&self.db, &self.topic.name, &self.group, 3, CATCH_UP).await?;
+        p.stop().await
+    }
+
+    /// The stored `caused` of the parent.
+    async fn parents_caused(&self) -> anyhow::Result<Vec<String>> {
+        Ok(MongoReader::new(self.db.clone())
+            .event(&self.parent.id)
+            .await?
+            .expect("parent")
+            .event
+            .caused)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_child_projected_before_its_parent_still_appears_in_the_parents_caused()
 -> anyhow::Result<()> {
-    let topic = TestTopic::create(3).await?;
-    let m = TestMongo::create().await?;
-    let db = m.database();
-    let group = format!("g-{}", unique_suffix());
-    let producer = producer()?;
-    let s = unique_suffix();
-    let parent = event(&format!("parent-{s}"), &format!("pi-{s}"), &[], 100);
-    let child_a = event(
-        &format!("child-a-{s}"),
-        &format!("ci-{s}"),
-        &[&parent.id],
-        200,
-    );
-    let child_b = event(
-        &format!("child-b-{s}"),
-        &format!("ci2-{s}"),
-        &[&parent.id],
-        150,
-    );
+    let t = Causal::new().await?;
+    let child_a = t.child("child-a", 200);
+    let child_b = t.child("child-b", 150);
 
-    let mut published = publish(
-        &producer,
-        &topic.name,
-        &[Record::Event(child_a.clone())],
-        Encoding::Json,
-    )
-    .await?;
-    let p = mongo::start_in_process(config(&topic.name, &group), db.clone()).await?;
-    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    // child-a is stored first; its parent and a second child arrive later, on a running
+    // projector.
+    let mut published = t.publish(&[&child_a], Encoding::Json).await?;
+    let p = mongo::start_in_process(config(&t.topic.name, &t.group), t.db.clone()).await?;
+    mongo::wait_caught_up(&t.db, &t.topic.name, &t.group, 3, CATCH_UP).await?;
     published.extend(
-        publish(
-            &producer,
-            &topic.name,
-            &[
-                Record::Event(parent.clone()),
-                Record::Event(child_b.clone()),
-            ],
-            Encoding::Protobuf,
-        )
-        .await?,
+        t.publish(&[&t.parent, &child_b], Encoding::Protobuf)
+            .await?,
     );
-    mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
+    mongo::wait_caught_up(&t.db, &t.topic.name, &t.group, 3, CATCH_UP).await?;
     p.stop().await?;
 
-    let stored = MongoReader::new(db.clone())
-        .event(&parent.id)
-        .await?
-        .expect("parent");
     let mut want = vec![child_a.id.clone(), child_b.id.clone()];
     want.sort();
-    assert_eq!(stored.event.caused, want);
-    mongo::assert_store_equals(&db, &published).await?;
+    assert_eq!(t.parents_caused().await?, want);
+    mongo::assert_store_equals(&t.db, &published).await?;
+    Ok(())
+}
+
+/// Children on every partition, written by both writers at once, each add themselves to the
+/// same parent's `caused`: none of the concurrent additions may be lost (FerretDB applies an
+/// update as read, modify, write of the whole document, without a lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn children_written_by_both_writers_at_once_all_land_in_their_parents_caused()
+-> anyhow::Result<()> {
+    let t = Causal::new().await?;
+    let mut c = config(&t.topic.name, &t.group);
+    c.batch_max_records = 8;
+    c.writers = 2;
+    let mut published = t.publish(&[&t.parent], Encoding::Json).await?;
+    t.project(c.clone()).await?;
+
+    // The children are published while no projector runs, so both writers start with a full
+    // backlog of small batches on different partitions, each naming the same parent.
+    let children: Vec<PersistedEvent> = (0..240)
+        .map(|n| t.child(&format!("kid-{n:03}"), 200 + n))
+        .collect();
+    published.extend(
+        t.publish(&children.iter().collect::<Vec<_>>(), Encoding::Protobuf)
+            .await?,
+    );
+    t.project(c).await?;
+
+    let caused = t.parents_caused().await?;
+    let mut want: Vec<String> = children.iter().map(|e| e.id.clone()).collect();
+    want.sort();
+    let missing: Vec<&String> = want.iter().filter(|id| !caused.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} children missing from the parent's caused, e.g. {:?}",
+        missing.len(),
+        want.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(caused, want);
+    mongo::assert_store_equals(&t.db, &published).await?;
     Ok(())
 }
 

@@ -13,7 +13,9 @@
 //!    into `caused` of each parent named in `causedBy`; and for every event of the batch,
 //!    `$addToSet` into its own `caused` the children already stored (`find({causedBy: {$in}})`).
 //!    Each step follows its own acknowledged insert, so a parent and a child written at once
-//!    by two workers always meet (docs/DESIGN.md, "MongoDB").
+//!    by two workers always meet (docs/DESIGN.md, "MongoDB"). The writers of one sink send
+//!    these `caused` updates one at a time (FerretDB 1.24 would lose one of two concurrent
+//!    updates of a document).
 //! 4. **Instance view**: per instance, only events at an offset above the stored
 //!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
 //!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
@@ -35,6 +37,7 @@
 pub mod document;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
@@ -113,6 +116,11 @@ pub struct MongoSink {
     projection: String,
     write_concern: Option<Document>,
     command_timeout: Duration,
+    /// Taken by a writer for its `caused` statements, shared by every clone (the writers of
+    /// one projector): FerretDB 1.24 applies an update as read, modify, write of the whole
+    /// document without a lock, so two writers adding children to one parent at once would
+    /// lose one addition (docs/DESIGN.md, "Causality with several workers").
+    caused_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl MongoSink {
@@ -148,6 +156,7 @@ impl MongoSink {
             projection: projection.to_owned(),
             write_concern: majority_writes.then(|| doc! { "w": "majority" }),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            caused_turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -554,6 +563,13 @@ impl MongoSink {
             }
         }
         caused.retain(|_, children| !children.is_empty());
+        // One writer at a time updates `caused` (see `caused_turn`); the inserts and the find
+        // above stay concurrent, and a stalled command releases the turn at its timeout.
+        let turn = if pulls.is_empty() && caused.is_empty() {
+            None
+        } else {
+            Some(self.caused_turn.lock().await)
+        };
         if !pulls.is_empty() {
             let (_, errors) = self.update(EVENTS, pulls, ctx).await?;
             first_error(errors, ctx)?;
@@ -573,6 +589,7 @@ impl MongoSink {
             let (_, errors) = self.update(EVENTS, statements, ctx).await?;
             first_error(errors, ctx)?;
         }
+        drop(turn);
 
         self.fold_instances(&stored).await?;
         Ok(inserted)
