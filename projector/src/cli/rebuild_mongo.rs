@@ -22,6 +22,10 @@ use super::rebuild::{
 /// it the lock is released and the swap tried again later.
 const LOCK_CATCH_UP: Duration = Duration::from_secs(60);
 
+/// How long after locking the live offsets the lock is checked before the swap: longer than
+/// a live batch's offset update takes to land (milliseconds), short against the swap.
+const LOCK_SETTLE: Duration = Duration::from_secs(1);
+
 /// Batches of the rebuild's projector are the live projection's (`--batch-max-records`):
 /// on FerretDB a batch's cost is per statement, so bigger batches do not write faster
 /// (measured: docs/DESIGN.md, section 8), and a small batch in flight when the swap begins
@@ -175,6 +179,15 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         if !reached {
             rb.unlock_live().await?;
             tracing::warn!(must = %fmt_offsets(&must), "the shadow did not reach the locked live offsets in time; unlocked, trying again");
+            continue;
+        }
+        // The lock must have held: on FerretDB a live batch's compare-and-set in flight when
+        // it was set can write it away (`LiveOffsets::lock_lost`). Such a straggler lands
+        // within one command, so the check waits out LOCK_SETTLE from the lock first.
+        tokio::time::sleep(LOCK_SETTLE.saturating_sub(t.elapsed())).await;
+        if let Some(why) = locked.lock_lost(&rb.live_offsets().await?, &plan.partitions()) {
+            rb.unlock_live().await?;
+            tracing::warn!(%why, "the live offsets did not stay locked (a live batch wrote over the lock); unlocked, trying again");
             continue;
         }
         tracing::info!(

@@ -149,6 +149,46 @@ pub struct LiveOffsets {
     pub old: Option<String>,
 }
 
+impl LiveOffsets {
+    /// Checks the lock taken as `self` against `now`, the live offsets read again just before
+    /// the renames: every partition of `partitions` must still carry the lock, at the offset
+    /// it was locked at. Returns what broke, if anything.
+    ///
+    /// A broken lock is not hypothetical on FerretDB 1.24: it applies an update as read,
+    /// modify, write of the whole document without a lock, so a live batch's offset
+    /// compare-and-set that read the document just before the lock was set writes it back
+    /// without the lock (and with its new offset), and that projector then goes on
+    /// committing. Swapping then would leave its newer records in the old collections.
+    pub fn lock_lost(&self, now: &LiveOffsets, partitions: &[i32]) -> Option<String> {
+        let broken: Vec<String> = partitions
+            .iter()
+            .filter_map(|p| {
+                let (was, is) = (self.offsets.get(p), now.offsets.get(p));
+                if !now.locked.contains(p) {
+                    Some(format!(
+                        "p{p} lost its lock (offset {} -> {})",
+                        show(was),
+                        show(is)
+                    ))
+                } else if was != is {
+                    Some(format!(
+                        "p{p} moved under the lock ({} -> {})",
+                        show(was),
+                        show(is)
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (!broken.is_empty()).then(|| broken.join(", "))
+    }
+}
+
+fn show(offset: Option<&i64>) -> String {
+    offset.map_or_else(|| "none".to_owned(), i64::to_string)
+}
+
 /// What [`MongoRebuild::swap`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Swapped {
@@ -626,6 +666,41 @@ fn error_code(e: &mongodb::error::Error) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn live(offsets: &[(i32, i64)], locked: &[i32]) -> LiveOffsets {
+        LiveOffsets {
+            offsets: offsets.iter().copied().collect(),
+            locked: locked.iter().copied().collect(),
+            old: Some("xclog_old_1".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_lock_that_a_live_write_back_erased_or_moved_is_reported_and_an_intact_one_is_not() {
+        let locked = live(&[(0, 10), (1, 20), (2, 30)], &[0, 1, 2]);
+        assert_eq!(locked.lock_lost(&locked.clone(), &[0, 1, 2]), None);
+        // A live compare-and-set wrote back its read of p1 from before the lock.
+        let erased = live(&[(0, 10), (1, 25), (2, 30)], &[0, 2]);
+        assert_eq!(
+            locked.lock_lost(&erased, &[0, 1, 2]).as_deref(),
+            Some("p1 lost its lock (offset 20 -> 25)")
+        );
+        // Locked, but the offset moved anyway (the lock came back by a later write).
+        let moved = live(&[(0, 10), (1, 20), (2, 31)], &[0, 1, 2]);
+        assert_eq!(
+            locked.lock_lost(&moved, &[0, 1, 2]).as_deref(),
+            Some("p2 moved under the lock (30 -> 31)")
+        );
+        // A partition without a stored offset yet is locked by a created document.
+        let fresh = live(&[(0, 10)], &[0, 1]);
+        assert_eq!(fresh.lock_lost(&fresh.clone(), &[0, 1]), None);
+        assert_eq!(
+            fresh
+                .lock_lost(&live(&[(0, 10), (1, 4)], &[0]), &[0, 1])
+                .as_deref(),
+            Some("p1 lost its lock (offset none -> 4)")
+        );
+    }
 
     #[test]
     fn a_rerun_goes_on_from_what_the_earlier_run_left() {
