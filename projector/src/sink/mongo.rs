@@ -13,9 +13,9 @@
 //!    into `caused` of each parent named in `causedBy`; and for every event of the batch,
 //!    `$addToSet` into its own `caused` the children already stored (`find({causedBy: {$in}})`).
 //!    Each step follows its own acknowledged insert, so a parent and a child written at once
-//!    by two workers always meet (docs/DESIGN.md, "MongoDB"). The writers of one sink send
-//!    these `caused` updates one at a time (FerretDB 1.24 would lose one of two concurrent
-//!    updates of a document).
+//!    by two workers always meet (docs/DESIGN.md, "MongoDB"). No two writers of one sink
+//!    update one parent at once ([`CausedClaims`]: FerretDB 1.24 would lose one of two
+//!    concurrent updates of a document).
 //! 4. **Instance view**: per instance, only events at an offset above the stored
 //!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
 //!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
@@ -116,11 +116,79 @@ pub struct MongoSink {
     projection: String,
     write_concern: Option<Document>,
     command_timeout: Duration,
-    /// Taken by a writer for its `caused` statements, shared by every clone (the writers of
+    /// The parents whose `caused` a writer is updating, shared by every clone (the writers of
     /// one projector): FerretDB 1.24 applies an update as read, modify, write of the whole
     /// document without a lock, so two writers adding children to one parent at once would
     /// lose one addition (docs/DESIGN.md, "Causality with several workers").
-    caused_turn: Arc<tokio::sync::Mutex<()>>,
+    caused_claims: Arc<CausedClaims>,
+}
+
+/// Parents claimed by the writers of one sink for their `caused` statements: a writer
+/// claims the parents no other writer holds, sends their statements, and releases them;
+/// parents held by another writer wait for the next round. Nothing is held while waiting, so
+/// two writers cannot deadlock, and a writer stuck on a stalled server releases its claim
+/// when its command times out (the claim is dropped with the batch's future).
+#[derive(Debug, Default)]
+pub(crate) struct CausedClaims {
+    held: std::sync::Mutex<BTreeSet<String>>,
+    released: tokio::sync::Notify,
+}
+
+impl CausedClaims {
+    /// Moves out of `wanted` the parents no other writer holds (at least one: waits for a
+    /// release if all are held) and holds them until the returned claim is dropped.
+    pub(crate) async fn claim(self: &Arc<Self>, wanted: &mut BTreeSet<String>) -> Claim {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Registered before the check, so a release between the check and the wait
+            // still wakes this writer.
+            released.as_mut().enable();
+            {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                let free: Vec<String> = wanted
+                    .iter()
+                    .filter(|p| !held.contains(*p))
+                    .cloned()
+                    .collect();
+                if !free.is_empty() || wanted.is_empty() {
+                    for p in &free {
+                        wanted.remove(p);
+                        held.insert(p.clone());
+                    }
+                    return Claim {
+                        claims: Arc::clone(self),
+                        parents: free,
+                    };
+                }
+            }
+            released.await;
+        }
+    }
+}
+
+/// Parents held by one writer (see [`CausedClaims`]); released on drop.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    claims: Arc<CausedClaims>,
+    parents: Vec<String>,
+}
+
+impl Claim {
+    pub(crate) fn parents(&self) -> &[String] {
+        &self.parents
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.claims.held.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &self.parents {
+            held.remove(p);
+        }
+        drop(held);
+        self.claims.released.notify_waiters();
+    }
 }
 
 impl MongoSink {
@@ -156,7 +224,7 @@ impl MongoSink {
             projection: projection.to_owned(),
             write_concern: majority_writes.then(|| doc! { "w": "majority" }),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            caused_turn: Arc::new(tokio::sync::Mutex::new(())),
+            caused_claims: Arc::default(),
         }
     }
 
@@ -538,7 +606,7 @@ impl MongoSink {
         // that turned out not to be the stored copy of its id (a duplicate id from another
         // position) is taken out of the inserted parent again.
         let stored_ids: BTreeSet<&str> = stored.iter().map(|(e, _)| e.id.as_str()).collect();
-        let mut pulls: Vec<Document> = Vec::new();
+        let mut pulls: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for (i, (e, _)) in events.iter().enumerate() {
             if duplicates.contains(&i) {
                 continue;
@@ -555,41 +623,51 @@ impl MongoSink {
                 .filter(|c| !stored_ids.contains(c))
                 .collect();
             if !wrong.is_empty() {
-                pulls.push(by_id(
-                    doc! {"_id": e.id.as_str()},
-                    doc! {"$pull": {"caused": {"$in": wrong}}},
-                    false,
-                ));
+                pulls.insert(e.id.clone(), wrong);
             }
         }
         caused.retain(|_, children| !children.is_empty());
-        // One writer at a time updates `caused` (see `caused_turn`); the inserts and the find
-        // above stay concurrent, and a stalled command releases the turn at its timeout.
-        let turn = if pulls.is_empty() && caused.is_empty() {
-            None
-        } else {
-            Some(self.caused_turn.lock().await)
-        };
-        if !pulls.is_empty() {
-            let (_, errors) = self.update(EVENTS, pulls, ctx).await?;
-            first_error(errors, ctx)?;
+        // No two writers of this sink update one parent's `caused` at once (see
+        // `CausedClaims`): each round sends the statements of the parents no other writer
+        // holds, then releases them. The inserts and the find above stay concurrent.
+        let mut wanted: BTreeSet<String> = pulls.keys().chain(caused.keys()).cloned().collect();
+        while !wanted.is_empty() {
+            let claim = self.caused_claims.claim(&mut wanted).await;
+            let (mine_pull, mine_add): (Vec<Document>, Vec<Document>) = (
+                claim
+                    .parents()
+                    .iter()
+                    .filter_map(|p| {
+                        let wrong = pulls.get(p)?;
+                        Some(by_id(
+                            doc! {"_id": p},
+                            doc! {"$pull": {"caused": {"$in": wrong}}},
+                            false,
+                        ))
+                    })
+                    .collect(),
+                claim
+                    .parents()
+                    .iter()
+                    .filter_map(|p| {
+                        let children: Vec<&String> = caused.get(p)?.iter().collect();
+                        Some(by_id(
+                            doc! {"_id": p},
+                            doc! {"$addToSet": {"caused": {"$each": children}}},
+                            false,
+                        ))
+                    })
+                    .collect(),
+            );
+            // A parent's wrong children are pulled before its found ones are added (an id can
+            // be both: a duplicate of a stored copy that names the same parent).
+            for statements in [mine_pull, mine_add] {
+                if !statements.is_empty() {
+                    let (_, errors) = self.update(EVENTS, statements, ctx).await?;
+                    first_error(errors, ctx)?;
+                }
+            }
         }
-        if !caused.is_empty() {
-            let statements: Vec<Document> = caused
-                .into_iter()
-                .map(|(parent, children)| {
-                    let children: Vec<String> = children.into_iter().collect();
-                    by_id(
-                        doc! {"_id": parent},
-                        doc! {"$addToSet": {"caused": {"$each": children}}},
-                        false,
-                    )
-                })
-                .collect();
-            let (_, errors) = self.update(EVENTS, statements, ctx).await?;
-            first_error(errors, ctx)?;
-        }
-        drop(turn);
 
         self.fold_instances(&stored).await?;
         Ok(inserted)
@@ -1308,6 +1386,52 @@ mod tests {
     use crate::sink::ErrorClass;
     use serde_json::json;
     use xclog_schema::{FsmInstance, InstanceStatus};
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_parent_held_by_one_writer_waits_for_its_release_and_the_others_go_ahead() {
+        let claims = Arc::new(CausedClaims::default());
+        let mut a_wants = set(&["p1", "p2"]);
+        let a = claims.claim(&mut a_wants).await;
+        assert_eq!(a.parents(), ["p1", "p2"]);
+        assert!(a_wants.is_empty());
+
+        // The free parent is claimed at once; the held one stays wanted.
+        let mut b_wants = set(&["p2", "p3"]);
+        let b = claims.claim(&mut b_wants).await;
+        assert_eq!(b.parents(), ["p3"]);
+        assert_eq!(b_wants, set(&["p2"]));
+
+        // p2 is held by a: the next round waits, and ends when a releases it.
+        let waiting = tokio::spawn({
+            let claims = Arc::clone(&claims);
+            async move {
+                let mut wants = b_wants;
+                let c = claims.claim(&mut wants).await;
+                c.parents().to_vec()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "claimed a parent another writer holds"
+        );
+        drop(a);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a release wakes the waiting writer")
+            .unwrap();
+        assert_eq!(got, ["p2"]);
+        // Released claims can be taken again; b still holds p3.
+        let mut again = set(&["p1", "p3"]);
+        assert_eq!(claims.claim(&mut again).await.parents(), ["p1"]);
+        assert_eq!(again, set(&["p3"]));
+        drop(b);
+        assert_eq!(claims.claim(&mut again).await.parents(), ["p3"]);
+    }
 
     #[test]
     fn server_codes_are_classified_by_what_the_pipeline_must_do() {
