@@ -195,6 +195,54 @@ async fn a_child_stored_before_its_parent_still_fills_the_parents_caused() -> an
     Ok(())
 }
 
+/// A parent inserted in the same batch as a second copy of a child id stored earlier (a
+/// producer retry, or a reused id): the link prefilled from that copy stands only if the
+/// stored copy names the parent too.
+#[tokio::test]
+async fn a_second_copy_of_a_stored_child_links_its_parent_only_if_the_stored_copy_names_it()
+-> anyhow::Result<()> {
+    let m = TestMongo::create().await?;
+    let sink = sink(&m).await?;
+    // c names p (and so does its second copy); d names nobody, but its second copy names q.
+    let c = event("c", "i2", &["p"], 20);
+    let d = event("d", "i3", &[], 21);
+    let d_again = event("d", "i3", &["q"], 22);
+    sink.write(&batch(
+        vec![
+            rec(Record::Event(c.clone()), 1, 0),
+            rec(Record::Event(d), 1, 1),
+        ],
+        1,
+        None,
+        2,
+    ))
+    .await?;
+    sink.write(&batch(
+        vec![
+            rec(Record::Event(event("p", "i1", &[], 10)), 0, 0),
+            rec(Record::Event(event("q", "i4", &[], 11)), 0, 1),
+            rec(Record::Event(c), 0, 2),
+            rec(Record::Event(d_again), 0, 3),
+        ],
+        0,
+        None,
+        4,
+    ))
+    .await?;
+    let reader = MongoReader::new(m.database());
+    let caused = |id: &'static str| {
+        let reader = &reader;
+        async move { anyhow::Ok(reader.event(id).await?.expect("parent stored").event.caused) }
+    };
+    assert_eq!(caused("p").await?, vec!["c"], "the stored c names p");
+    assert_eq!(
+        caused("q").await?,
+        Vec::<String>::new(),
+        "the stored d names nobody"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_older_snapshot_never_replaces_a_newer_one() -> anyhow::Result<()> {
     let m = TestMongo::create().await?;

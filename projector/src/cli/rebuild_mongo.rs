@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use mongodb::Client;
 use mongodb::options::ClientOptions;
-use xclog_projector::rebuild::mongo::{MongoRebuild, ResumeState};
+use xclog_projector::rebuild::mongo::{LiveOffsets, MongoRebuild, ResumeState};
 use xclog_projector::rebuild::{self, RebuildError};
 
 use super::rebuild::{
@@ -185,8 +185,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         // it was set can write it away (`LiveOffsets::lock_lost`). Such a straggler lands
         // within one command, so the check waits out LOCK_SETTLE from the lock first.
         tokio::time::sleep(LOCK_SETTLE.saturating_sub(t.elapsed())).await;
-        if let Some(why) = locked.lock_lost(&rb.live_offsets().await?, &plan.partitions()) {
-            rb.unlock_live().await?;
+        if let Some(why) = lock_broken(&rb, &locked, &plan.partitions()).await? {
             tracing::warn!(%why, "the live offsets did not stay locked (a live batch wrote over the lock); unlocked, trying again");
             continue;
         }
@@ -198,6 +197,13 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         );
         // The shadow's projector names shadow collections: stop it before they are renamed.
         run.stop().await;
+        // The lock once more, now that the renames are next (a best-effort check, see above).
+        if let Some(why) = lock_broken(&rb, &locked, &plan.partitions()).await? {
+            return Err(RebuildError::Inconsistent(format!(
+                "the live offsets did not stay locked ({why}); unlocked before any rename, run the rebuild again"
+            ))
+            .into());
+        }
         let final_shadow = rb.shadow_offsets().await?;
         if !rebuild::caught_up(&final_shadow, &must) {
             return Err(RebuildError::Inconsistent(format!(
@@ -218,6 +224,20 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         report(&rb, &old, args.keep_old, &swapped.offsets, began, database).await?;
         return Ok(ExitCode::SUCCESS);
     }
+}
+
+/// Reads the live offsets again and checks that the swap lock held
+/// (`LiveOffsets::lock_lost`); if it did not, unlocks them and returns what broke.
+async fn lock_broken(
+    rb: &MongoRebuild,
+    locked: &LiveOffsets,
+    partitions: &[i32],
+) -> anyhow::Result<Option<String>> {
+    let why = locked.lock_lost(&rb.live_offsets().await?, partitions);
+    if why.is_some() {
+        rb.unlock_live().await?;
+    }
+    Ok(why)
 }
 
 async fn report(

@@ -604,7 +604,8 @@ impl MongoSink {
         }
         // Links already written with a parent this batch inserted need no statement; a child
         // that turned out not to be the stored copy of its id (a duplicate id from another
-        // position) is taken out of the inserted parent again.
+        // position) is taken out of the inserted parent again, and put back by the addition
+        // if the stored copy of that id names the parent too (the find found it).
         let stored_ids: BTreeSet<&str> = stored.iter().map(|(e, _)| e.id.as_str()).collect();
         let mut pulls: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for (i, (e, _)) in events.iter().enumerate() {
@@ -615,7 +616,7 @@ impl MongoSink {
                 continue;
             };
             if let Some(set) = caused.get_mut(&e.id) {
-                set.retain(|c| !children.contains(c.as_str()));
+                set.retain(|c| !(children.contains(c.as_str()) && stored_ids.contains(c.as_str())));
             }
             let wrong: Vec<&str> = children
                 .iter()
@@ -641,7 +642,7 @@ impl MongoSink {
                         let wrong = pulls.get(p)?;
                         Some(by_id(
                             doc! {"_id": p},
-                            doc! {"$pull": {"caused": {"$in": wrong}}},
+                            doc! {"$pullAll": {"caused": wrong}},
                             false,
                         ))
                     })
