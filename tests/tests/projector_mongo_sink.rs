@@ -243,6 +243,58 @@ async fn a_second_copy_of_a_stored_child_links_its_parent_only_if_the_stored_cop
     Ok(())
 }
 
+/// A batch that inserted a parent with a wrong link prefilled (a second copy of an id whose
+/// stored copy does not name it) and stopped before removing it: the replay, cut into other
+/// batches, still removes the link.
+#[tokio::test]
+async fn a_wrong_link_left_by_a_batch_that_stopped_midway_is_removed_by_the_replay()
+-> anyhow::Result<()> {
+    let m = TestMongo::create().await?;
+    let sink = sink(&m).await?;
+    // d is stored naming nobody; a second copy of d names p.
+    sink.write(&batch(
+        vec![rec(Record::Event(event("d", "i3", &[], 21)), 1, 0)],
+        1,
+        None,
+        1,
+    ))
+    .await?;
+    // What the stopped attempt at [p, d again] on partition 0 left: p inserted with `caused`
+    // prefilled from the batch, and no stored offset for partition 0.
+    let p = event("p", "i1", &[], 10);
+    let p_source = SourcePosition {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+    };
+    let mut left = xclog_projector::sink::mongo::document::event_document(&p, &p_source);
+    left.insert("caused", vec!["d"]);
+    m.database()
+        .collection::<Document>("events")
+        .insert_one(left)
+        .await?;
+    // The replay, cut into two batches.
+    sink.write(&batch(vec![rec(Record::Event(p), 0, 0)], 0, None, 1))
+        .await?;
+    sink.write(&batch(
+        vec![rec(Record::Event(event("d", "i3", &["p"], 22)), 0, 1)],
+        0,
+        Some(1),
+        2,
+    ))
+    .await?;
+    let stored = MongoReader::new(m.database())
+        .event("p")
+        .await?
+        .expect("parent stored");
+    assert_eq!(
+        stored.event.caused,
+        Vec::<String>::new(),
+        "the stored d names nobody"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_older_snapshot_never_replaces_a_newer_one() -> anyhow::Result<()> {
     let m = TestMongo::create().await?;

@@ -543,19 +543,29 @@ impl MongoSink {
             .iter()
             .map(|&i| events[i].0.id.as_str())
             .collect();
+        // Of each duplicate: where its stored copy came from, and the parents it names.
         let mut stored_source: HashMap<String, Option<SourcePosition>> = HashMap::new();
+        let mut stored_parents: HashMap<String, BTreeSet<String>> = HashMap::new();
         if !dup_ids.is_empty() {
             for d in self
                 .find_all(
                     EVENTS,
                     doc! {"_id": {"$in": &dup_ids}},
-                    doc! {"source": 1},
+                    doc! {"source": 1, "causedBy": 1},
                     ctx,
                 )
                 .await?
             {
                 if let Ok(id) = d.get_str("_id") {
                     stored_source.insert(id.to_owned(), document::source_from_document(&d));
+                    let parents = d.get_array("causedBy").into_iter().flatten();
+                    stored_parents.insert(
+                        id.to_owned(),
+                        parents
+                            .filter_map(Bson::as_str)
+                            .map(str::to_owned)
+                            .collect(),
+                    );
                 }
             }
         }
@@ -602,30 +612,39 @@ impl MongoSink {
                 }
             }
         }
-        // Links already written with a parent this batch inserted need no statement; a child
-        // that turned out not to be the stored copy of its id (a duplicate id from another
-        // position) is taken out of the inserted parent again, and put back by the addition
-        // if the stored copy of that id names the parent too (the find found it).
+        // A copy of an id that is not the stored one (a duplicate id from another position)
+        // may sit in a parent's `caused`: prefilled when that parent was inserted with this
+        // batch, or with an earlier attempt at a batch holding both (a replay may be cut
+        // otherwise, or stop between the insert and this step). Its link is removed from every
+        // parent it names that the stored copy does not name.
         let stored_ids: BTreeSet<&str> = stored.iter().map(|(e, _)| e.id.as_str()).collect();
         let mut pulls: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (e, _) in events
+            .iter()
+            .filter(|(e, _)| !stored_ids.contains(e.id.as_str()))
+        {
+            let named = stored_parents.get(&e.id);
+            for p in &e.caused_by {
+                if !named.is_some_and(|parents| parents.contains(p)) {
+                    pulls.entry(p.clone()).or_default().push(e.id.as_str());
+                }
+            }
+        }
+        // Links written with a parent this batch inserted need no statement, unless removed
+        // above.
         for (i, (e, _)) in events.iter().enumerate() {
             if duplicates.contains(&i) {
                 continue;
             }
-            let Some(children) = prefilled.get(e.id.as_str()) else {
+            let (Some(children), Some(set)) = (prefilled.get(e.id.as_str()), caused.get_mut(&e.id))
+            else {
                 continue;
             };
-            if let Some(set) = caused.get_mut(&e.id) {
-                set.retain(|c| !(children.contains(c.as_str()) && stored_ids.contains(c.as_str())));
-            }
-            let wrong: Vec<&str> = children
-                .iter()
-                .copied()
-                .filter(|c| !stored_ids.contains(c))
-                .collect();
-            if !wrong.is_empty() {
-                pulls.insert(e.id.clone(), wrong);
-            }
+            let pulled = pulls.get(&e.id);
+            set.retain(|c| {
+                !children.contains(c.as_str())
+                    || pulled.is_some_and(|wrong| wrong.contains(&c.as_str()))
+            });
         }
         caused.retain(|_, children| !children.is_empty());
         // No two writers of this sink update one parent's `caused` at once (see
@@ -660,8 +679,8 @@ impl MongoSink {
                     })
                     .collect(),
             );
-            // A parent's wrong children are pulled before its found ones are added (an id can
-            // be both: a duplicate of a stored copy that names the same parent).
+            // Removals, then additions (the two never name the same child of one parent: an
+            // addition comes from a stored copy that names the parent).
             for statements in [mine_pull, mine_add] {
                 if !statements.is_empty() {
                     let (_, errors) = self.update(EVENTS, statements, ctx).await?;
