@@ -195,6 +195,16 @@ async fn a_child_stored_before_its_parent_still_fills_the_parents_caused() -> an
     Ok(())
 }
 
+/// The stored `caused` of event `id`, as the read API returns it.
+async fn caused(m: &TestMongo, id: &str) -> anyhow::Result<Vec<String>> {
+    Ok(MongoReader::new(m.database())
+        .event(id)
+        .await?
+        .expect("parent stored")
+        .event
+        .caused)
+}
+
 /// A parent inserted in the same batch as a second copy of a child id stored earlier (a
 /// producer retry, or a reused id): the link prefilled from that copy stands only if the
 /// stored copy names the parent too.
@@ -229,14 +239,9 @@ async fn a_second_copy_of_a_stored_child_links_its_parent_only_if_the_stored_cop
         4,
     ))
     .await?;
-    let reader = MongoReader::new(m.database());
-    let caused = |id: &'static str| {
-        let reader = &reader;
-        async move { anyhow::Ok(reader.event(id).await?.expect("parent stored").event.caused) }
-    };
-    assert_eq!(caused("p").await?, vec!["c"], "the stored c names p");
+    assert_eq!(caused(&m, "p").await?, vec!["c"], "the stored c names p");
     assert_eq!(
-        caused("q").await?,
+        caused(&m, "q").await?,
         Vec::<String>::new(),
         "the stored d names nobody"
     );
@@ -283,12 +288,8 @@ async fn a_wrong_link_left_by_a_batch_that_stopped_midway_is_removed_by_the_repl
         2,
     ))
     .await?;
-    let stored = MongoReader::new(m.database())
-        .event("p")
-        .await?
-        .expect("parent stored");
     assert_eq!(
-        stored.event.caused,
+        caused(&m, "p").await?,
         Vec::<String>::new(),
         "the stored d names nobody"
     );

@@ -653,35 +653,27 @@ impl MongoSink {
         let mut wanted: BTreeSet<String> = pulls.keys().chain(caused.keys()).cloned().collect();
         while !wanted.is_empty() {
             let claim = self.caused_claims.claim(&mut wanted).await;
-            let (mine_pull, mine_add): (Vec<Document>, Vec<Document>) = (
-                claim
-                    .parents()
-                    .iter()
-                    .filter_map(|p| {
-                        let wrong = pulls.get(p)?;
-                        Some(by_id(
-                            doc! {"_id": p},
-                            doc! {"$pullAll": {"caused": wrong}},
-                            false,
-                        ))
-                    })
-                    .collect(),
-                claim
-                    .parents()
-                    .iter()
-                    .filter_map(|p| {
-                        let children: Vec<&String> = caused.get(p)?.iter().collect();
-                        Some(by_id(
-                            doc! {"_id": p},
-                            doc! {"$addToSet": {"caused": {"$each": children}}},
-                            false,
-                        ))
-                    })
-                    .collect(),
-            );
+            let (mut removals, mut additions) = (Vec::new(), Vec::new());
+            for p in claim.parents() {
+                if let Some(wrong) = pulls.get(p) {
+                    removals.push(by_id(
+                        doc! {"_id": p},
+                        doc! {"$pullAll": {"caused": wrong}},
+                        false,
+                    ));
+                }
+                if let Some(children) = caused.get(p) {
+                    let children: Vec<&String> = children.iter().collect();
+                    additions.push(by_id(
+                        doc! {"_id": p},
+                        doc! {"$addToSet": {"caused": {"$each": children}}},
+                        false,
+                    ));
+                }
+            }
             // Removals, then additions (the two never name the same child of one parent: an
             // addition comes from a stored copy that names the parent).
-            for statements in [mine_pull, mine_add] {
+            for statements in [removals, additions] {
                 if !statements.is_empty() {
                     let (_, errors) = self.update(EVENTS, statements, ctx).await?;
                     first_error(errors, ctx)?;
