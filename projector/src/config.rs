@@ -64,9 +64,10 @@ pub fn redact_url(value: &str) -> String {
 /// are fixed rather than configured (`FETCH_QUEUE_BACKOFF_MS`, `HEARTBEAT_INTERVAL_MS`),
 /// so their reasons sit beside the defaults they bound.
 pub mod defaults {
-    /// Records per batch (a backlog drains in batches of this size). Each of the [`WRITERS`]
-    /// holds up to one batch written and one queued: 2 x 2,500 drained faster than 1 x 5,000
-    /// and holds less memory (docs/BENCHMARKS.md, "Two writers, once they are fed").
+    /// Records per batch (a backlog drains in batches of this size). Each lane holds up to one
+    /// batch pending and one queued, and each of the [`WRITERS`] one in flight: 2 x 2,500
+    /// drained faster than 1 x 5,000 and holds less memory (docs/BENCHMARKS.md, "Two writers,
+    /// once they are fed").
     pub const BATCH_MAX_RECORDS: usize = 2500;
     /// How long the first record of a partial batch waits while the writer is busy, in ms.
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
@@ -75,7 +76,7 @@ pub mod defaults {
     /// Batches cut but not yet written, over all writers. One is enough once the consumer keeps
     /// ahead of the writer (see [`FETCH_QUEUE_BACKOFF_MS`]); a second one only held memory.
     pub const MAX_QUEUED_BATCHES: usize = 1;
-    /// Writers, each committing the batches of its own share of the assigned partitions.
+    /// Writers, sharing the batches of the assigned partitions' lanes.
     pub const WRITERS: usize = 2;
     /// The most writers a projector accepts.
     pub const WRITERS_MAX: usize = 32;
@@ -126,12 +127,13 @@ pub struct ProjectorConfig {
     /// empties or it is full, so batches grow when the writer falls behind.
     pub batch_linger: Duration,
     /// Batches cut but not yet written (the bound of the consumer -> writer queues, shared out
-    /// over the writers, at least one each). When a writer's queue is full, the consumer pauses
-    /// that writer's partitions instead of buffering.
+    /// over the lanes, at least one each). When a lane's queue is full, the consumer pauses
+    /// that lane's partitions instead of buffering.
     pub max_queued_batches: usize,
     /// Writers committing concurrently, each on its own connection. The assigned partitions are
-    /// dealt out over them (a partition always goes to one writer, so its batches stay in
-    /// order); batches of different writers are independent transactions.
+    /// dealt out over [`ProjectorConfig::lanes`] lanes, and a free writer takes the next batch
+    /// of any lane no other writer is writing (a lane's batches stay in order); batches of
+    /// different lanes are independent transactions.
     pub writers: usize,
     /// librdkafka's prefetch buffer (`queued.max.messages.kbytes`; with a subscribed consumer it
     /// bounds the one consumer queue, whatever the number of partitions), the other bound on
@@ -184,6 +186,19 @@ impl ProjectorConfig {
             http_addr: None,
             limits: xclog_schema::Limits::default(),
             kafka_settings: Vec::new(),
+        }
+    }
+
+    /// The lanes the assigned partitions are dealt out over: one more than the writers when
+    /// there are several, so that a partition count that does not divide by the writers (3
+    /// partitions, 2 writers) still keeps every writer busy: with one lane per writer, one
+    /// writer had twice the other's records and the other waited (docs/BENCHMARKS.md, "The
+    /// writers share the lanes"). Each lane holds one pending batch, so memory grows with it.
+    pub fn lanes(&self) -> usize {
+        if self.writers > 1 {
+            self.writers + 1
+        } else {
+            1
         }
     }
 

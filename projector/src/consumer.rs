@@ -1,10 +1,12 @@
 //! The consumer thread: polls Kafka, decodes, checks and batches records, and hands batches to
-//! the writers, each over its own bounded queue.
+//! the writers over one bounded queue per lane.
 //!
-//! The assigned partitions are dealt out over one lane per writer ([`Lanes`]): a partition's
-//! batches always go to the same writer, in order, and two writers never hold batches of the
-//! same partition, so their transactions commit independently (the sinks already serialize a
-//! parent and a child written at once, as they do for two projectors of one group).
+//! The assigned partitions are dealt out over the lanes ([`Lanes`];
+//! [`ProjectorConfig::lanes`], one more than the writers). The writers share the lanes
+//! ([`crate::writer::Handoff`]) but hold one lane at a time: a partition's batches are written
+//! one at a time, in order, and two writers never hold batches of the same partition, so their
+//! transactions commit independently (the sinks already serialize a parent and a child written
+//! at once, as they do for two projectors of one group).
 //!
 //! Invariants:
 //! * On assignment, partitions start at the offsets stored in the sink (never at Kafka's group
@@ -15,7 +17,7 @@
 //!   for the in-flight batches (at most `drain_timeout`) before letting the partitions go.
 //! * A fence seen by one writer moves the generation too; the consumer waits for the other
 //!   writers' in-flight batches, then reloads every stored offset and seeks.
-//! * When a writer's queue is full its lane's partitions are paused, not buffered (the other
+//! * When a lane's queue is full its partitions are paused, not buffered (the other
 //!   lanes go on); polling goes on so the
 //!   group membership and rebalances keep working. Every new assignment is resumed explicitly:
 //!   librdkafka keeps a partition's pause flag across an eager revoke and re-assign.
@@ -42,6 +44,7 @@ use crate::config::ProjectorConfig;
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
 use crate::sink::{SinkError, SinkRecord, SourcePosition};
 use crate::watermarks::{self, Watermarks};
+use crate::writer::{Handed, LaneSenders};
 
 /// Loads stored offsets for partitions of the topic (blocking; called on the consumer thread).
 pub(crate) type OffsetLoader =
@@ -55,7 +58,8 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// idle (it cannot be woken from inside librdkafka's poll).
 const WRITER_RECHECK: Duration = Duration::from_millis(2);
 
-/// What the writer behind `queue` is doing, for the cut of its lane's pending batch.
+/// Where a lane's batches stand (its queue, and its batches not finished yet), for the cut of
+/// its pending batch.
 fn writer_load(queue: &mpsc::Sender<Batch>, outstanding: usize) -> WriterLoad {
     if queue.capacity() < queue.max_capacity() {
         WriterLoad::Queued
@@ -71,11 +75,13 @@ fn writer_load(queue: &mpsc::Sender<Batch>, outstanding: usize) -> WriterLoad {
 pub(crate) struct Shared {
     state: Mutex<SharedState>,
     changed: Condvar,
-    /// Per writer, the batches handed to it and not finished yet (queued or being written):
-    /// counted up before a batch is sent, down when the writer is done with it. Atomics, so the
+    /// Per lane, the batches handed over and not finished yet (queued or being written):
+    /// counted up before a batch is sent, down when a writer is done with it. Atomics, so the
     /// consumer reads a writer's load for every cut without the lock; their sum is what revoke,
     /// reseek and shutdown wait to drain.
     outstanding: Box<[AtomicUsize]>,
+    /// How many writer tasks there are (each reports [`Shared::writer_done`] once).
+    writers: usize,
 }
 
 #[derive(Debug, Default)]
@@ -89,12 +95,13 @@ struct SharedState {
 }
 
 impl Shared {
-    /// Shared state for `writers` writers.
-    pub(crate) fn new(writers: usize) -> Self {
+    /// Shared state for `lanes` lanes written by `writers` writers.
+    pub(crate) fn new(lanes: usize, writers: usize) -> Self {
         Shared {
             state: Mutex::default(),
             changed: Condvar::new(),
-            outstanding: (0..writers).map(|_| AtomicUsize::new(0)).collect(),
+            outstanding: (0..lanes).map(|_| AtomicUsize::new(0)).collect(),
+            writers,
         }
     }
 
@@ -107,12 +114,12 @@ impl Shared {
         self.lock().generation
     }
 
-    /// A batch is about to be handed to writer `lane`.
+    /// A batch of lane `lane` is about to be queued.
     fn batch_sent(&self, lane: usize) {
         self.outstanding[lane].fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Writer `lane` finished (or skipped) one batch, or the consumer took one back.
+    /// A writer finished (or skipped) one batch of lane `lane`, or the consumer took one back.
     pub(crate) fn batch_done(&self, lane: usize) {
         let _ = self.outstanding[lane]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
@@ -122,7 +129,7 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Batches writer `lane` holds (queued or being written).
+    /// Batches of lane `lane` queued or being written.
     fn outstanding(&self, lane: usize) -> usize {
         self.outstanding[lane].load(Ordering::Acquire)
     }
@@ -280,8 +287,8 @@ impl ConsumerContext for ProjectorContext {
 pub(crate) struct ConsumerLoop {
     pub(crate) consumer: Arc<BaseConsumer<ProjectorContext>>,
     pub(crate) shared: Arc<Shared>,
-    /// One queue per writer; lane `i`'s batches go to `queues[i]`.
-    pub(crate) queues: Vec<mpsc::Sender<Batch>>,
+    /// One queue per lane; lane `i`'s batches go to queue `i`, whichever writer takes them.
+    pub(crate) queues: LaneSenders,
     pub(crate) check: RecordCheck,
     pub(crate) loader: OffsetLoader,
     pub(crate) config: ProjectorConfig,
@@ -347,17 +354,17 @@ impl ConsumerLoop {
             let mut closed = false;
             let mut cut = false;
             let mut poll_for = POLL_MAX;
-            for (lane, queue) in queues.iter().enumerate() {
+            for lane in 0..n {
                 if let Some(batch) = held.ready[lane].take() {
                     shared.batch_sent(lane);
-                    match queue.try_send(batch) {
-                        Ok(()) => {
+                    match queues.try_send(lane, batch) {
+                        Handed::Queued => {
                             if held.paused[lane] {
                                 resume(&consumer, &topic, &lanes.lane(lane).partitions());
                                 held.paused[lane] = false;
                             }
                         }
-                        Err(mpsc::error::TrySendError::Full(batch)) => {
+                        Handed::Full(batch) => {
                             shared.batch_done(lane);
                             held.ready[lane] = Some(batch);
                             if !held.paused[lane] {
@@ -365,7 +372,7 @@ impl ConsumerLoop {
                                 held.paused[lane] = true;
                             }
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                        Handed::Closed => {
                             shared.batch_done(lane);
                             closed = true;
                             break;
@@ -376,7 +383,7 @@ impl ConsumerLoop {
                     continue;
                 }
                 // When the pending batch is cut depends on what the writer does: see CutPolicy.
-                let load = writer_load(queue, shared.outstanding(lane));
+                let load = writer_load(queues.queue(lane), shared.outstanding(lane));
                 match lanes.lane(lane).cut_in(Instant::now(), load) {
                     Some(Duration::ZERO) => {
                         held.ready[lane] = lanes.lane_mut(lane).cut();
@@ -491,7 +498,8 @@ impl ConsumerLoop {
         // Shutdown: stop fetching, drop what was not handed over, let the writer finish.
         drop(held);
         drop(queues);
-        let drained = shared.wait_until(config.drain_timeout, |s| s.writers_done >= n);
+        let writers = shared.writers;
+        let drained = shared.wait_until(config.drain_timeout, |s| s.writers_done >= writers);
         tracing::info!(drained, "consumer stopping; leaving the group");
         metrics.set_ready(false);
         consumer.unsubscribe();

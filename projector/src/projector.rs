@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ProjectorConfig, defaults};
@@ -14,7 +13,7 @@ use crate::dead_letter::{DeadLetterError, DeadLetterProducer, client_config};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::watermarks::{self, Watermarks};
-use crate::writer::Writer;
+use crate::writer::{LaneSenders, Writer};
 
 /// Why the projector stopped (or could not start).
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +89,8 @@ impl<S: Sink> Projector<S> {
             http_task = Some(tokio::spawn(serve));
         }
 
-        let shared = Arc::new(Shared::new(config.writers));
+        let lanes = config.lanes();
+        let shared = Arc::new(Shared::new(lanes, config.writers));
         let handle = tokio::runtime::Handle::current();
         let loader: OffsetLoader = {
             let sink = sink.clone();
@@ -155,16 +155,15 @@ impl<S: Sink> Projector<S> {
             .map_err(ProjectorError::Kafka)?;
         tracing::info!(topic = %config.topic, group = %config.group_id, sink = sink.name(), "projector started");
 
-        // The queue bound is shared out over the writers, at least one batch each.
-        let per_writer = config.max_queued_batches.div_ceil(config.writers).max(1);
-        let mut queues = Vec::with_capacity(config.writers);
+        // The queue bound is shared out over the lanes, at least one batch each.
+        let per_lane = config.max_queued_batches.div_ceil(lanes).max(1);
+        let (queues, handoff) = LaneSenders::channel(lanes, per_lane);
         let mut writer_tasks = Vec::with_capacity(config.writers);
-        for lane in 0..config.writers {
-            let (tx, rx) = mpsc::channel(per_writer);
+        for index in 0..config.writers {
             let writer = Writer {
                 sink: sink.clone(),
                 shared: shared.clone(),
-                lane,
+                index,
                 dead_letters: dead_letters.clone(),
                 consumer: Some(consumer.clone()),
                 metrics: metrics.clone(),
@@ -172,9 +171,9 @@ impl<S: Sink> Projector<S> {
                 backoff_max: config.retry_backoff_max,
                 shutdown: stop.clone(),
             };
-            queues.push(tx);
-            writer_tasks.push(tokio::spawn(writer.run(rx)));
+            writer_tasks.push(tokio::spawn(writer.run(handoff.clone())));
         }
+        drop(handoff);
         drop(dead_letters);
         let watermarks = Arc::new(Watermarks::default());
         let probe_client: BaseConsumer = client_config(&config)

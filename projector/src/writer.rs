@@ -1,4 +1,10 @@
-//! The writer task: takes batches from the bounded queue and commits them through the sink.
+//! The writer tasks: take batches from the lanes' bounded queues ([`Handoff`]) and commit them
+//! through the sink.
+//!
+//! There may be more lanes than writers: a free writer takes the next batch of any lane that no
+//! other writer is writing, so the writers share the work even when the partitions do not
+//! divide evenly over them (3 partitions over 2 writers), and a lane's batches are still
+//! written one at a time, in order.
 //!
 //! Per batch: dead letters are delivered first, then `Sink::write` commits rows and offsets in
 //! one transaction, then (only for lag tools) the offsets are committed to the Kafka group.
@@ -15,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use xclog_schema::Record;
 
@@ -28,8 +34,8 @@ use crate::sink::{ErrorClass, Sink, SinkError};
 pub(crate) struct Writer<S> {
     pub(crate) sink: Arc<S>,
     pub(crate) shared: Arc<Shared>,
-    /// This writer's index: its lane, and its count in [`Shared`].
-    pub(crate) lane: usize,
+    /// This writer's index: the lane it looks at first.
+    pub(crate) index: usize,
     pub(crate) dead_letters: DeadLetterProducer,
     pub(crate) consumer: Option<Arc<BaseConsumer<ProjectorContext>>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -45,10 +51,21 @@ enum Attempt {
 }
 
 impl<S: Sink> Writer<S> {
-    /// Runs until the queue closes. A fatal sink error stops the projector (cancels `shutdown`).
-    pub(crate) async fn run(mut self, mut queue: mpsc::Receiver<Batch>) -> Result<(), SinkError> {
+    /// Runs until every lane's queue is closed and empty. A fatal sink error stops the
+    /// projector (cancels `shutdown`); the writer then only skips what it takes.
+    pub(crate) async fn run(mut self, handoff: Arc<Handoff>) -> Result<(), SinkError> {
         let mut result = Ok(());
-        while let Some(batch) = queue.recv().await {
+        // Each writer goes round the lanes, so a lane with a batch queued is served within one
+        // round even while the others always have batches too.
+        let mut turn = self.index;
+        while let Some((lane, hold, batch)) = handoff.next(&mut turn).await {
+            tracing::trace!(
+                writer = self.index,
+                lane,
+                records = batch.write.records.len(),
+                generation = batch.generation,
+                "took a batch of a lane"
+            );
             if result.is_ok()
                 && batch.generation == self.shared.generation()
                 && let Err(error) = self.commit(batch).await
@@ -57,8 +74,16 @@ impl<S: Sink> Writer<S> {
                 self.shutdown.cancel();
                 result = Err(error);
             }
-            self.shared.batch_done(self.lane);
+            self.shared.batch_done(lane);
+            // The lane is free again (and the other writers woken): another writer may take
+            // its next batch.
+            drop(hold);
+            tracing::trace!(writer = self.index, lane, "released the lane");
         }
+        tracing::debug!(
+            writer = self.index,
+            "writer ends: every lane is closed and empty"
+        );
         drop(self.consumer.take());
         self.shared.writer_done();
         result
@@ -209,6 +234,172 @@ impl<S: Sink> Writer<S> {
     }
 }
 
+/// The lanes' queues, shared by the writers. A writer holds a lane while it writes the batch
+/// it took from it ([`LaneHold`]), so no two writers ever hold batches of one lane (and so of
+/// one partition) at once, and a lane's batches commit in the order they were cut.
+///
+/// One lock covers every lane's receiver and hold flag, taken only for a scan and a release
+/// (never across an `await`): a scan sees each lane either held by a writer that will release
+/// it (and wake the others), or free. With a lock per lane, taken by the scans themselves, a
+/// writer could see a lane that another writer was only scanning as held, wait for a release
+/// that never came, and never end after the close.
+pub(crate) struct Handoff {
+    state: std::sync::Mutex<LaneStates>,
+    /// Woken when a batch is queued, a lane is released, or the queues are closed.
+    ready: Notify,
+}
+
+struct LaneStates {
+    queues: Vec<mpsc::Receiver<Batch>>,
+    held: Vec<bool>,
+}
+
+/// A lane held by the writer that took its batch; released (and the other writers woken) on
+/// drop.
+pub(crate) struct LaneHold<'a> {
+    handoff: &'a Handoff,
+    lane: usize,
+}
+
+impl Drop for LaneHold<'_> {
+    fn drop(&mut self) {
+        self.handoff.states().held[self.lane] = false;
+        self.handoff.wake();
+    }
+}
+
+impl Handoff {
+    /// The writers' side of `receivers` (lane `i` is `receivers[i]`).
+    pub(crate) fn new(receivers: Vec<mpsc::Receiver<Batch>>) -> Self {
+        let held = vec![false; receivers.len()];
+        Handoff {
+            state: std::sync::Mutex::new(LaneStates {
+                queues: receivers,
+                held,
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, LaneStates> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells waiting writers to look again (callable from any thread).
+    pub(crate) fn wake(&self) {
+        self.ready.notify_waiters();
+    }
+
+    /// The next batch of a lane no other writer holds, with that lane held until the returned
+    /// [`LaneHold`] drops. The scan starts at lane `turn` (modulo the lanes) and `turn` moves
+    /// past the lane taken, so a writer goes round the lanes. `None` once every queue is closed
+    /// and empty and no lane is held.
+    pub(crate) async fn next(&self, turn: &mut usize) -> Option<(usize, LaneHold<'_>, Batch)> {
+        let first = *turn;
+        loop {
+            // Registered before the scan, so a wake during the scan is not lost.
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut states = self.states();
+                let n = states.queues.len();
+                let mut open = false;
+                for i in 0..n {
+                    let lane = (first + i) % n;
+                    if states.held[lane] {
+                        // Another writer is writing this lane's batch; it wakes us when done.
+                        open = true;
+                        continue;
+                    }
+                    match states.queues[lane].try_recv() {
+                        Ok(batch) => {
+                            states.held[lane] = true;
+                            *turn = lane + 1;
+                            return Some((
+                                lane,
+                                LaneHold {
+                                    handoff: self,
+                                    lane,
+                                },
+                                batch,
+                            ));
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => open = true,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {}
+                    }
+                }
+                if !open {
+                    return None;
+                }
+            }
+            tracing::trace!(first, "no lane has a batch free to take; waiting");
+            notified.await;
+        }
+    }
+}
+
+/// The consumer's side of the lanes' queues. Dropping it closes every queue and wakes the
+/// writers, so they end even if the consumer thread unwinds.
+pub(crate) struct LaneSenders {
+    queues: Vec<mpsc::Sender<Batch>>,
+    handoff: Arc<Handoff>,
+}
+
+impl LaneSenders {
+    /// `lanes` bounded queues of `capacity` batches each, and the writers' side of them.
+    pub(crate) fn channel(lanes: usize, capacity: usize) -> (Self, Arc<Handoff>) {
+        let (queues, receivers): (Vec<_>, Vec<_>) =
+            (0..lanes).map(|_| mpsc::channel(capacity)).unzip();
+        let handoff = Arc::new(Handoff::new(receivers));
+        (
+            LaneSenders {
+                queues,
+                handoff: handoff.clone(),
+            },
+            handoff,
+        )
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Lane `lane`'s queue (for its load).
+    pub(crate) fn queue(&self, lane: usize) -> &mpsc::Sender<Batch> {
+        &self.queues[lane]
+    }
+
+    /// Queues `batch` on lane `lane` if there is room, and wakes a free writer.
+    pub(crate) fn try_send(&self, lane: usize, batch: Batch) -> Handed {
+        match self.queues[lane].try_send(batch) {
+            Ok(()) => {
+                self.handoff.wake();
+                Handed::Queued
+            }
+            Err(mpsc::error::TrySendError::Full(batch)) => Handed::Full(batch),
+            Err(mpsc::error::TrySendError::Closed(_)) => Handed::Closed,
+        }
+    }
+}
+
+/// What [`LaneSenders::try_send`] did with a batch.
+pub(crate) enum Handed {
+    /// Queued for the writers.
+    Queued,
+    /// The lane's queue is full: the batch comes back.
+    Full(Batch),
+    /// The writers are gone.
+    Closed,
+}
+
+impl Drop for LaneSenders {
+    fn drop(&mut self) {
+        self.queues.clear();
+        self.handoff.wake();
+    }
+}
+
 /// The source chain of an error, `outer: inner: ...` (what the store actually said).
 fn causes(error: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
@@ -226,5 +417,185 @@ fn class_name(class: ErrorClass) -> &'static str {
         ErrorClass::Rejected => "rejected",
         ErrorClass::Fenced => "fenced",
         _ => "fatal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A batch tagged with its lane and its place in the lane (in `generation`, unused here).
+    fn tagged(lane: usize, seq: u64) -> Batch {
+        Batch {
+            generation: (lane as u64) << 32 | seq,
+            ..Batch::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_share_the_lanes_one_batch_of_a_lane_at_a_time_in_order() {
+        const LANES: usize = 3;
+        const WRITERS: usize = 2;
+        const PER_LANE: u64 = 60;
+        let (senders, handoff) = LaneSenders::channel(LANES, 1);
+        let busy: Arc<Vec<AtomicBool>> =
+            Arc::new((0..LANES).map(|_| AtomicBool::new(false)).collect());
+        let taken = Arc::new(StdMutex::new(Vec::new()));
+        let mut writers = Vec::new();
+        for index in 0..WRITERS {
+            let (handoff, busy, taken) = (handoff.clone(), busy.clone(), taken.clone());
+            writers.push(tokio::spawn(async move {
+                let mut turn = index;
+                while let Some((lane, queue, batch)) = handoff.next(&mut turn).await {
+                    assert_eq!(
+                        batch.generation >> 32,
+                        lane as u64,
+                        "batch came from its lane"
+                    );
+                    assert!(
+                        !busy[lane].swap(true, Ordering::SeqCst),
+                        "two writers held lane {lane} at once"
+                    );
+                    taken
+                        .lock()
+                        .unwrap()
+                        .push((index, lane, batch.generation & 0xffff_ffff));
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    busy[lane].store(false, Ordering::SeqCst);
+                    drop(queue);
+                }
+            }));
+        }
+        drop(handoff);
+        // The consumer's side: round-robin over the lanes, retrying a full queue.
+        let producer = tokio::task::spawn_blocking(move || {
+            for seq in 0..PER_LANE {
+                for lane in 0..LANES {
+                    let mut batch = tagged(lane, seq);
+                    loop {
+                        match senders.try_send(lane, batch) {
+                            Handed::Queued => break,
+                            Handed::Full(b) => {
+                                batch = b;
+                                std::thread::sleep(Duration::from_micros(50));
+                            }
+                            Handed::Closed => panic!("queue closed"),
+                        }
+                    }
+                }
+            }
+            // Dropping the senders must end every writer, even one waiting on a held lane.
+        });
+        producer.await.unwrap();
+        for writer in writers {
+            tokio::time::timeout(Duration::from_secs(10), writer)
+                .await
+                .expect("a writer did not end once the queues closed")
+                .unwrap();
+        }
+        let taken = taken.lock().unwrap();
+        assert_eq!(
+            taken.len(),
+            LANES * PER_LANE as usize,
+            "every batch taken once"
+        );
+        for lane in 0..LANES {
+            let seqs: Vec<u64> = taken.iter().filter(|t| t.1 == lane).map(|t| t.2).collect();
+            assert_eq!(
+                seqs,
+                (0..PER_LANE).collect::<Vec<_>>(),
+                "lane {lane} in order"
+            );
+        }
+        for index in 0..WRITERS {
+            let lanes: std::collections::BTreeSet<usize> =
+                taken.iter().filter(|t| t.0 == index).map(|t| t.1).collect();
+            assert!(
+                lanes.len() > 1,
+                "writer {index} wrote batches of lanes {lanes:?} only; the writers share the lanes"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_lane_waits_for_the_others_to_run_dry() {
+        const LANES: usize = 3;
+        const PER_LANE: u64 = 10;
+        let (senders, handoff) = LaneSenders::channel(LANES, PER_LANE as usize);
+        for seq in 0..PER_LANE {
+            for lane in 0..LANES {
+                assert!(matches!(
+                    senders.try_send(lane, tagged(lane, seq)),
+                    Handed::Queued
+                ));
+            }
+        }
+        drop(senders);
+        // Two writers taking turns, each holding the lane of its last batch meanwhile.
+        let mut turn = [0, 1];
+        let mut held: [Option<(usize, LaneHold<'_>)>; 2] = [None, None];
+        let mut order = Vec::new();
+        // (Only the first rounds: with every lane still full, a turn never waits on the lane
+        // the other writer holds.)
+        for step in 0..2 * LANES {
+            let w = step % 2;
+            held[w] = None;
+            let (lane, queue, _) = handoff.next(&mut turn[w]).await.expect("batches left");
+            order.push(lane);
+            held[w] = Some((lane, queue));
+        }
+        for lane in 0..LANES {
+            assert!(
+                order.contains(&lane),
+                "lane {lane} not served in the first {} batches: {order:?}",
+                2 * LANES
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_woken_by_the_close_all_end_even_while_the_others_scan() {
+        // The close wakes every waiting writer at once, and they scan the lanes at the same
+        // time: one writer's scan must never look like a lane held for writing to the other,
+        // or that writer waits for a release that never comes.
+        for round in 0..2000 {
+            let (senders, handoff) = LaneSenders::channel(3, 1);
+            let mut writers = Vec::new();
+            for index in 0..2 {
+                let handoff = handoff.clone();
+                writers.push(tokio::spawn(async move {
+                    let mut turn = index;
+                    while handoff.next(&mut turn).await.is_some() {}
+                }));
+            }
+            drop(handoff);
+            tokio::task::yield_now().await;
+            drop(senders);
+            for writer in writers {
+                tokio::time::timeout(Duration::from_secs(5), writer)
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("round {round}: a writer did not end after the close")
+                    })
+                    .unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_work_ends_when_the_queues_close() {
+        let (senders, handoff) = LaneSenders::channel(2, 1);
+        let waiting =
+            tokio::spawn(async move { handoff.next(&mut 0).await.map(|(lane, _, _)| lane) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(senders);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting writer was not woken by the close")
+            .unwrap();
+        assert_eq!(got, None);
     }
 }

@@ -56,8 +56,8 @@ pub struct ProjectArgs {
     /// Batches cut but not yet written; when full, partitions are paused.
     #[arg(long, env = "XCLOG_MAX_QUEUED_BATCHES", default_value_t = defaults::MAX_QUEUED_BATCHES)]
     pub max_queued_batches: usize,
-    /// Writers committing concurrently, each on its own database connection; the assigned
-    /// partitions are dealt out over them.
+    /// Writers committing concurrently, each on its own database connection; they share the
+    /// batches of the assigned partitions (dealt out over one lane more than the writers).
     #[arg(long, env = "XCLOG_WRITERS", default_value_t = defaults::WRITERS)]
     pub writers: usize,
     /// librdkafka prefetch buffer of the consumer (all its partitions), in KiB.

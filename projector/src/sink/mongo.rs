@@ -162,6 +162,10 @@ impl CausedClaims {
                     };
                 }
             }
+            tracing::trace!(
+                wanted = wanted.len(),
+                "every parent wanted is claimed by another writer; waiting"
+            );
             released.await;
         }
     }

@@ -301,7 +301,10 @@ pub fn spawn_binary(
         .env("XCLOG_MONGODB_DATABASE", database)
         .env("XCLOG_BATCH_MAX_RECORDS", "200")
         .env("XCLOG_BATCH_MAX_LATENCY_MS", "50")
-        .env("XCLOG_LOG", "warn")
+        .env(
+            "XCLOG_LOG",
+            std::env::var("XCLOG_TEST_PROJECTOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env_remove("DATABASE_URL")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
