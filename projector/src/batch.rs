@@ -302,10 +302,11 @@ impl Batcher {
     }
 }
 
-/// One [`Batcher`] per writer: the assigned partitions are dealt out over the lanes in
-/// partition order (the `i`-th assigned partition goes to lane `i % lanes`), so a partition's
-/// batches always go to the same writer, in order, and the lanes' batches never share a
-/// partition (their transactions are independent). Pure logic: no I/O.
+/// One [`Batcher`] per lane: the assigned partitions are dealt out over the lanes in partition
+/// order (the `i`-th assigned partition goes to lane `i % lanes`), so a partition's batches
+/// always go to the same lane, whose batches are written one at a time and in order, and the
+/// lanes' batches never share a partition (their transactions are independent). Pure logic:
+/// no I/O.
 #[derive(Debug)]
 pub struct Lanes {
     lanes: Vec<Batcher>,

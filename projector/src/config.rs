@@ -73,8 +73,9 @@ pub mod defaults {
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
     /// How long the first record of a partial batch waits when the writer is idle, in ms.
     pub const BATCH_LINGER_MS: u64 = 5;
-    /// Batches cut but not yet written, over all writers. One is enough once the consumer keeps
-    /// ahead of the writer (see [`FETCH_QUEUE_BACKOFF_MS`]); a second one only held memory.
+    /// Batches cut and queued for the writers, shared out over the lanes (at least one each, so
+    /// 3 lanes queue 3). One per lane is enough once the consumer keeps ahead of the writers
+    /// (see [`FETCH_QUEUE_BACKOFF_MS`]); a second one only held memory.
     pub const MAX_QUEUED_BATCHES: usize = 1;
     /// Writers, sharing the batches of the assigned partitions' lanes.
     pub const WRITERS: usize = 2;

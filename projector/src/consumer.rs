@@ -349,8 +349,8 @@ impl ConsumerLoop {
                 }
             }
 
-            // Hand each lane's cut batch to its writer; pause the lane's partitions instead of
-            // buffering when that writer is busy.
+            // Hand each lane's cut batch to the writers; pause the lane's partitions instead of
+            // buffering when the lane's queue is full.
             let mut closed = false;
             let mut cut = false;
             let mut poll_for = POLL_MAX;

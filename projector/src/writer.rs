@@ -16,7 +16,7 @@
 //! * fenced: the batch is dropped and the consumer reloads offsets and seeks;
 //! * fatal: the projector stops.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -239,7 +239,8 @@ impl<S: Sink> Writer<S> {
 /// one partition) at once, and a lane's batches commit in the order they were cut.
 ///
 /// One lock covers every lane's receiver and hold flag, taken only for a scan and a release
-/// (never across an `await`): a scan sees each lane either held by a writer that will release
+/// (never across an `await`; a scan's `try_recv` may park the thread for the instant a
+/// concurrent send takes to complete): a scan sees each lane either held by a writer that will release
 /// it (and wake the others), or free. With a lock per lane, taken by the scans themselves, a
 /// writer could see a lane that another writer was only scanning as held, wait for a release
 /// that never came, and never end after the close.
@@ -340,10 +341,12 @@ impl Handoff {
 }
 
 /// The consumer's side of the lanes' queues. Dropping it closes every queue and wakes the
-/// writers, so they end even if the consumer thread unwinds.
+/// writers, so they end even if the consumer thread unwinds. It holds the writers' side only
+/// weakly: once every writer is gone, the receivers drop and a send reports
+/// [`Handed::Closed`].
 pub(crate) struct LaneSenders {
     queues: Vec<mpsc::Sender<Batch>>,
-    handoff: Arc<Handoff>,
+    handoff: Weak<Handoff>,
 }
 
 impl LaneSenders {
@@ -355,7 +358,7 @@ impl LaneSenders {
         (
             LaneSenders {
                 queues,
-                handoff: handoff.clone(),
+                handoff: Arc::downgrade(&handoff),
             },
             handoff,
         )
@@ -374,7 +377,7 @@ impl LaneSenders {
     pub(crate) fn try_send(&self, lane: usize, batch: Batch) -> Handed {
         match self.queues[lane].try_send(batch) {
             Ok(()) => {
-                self.handoff.wake();
+                self.wake();
                 Handed::Queued
             }
             Err(mpsc::error::TrySendError::Full(batch)) => Handed::Full(batch),
@@ -389,14 +392,22 @@ pub(crate) enum Handed {
     Queued,
     /// The lane's queue is full: the batch comes back.
     Full(Batch),
-    /// The writers are gone.
+    /// Every writer is gone (their side of the queues dropped).
     Closed,
+}
+
+impl LaneSenders {
+    fn wake(&self) {
+        if let Some(handoff) = self.handoff.upgrade() {
+            handoff.wake();
+        }
+    }
 }
 
 impl Drop for LaneSenders {
     fn drop(&mut self) {
         self.queues.clear();
-        self.handoff.wake();
+        self.wake();
     }
 }
 
@@ -449,7 +460,7 @@ mod tests {
             let (handoff, busy, taken) = (handoff.clone(), busy.clone(), taken.clone());
             writers.push(tokio::spawn(async move {
                 let mut turn = index;
-                while let Some((lane, queue, batch)) = handoff.next(&mut turn).await {
+                while let Some((lane, hold, batch)) = handoff.next(&mut turn).await {
                     assert_eq!(
                         batch.generation >> 32,
                         lane as u64,
@@ -465,7 +476,7 @@ mod tests {
                         .push((index, lane, batch.generation & 0xffff_ffff));
                     tokio::time::sleep(Duration::from_micros(200)).await;
                     busy[lane].store(false, Ordering::SeqCst);
-                    drop(queue);
+                    drop(hold);
                 }
             }));
         }
@@ -583,6 +594,37 @@ mod tests {
                     .unwrap();
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_on_a_held_lane_ends_when_it_is_released_after_the_close() {
+        let (senders, handoff) = LaneSenders::channel(2, 1);
+        assert!(matches!(senders.try_send(0, tagged(0, 0)), Handed::Queued));
+        let (lane, hold, _) = handoff.next(&mut 0).await.expect("a batch is queued");
+        assert_eq!(lane, 0);
+        let other = handoff.clone();
+        let waiting =
+            tokio::spawn(async move { other.next(&mut 1).await.map(|(lane, _, _)| lane) });
+        drop(senders);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a writer ended while lane 0 was still held: a held lane is not closed"
+        );
+        drop(hold);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the release did not wake the waiting writer")
+            .unwrap();
+        assert_eq!(got, None);
+    }
+
+    #[tokio::test]
+    async fn a_send_reports_closed_once_every_writer_is_gone() {
+        let (senders, handoff) = LaneSenders::channel(1, 1);
+        assert!(matches!(senders.try_send(0, tagged(0, 0)), Handed::Queued));
+        drop(handoff);
+        assert!(matches!(senders.try_send(0, tagged(0, 1)), Handed::Closed));
     }
 
     #[tokio::test]
