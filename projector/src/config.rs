@@ -64,10 +64,10 @@ pub fn redact_url(value: &str) -> String {
 /// are fixed rather than configured (`FETCH_QUEUE_BACKOFF_MS`, `HEARTBEAT_INTERVAL_MS`),
 /// so their reasons sit beside the defaults they bound.
 pub mod defaults {
-    /// Records per batch (a backlog drains in batches of this size). Each lane holds up to one
-    /// batch pending and one queued, and each of the [`WRITERS`] one in flight: 2 x 2,500
-    /// drained faster than 1 x 5,000 and holds less memory (docs/BENCHMARKS.md, "Two writers,
-    /// once they are fed").
+    /// Records per batch (a backlog drains in batches of this size). Each lane holds the batch
+    /// being filled, one queued and, while its queue is full, one held back; each of the
+    /// [`WRITERS`] one in flight. 2 writers x 2,500 drained faster than 1 x 5,000
+    /// (docs/BENCHMARKS.md, "Two writers, once they are fed").
     pub const BATCH_MAX_RECORDS: usize = 2500;
     /// How long the first record of a partial batch waits while the writer is busy, in ms.
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
@@ -194,7 +194,7 @@ impl ProjectorConfig {
     /// there are several, so that a partition count that does not divide by the writers (3
     /// partitions, 2 writers) still keeps every writer busy: with one lane per writer, one
     /// writer had twice the other's records and the other waited (docs/BENCHMARKS.md, "The
-    /// writers share the lanes"). Each lane holds one pending batch, so memory grows with it.
+    /// writers share the lanes"). Each lane holds its own batches, so memory grows with the lanes.
     pub fn lanes(&self) -> usize {
         if self.writers > 1 {
             self.writers + 1

@@ -34,6 +34,7 @@ mod consumer;
 pub mod dead_letter;
 mod http;
 mod projector;
+mod wait;
 mod watermarks;
 mod writer;
 

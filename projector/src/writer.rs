@@ -240,8 +240,8 @@ impl<S: Sink> Writer<S> {
 ///
 /// One lock covers every lane's receiver and hold flag, taken only for a scan and a release
 /// (never across an `await`; a scan's `try_recv` may park the thread for the instant a
-/// concurrent send takes to complete): a scan sees each lane either held by a writer that will release
-/// it (and wake the others), or free. With a lock per lane, taken by the scans themselves, a
+/// concurrent send takes to complete): a scan sees each lane either held by a writer that will
+/// release it (and wake the others), or free. With a lock per lane, taken by the scans themselves, a
 /// writer could see a lane that another writer was only scanning as held, wait for a release
 /// that never came, and never end after the close.
 pub(crate) struct Handoff {
@@ -297,46 +297,44 @@ impl Handoff {
     /// and empty and no lane is held.
     pub(crate) async fn next(&self, turn: &mut usize) -> Option<(usize, LaneHold<'_>, Batch)> {
         let first = *turn;
-        loop {
-            // Registered before the scan, so a wake during the scan is not lost.
-            let notified = self.ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut states = self.states();
-                let n = states.queues.len();
-                let mut open = false;
-                for i in 0..n {
-                    let lane = (first + i) % n;
-                    if states.held[lane] {
-                        // Another writer is writing this lane's batch; it wakes us when done.
-                        open = true;
-                        continue;
-                    }
-                    match states.queues[lane].try_recv() {
-                        Ok(batch) => {
-                            states.held[lane] = true;
-                            *turn = lane + 1;
-                            return Some((
-                                lane,
-                                LaneHold {
-                                    handoff: self,
-                                    lane,
-                                },
-                                batch,
-                            ));
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => open = true,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {}
-                    }
+        // `Some(None)`: every queue is closed and empty and no lane is held.
+        let taken = crate::wait::take_when(&self.state, &self.ready, |states| {
+            let n = states.queues.len();
+            let mut open = false;
+            for i in 0..n {
+                let lane = (first + i) % n;
+                if states.held[lane] {
+                    // Another writer is writing this lane's batch; it wakes us when done.
+                    open = true;
+                    continue;
                 }
-                if !open {
-                    return None;
+                match states.queues[lane].try_recv() {
+                    Ok(batch) => {
+                        states.held[lane] = true;
+                        return Some(Some((lane, batch)));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => open = true,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {}
                 }
             }
-            tracing::trace!(first, "no lane has a batch free to take; waiting");
-            notified.await;
-        }
+            if open {
+                tracing::trace!(first, "no lane has a batch free to take; waiting");
+                None
+            } else {
+                Some(None)
+            }
+        })
+        .await;
+        let (lane, batch) = taken?;
+        *turn = lane + 1;
+        Some((
+            lane,
+            LaneHold {
+                handoff: self,
+                lane,
+            },
+            batch,
+        ))
     }
 }
 
@@ -384,6 +382,12 @@ impl LaneSenders {
             Err(mpsc::error::TrySendError::Closed(_)) => Handed::Closed,
         }
     }
+
+    fn wake(&self) {
+        if let Some(handoff) = self.handoff.upgrade() {
+            handoff.wake();
+        }
+    }
 }
 
 /// What [`LaneSenders::try_send`] did with a batch.
@@ -394,14 +398,6 @@ pub(crate) enum Handed {
     Full(Batch),
     /// Every writer is gone (their side of the queues dropped).
     Closed,
-}
-
-impl LaneSenders {
-    fn wake(&self) {
-        if let Some(handoff) = self.handoff.upgrade() {
-            handoff.wake();
-        }
-    }
 }
 
 impl Drop for LaneSenders {

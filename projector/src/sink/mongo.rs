@@ -138,35 +138,29 @@ impl CausedClaims {
     /// Moves out of `wanted` the parents no other writer holds (at least one: waits for a
     /// release if all are held) and holds them until the returned claim is dropped.
     pub(crate) async fn claim(self: &Arc<Self>, wanted: &mut BTreeSet<String>) -> Claim {
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            // Registered before the check, so a release between the check and the wait
-            // still wakes this writer.
-            released.as_mut().enable();
-            {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                let free: Vec<String> = wanted
-                    .iter()
-                    .filter(|p| !held.contains(*p))
-                    .cloned()
-                    .collect();
-                if !free.is_empty() || wanted.is_empty() {
-                    for p in &free {
-                        wanted.remove(p);
-                        held.insert(p.clone());
-                    }
-                    return Claim {
-                        claims: Arc::clone(self),
-                        parents: free,
-                    };
-                }
+        let parents = crate::wait::take_when(&self.held, &self.released, |held| {
+            let free: Vec<String> = wanted
+                .iter()
+                .filter(|p| !held.contains(*p))
+                .cloned()
+                .collect();
+            if free.is_empty() && !wanted.is_empty() {
+                tracing::trace!(
+                    wanted = wanted.len(),
+                    "every parent wanted is claimed by another writer; waiting"
+                );
+                return None;
             }
-            tracing::trace!(
-                wanted = wanted.len(),
-                "every parent wanted is claimed by another writer; waiting"
-            );
-            released.await;
+            for p in &free {
+                wanted.remove(p);
+                held.insert(p.clone());
+            }
+            Some(free)
+        })
+        .await;
+        Claim {
+            claims: Arc::clone(self),
+            parents,
         }
     }
 }
