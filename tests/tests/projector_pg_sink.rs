@@ -207,3 +207,67 @@ async fn a_snapshot_older_than_the_stored_one_never_replaces_it() -> anyhow::Res
     assert_eq!(state, "D");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parent_written_with_its_children_is_stored_complete_and_not_rewritten()
+-> anyhow::Result<()> {
+    let pg = TestPg::create().await?;
+    migrate(&pg.pool).await?;
+    let sink = PgSink::from_pool(pg.pool.clone(), "p");
+    // One child stored before its parent, two in the parent's batch, one after it.
+    sink.write(&batch(
+        0,
+        None,
+        vec![event("c0".into(), vec!["p".into()], 2)],
+    ))
+    .await?;
+    sink.write(&batch(
+        0,
+        Some(1),
+        vec![
+            event("q".into(), vec![], 1),
+            event("p".into(), vec![], 1),
+            event("c2".into(), vec!["p".into(), "q".into()], 4),
+            event("c1".into(), vec!["p".into()], 3),
+        ],
+    ))
+    .await?;
+    // Row versions: an updated row gets a new one (a new ctid), an untouched one keeps it.
+    let ctid = |id: &'static str| {
+        let pool = pg.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT ctid::text FROM fsm_events WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    let (q_at, p_at) = (ctid("q").await?, ctid("p").await?);
+    let caused = |id: &'static str| {
+        let pool = pg.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<String>>("SELECT caused FROM fsm_events WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    assert_eq!(caused("q").await?, vec!["c2"]);
+    assert_eq!(caused("p").await?, vec!["c0", "c1", "c2"]);
+    // q's only child came with it: inserted complete, the update left it alone. p also had a
+    // child stored before it, so the update completed it: a second version.
+    assert_eq!(q_at, "(0,2)", "q was rewritten");
+    assert_ne!(
+        p_at, "(0,3)",
+        "p was not completed by the update (its child stored earlier)"
+    );
+
+    sink.write(&batch(
+        0,
+        Some(5),
+        vec![event("c3".into(), vec!["p".into()], 5)],
+    ))
+    .await?;
+    assert_eq!(caused("p").await?, vec!["c0", "c1", "c2", "c3"]);
+    Ok(())
+}

@@ -5,12 +5,14 @@
 //!
 //! 1. advance the offset of each partition, conditional on the offset the batch started from
 //!    (fencing; sorted by partition);
-//! 2. insert events (`ON CONFLICT (id) DO NOTHING`) and fold the new ones into `fsm_instances`;
+//! 2. insert events (`ON CONFLICT (id) DO NOTHING`; a parent whose children are in the same
+//!    batch comes with their links in `caused`) and fold the new ones into `fsm_instances`;
 //! 3. upsert snapshots that are newer than the stored one, and their status into `fsm_instances`;
 //! 4. lock the `fsm_causality_lock` rows of every event id inserted and every parent named
 //!    (sorted by id): a parent and its child written by two workers at once are serialized, and
 //!    the one that locks second sees the other's rows and edges, committed;
-//! 5. insert causality edges, then recompute `caused` of every affected parent from the edges.
+//! 5. insert causality edges, then recompute `caused` of every affected parent from the edges
+//!    (rewriting only the rows whose `caused` differs: not a parent inserted complete in step 2).
 //!
 //! Steps 1-3 touch only rows of the batch's own partitions and instances, which no other
 //! writer of the group holds, so concurrent writers overlap there; only steps 4-5 and the
@@ -182,6 +184,7 @@ impl PgSink {
                 .bind(&events.source_topic)
                 .bind(&events.source_partition)
                 .bind(&events.source_offset)
+                .bind(&events.caused)
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(err)?;
@@ -270,17 +273,19 @@ WITH ins AS (
         source_topic, source_partition, source_offset)
     SELECT u.id, u.instance_id, u.machine_name, u.component_name, u.event_type, u.event_payload,
         u.state_before, u.state_after, u.persisted_at,
-        ARRAY(SELECT jsonb_array_elements_text(u.caused_by)), '{}'::text[],
+        ARRAY(SELECT jsonb_array_elements_text(u.caused_by)),
+        CASE WHEN u.caused IS NULL THEN '{}'::text[]
+             ELSE ARRAY(SELECT jsonb_array_elements_text(u.caused)) END,
         u.source_component_name, u.target_component_name, u.sequence, u.event_timestamp,
         u.event_extra, u.public_member_snapshot, u.source_topic, u.source_partition, u.source_offset
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
                 $7::text[], $8::text[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[],
                 $13::bigint[], $14::bigint[], $15::jsonb[], $16::jsonb[], $17::text[],
-                $18::integer[], $19::bigint[])
+                $18::integer[], $19::bigint[], $20::jsonb[])
         AS u(id, instance_id, machine_name, component_name, event_type, event_payload,
              state_before, state_after, persisted_at, caused_by, source_component_name,
              target_component_name, sequence, event_timestamp, event_extra,
-             public_member_snapshot, source_topic, source_partition, source_offset)
+             public_member_snapshot, source_topic, source_partition, source_offset, caused)
     ON CONFLICT (id) DO NOTHING
     RETURNING id, instance_id, machine_name, component_name, state_after, persisted_at, source_offset
 ), agg AS (

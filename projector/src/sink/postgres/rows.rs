@@ -36,6 +36,11 @@ pub(crate) struct EventColumns<'a> {
     pub source_topic: Vec<&'a str>,
     pub source_partition: Vec<i32>,
     pub source_offset: Vec<i64>,
+    /// `caused` of each row from the children in this batch (JSON array, `None`: no child
+    /// here), sorted like the stored `caused` (by `persisted_at`, then id). A parent inserted
+    /// with its children's links already in place is not rewritten by the `caused` update,
+    /// which recomputes every affected parent from all the edges and writes only a change.
+    pub caused: Vec<Option<Json<Vec<&'a str>>>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -68,6 +73,28 @@ impl<'a> EventColumns<'a> {
         self.source_topic.push(&r.source.topic);
         self.source_partition.push(r.source.partition);
         self.source_offset.push(r.source.offset);
+    }
+
+    /// Fills [`EventColumns::caused`] from the rows' `caused_by`.
+    fn link_children_in_batch(&mut self) {
+        let index: HashMap<&str, usize> =
+            self.id.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut children: Vec<Vec<(i64, &'a str)>> = vec![Vec::new(); self.id.len()];
+        for (child, parents) in self.caused_by.iter().enumerate() {
+            for parent in parents.0 {
+                if let Some(&p) = index.get(parent.as_str()) {
+                    children[p].push((self.persisted_at[child], self.id[child]));
+                }
+            }
+        }
+        self.caused = children
+            .into_iter()
+            .map(|mut c| {
+                c.sort_unstable();
+                c.dedup();
+                (!c.is_empty()).then(|| Json(c.into_iter().map(|(_, id)| id).collect()))
+            })
+            .collect();
     }
 
     /// Every id this batch inserts plus every parent it names: the ids whose causality rows it
@@ -182,6 +209,7 @@ pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns<'_>, SnapshotColu
             },
         }
     }
+    events.link_children_in_batch();
     // Sorted by instance id: row locks in a fixed order.
     order.sort_unstable();
     let mut snapshots = SnapshotColumns::default();
@@ -369,6 +397,35 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_gets_the_links_of_its_children_in_the_batch_in_stored_order() {
+        let at = |mut e: PersistedEvent, persisted_at: i64| {
+            e.persisted_at = persisted_at;
+            e
+        };
+        let records = vec![
+            rec(Record::Event(at(event("p", &[]), 1)), 0),
+            rec(Record::Event(at(event("c2", &["p", "elsewhere"]), 5)), 1),
+            // Same time as c2: ordered by id, like `array_agg(... ORDER BY persisted_at, id)`.
+            rec(Record::Event(at(event("c1", &["p", "p"]), 5)), 2),
+            rec(Record::Event(at(event("c0", &["p"]), 3)), 3),
+            // A second copy of c0 (first copy wins) and a parent stored by an earlier batch.
+            rec(Record::Event(at(event("c0", &["p"]), 9)), 4),
+            rec(Record::Event(at(event("lone", &["gone"]), 7)), 5),
+        ];
+        let (events, _) = columns(&records);
+        assert_eq!(events.caused.len(), events.len());
+        let caused: Vec<Option<Vec<&str>>> = events
+            .caused
+            .iter()
+            .map(|c| c.as_ref().map(|j| j.0.clone()))
+            .collect();
+        assert_eq!(
+            caused,
+            vec![Some(vec!["c0", "c1", "c2"]), None, None, None, None]
+        );
+    }
+
+    #[test]
     fn causality_ids_are_the_sorted_union_of_row_ids_and_named_parents() {
         let records = vec![
             rec(Record::Event(event("b", &["z", "a"])), 0),
@@ -431,7 +488,17 @@ mod tests {
             prop_assert_eq!(snaps.len(), 0);
             prop_assert_eq!(events.caused_by.len(), ids.len());
             prop_assert_eq!(events.source_offset.len(), ids.len());
+            prop_assert_eq!(events.caused.len(), ids.len());
             prop_assert_eq!(&events.id, &ids);
+            // Each row's in-batch `caused` is exactly the rows naming it.
+            for (i, id) in ids.iter().enumerate() {
+                let mut naming: Vec<&str> = ids.iter().enumerate()
+                    .filter(|(n, _)| parents[*n].contains(id))
+                    .map(|(_, c)| c.as_str()).collect();
+                naming.sort_unstable();
+                let got = events.caused[i].as_ref().map(|j| j.0.clone()).unwrap_or_default();
+                prop_assert_eq!(got, naming);
+            }
             let lock = events.causality_ids();
             for id in &ids { prop_assert!(lock.binary_search(&id.as_str()).is_ok()); }
             for ps in parents.iter().take(ids.len()) {
