@@ -265,7 +265,13 @@ delay_levels() {
     local side=$1 format=$2 topic=$3 store=$4 pid=$5 run=$6 max basis pct rate out
     local -a where
     case $store in
-        pg:*) where=(--pg-url "$PG_BASE/${store#pg:}") ;;
+        pg:*) where=(--pg-url "$PG_BASE/${store#pg:}")
+            # Start every side from a quiet disk and a vacuumed, analyzed store: without this
+            # our levels ran while PostgreSQL wrote back the 2 GB the COPY before them had just
+            # loaded into another database, and the broker's group coordinator stalled past our
+            # 10 s session timeout (docs/BENCHMARKS.md, "The delay after a COPY").
+            psql_db "${store#pg:}" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
+            sync ;;
         mongo:*) where=(--mongo-uri "$MONGODB_URI" --db "${store#mongo:}") ;;
         *) die "delay_levels: unknown store $store" ;;
     esac

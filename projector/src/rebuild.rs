@@ -47,7 +47,8 @@ const DEFERRED_INDEXES: &str = "xclog_rebuild_deferred_indexes";
 
 /// Deferred indexes built at once at the end of the bulk. Two halve the time of building them
 /// one by one on the 1,000,000-event bench here (2 cores: 15.0 s -> 7.6 s, see
-/// docs/BENCHMARKS.md); each also uses the server's parallel maintenance workers if it has any.
+/// docs/BENCHMARKS.md); each also uses the server's parallel maintenance workers if it has any,
+/// and up to `maintenance_work_mem`. The rebuild's own pool has one connection more than this.
 const INDEX_BUILDS: usize = 2;
 
 /// Offsets the topic no longer holds on one partition: `from..to` (exclusive) were deleted
@@ -437,7 +438,7 @@ impl PgRebuild {
 
     /// Builds the deferred indexes, each in one transaction with its bookkeeping (so an
     /// interruption never builds one twice nor forgets one), then drops the bookkeeping table.
-    /// Two ([`INDEX_BUILDS`]) are built at once, the GIN index first (the longest): a build is one
+    /// [`INDEX_BUILDS`] are built at once, the GIN index first (the longest): a build is one
     /// scan of its table and a sort, and two on one table overlap (`CREATE INDEX` takes a
     /// `SHARE` lock, which does not conflict with itself).
     pub async fn restore_indexes(&self) -> Result<usize, RebuildError> {
@@ -446,11 +447,13 @@ impl PgRebuild {
             .sort_by_key(|(name, definition)| (!definition.contains(" USING gin "), name.clone()));
         let built = pending.len();
         let queue = std::sync::Mutex::new(VecDeque::from(pending));
-        // Two builders (`INDEX_BUILDS`), each taking the next index when it is done.
-        tokio::try_join!(
-            self.build_indexes_from(&queue),
-            self.build_indexes_from(&queue)
-        )?;
+        // Each builder takes the next index when it is done. A builder that fails empties the
+        // queue, so the others end after the index they are building: dropping one mid-build
+        // would leave the server building it (and locking its table) after we are gone.
+        let results =
+            futures::future::join_all((0..INDEX_BUILDS).map(|_| self.build_indexes_from(&queue)))
+                .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         self.pool
             .execute(
                 format!(
@@ -469,24 +472,33 @@ impl PgRebuild {
         &self,
         queue: &std::sync::Mutex<VecDeque<(String, String)>>,
     ) -> Result<(), RebuildError> {
-        let err = |e| classify(e, "building the shadow's secondary indexes");
         loop {
             let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
             let Some((name, definition)) = next else {
                 return Ok(());
             };
-            let mut tx = self.pool.begin().await.map_err(err)?;
-            tx.execute(definition.as_str()).await.map_err(err)?;
-            sqlx::query(&format!(
-                "DELETE FROM \"{}\".{DEFERRED_INDEXES} WHERE name = $1",
-                self.shadow_schema
-            ))
-            .bind(&name)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            tx.commit().await.map_err(err)?;
+            if let Err(e) = self.build_index(&name, &definition).await {
+                queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                return Err(e);
+            }
         }
+    }
+
+    /// Builds one deferred index in one transaction with the removal of its bookkeeping row.
+    async fn build_index(&self, name: &str, definition: &str) -> Result<(), RebuildError> {
+        let err = |e| classify(e, "building the shadow's secondary indexes");
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        tx.execute(definition).await.map_err(err)?;
+        sqlx::query(&format!(
+            "DELETE FROM \"{}\".{DEFERRED_INDEXES} WHERE name = $1",
+            self.shadow_schema
+        ))
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(())
     }
 
     /// Swaps the shadow in if it has caught up with the live store (see the module docs).

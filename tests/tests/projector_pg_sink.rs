@@ -229,6 +229,8 @@ async fn a_parent_written_with_its_children_is_stored_complete_and_not_rewritten
             event("p".into(), vec![], 1),
             event("c2".into(), vec!["p".into(), "q".into()], 4),
             event("c1".into(), vec!["p".into()], 3),
+            // q's second child, at the same time as the first: ordered by id.
+            event("c4".into(), vec!["q".into()], 4),
         ],
     ))
     .await?;
@@ -252,9 +254,9 @@ async fn a_parent_written_with_its_children_is_stored_complete_and_not_rewritten
                 .await
         }
     };
-    assert_eq!(caused("q").await?, vec!["c2"]);
+    assert_eq!(caused("q").await?, vec!["c2", "c4"]);
     assert_eq!(caused("p").await?, vec!["c0", "c1", "c2"]);
-    // q's only child came with it: inserted complete, the update left it alone. p also had a
+    // q's children came with it: inserted complete, the update left it alone. p also had a
     // child stored before it, so the update completed it: a second version.
     assert_eq!(q_at, "(0,2)", "q was rewritten");
     assert_ne!(
@@ -264,7 +266,7 @@ async fn a_parent_written_with_its_children_is_stored_complete_and_not_rewritten
 
     sink.write(&batch(
         0,
-        Some(5),
+        Some(6),
         vec![event("c3".into(), vec!["p".into()], 5)],
     ))
     .await?;

@@ -3,7 +3,8 @@
 //! Invariant: one array element per row, all arrays of a struct the same length, in batch
 //! order; nothing here touches the database, so it is tested with plain and property tests.
 //! The columns borrow from the batch: nothing is copied but the few values built here (the
-//! `caused_by` arrays, the pending timeouts), so a batch is not cloned and freed twice.
+//! `caused_by` arrays, the in-batch `caused`, the pending timeouts), so a batch is not cloned
+//! and freed twice.
 
 use std::collections::HashMap;
 
@@ -37,9 +38,10 @@ pub(crate) struct EventColumns<'a> {
     pub source_partition: Vec<i32>,
     pub source_offset: Vec<i64>,
     /// `caused` of each row from the children in this batch (JSON array, `None`: no child
-    /// here), sorted like the stored `caused` (by `persisted_at`, then id). A parent inserted
-    /// with its children's links already in place is not rewritten by the `caused` update,
-    /// which recomputes every affected parent from all the edges and writes only a change.
+    /// here), sorted by `persisted_at`, then id. Only a first value: the `caused` update
+    /// recomputes every affected parent from all the edges and rewrites the row if it differs
+    /// (a child from another batch, ids ordered otherwise by the database's collation), so a
+    /// parent inserted with all its links is simply not rewritten.
     pub caused: Vec<Option<Json<Vec<&'a str>>>>,
 }
 
@@ -478,10 +480,13 @@ mod tests {
             ids in proptest::collection::btree_set("[a-z0-9]{1,8}", 0..40)
                 .prop_map(|s| s.into_iter().collect::<Vec<String>>()),
             parents in proptest::collection::vec(proptest::collection::vec("[a-z]{1,3}", 0..4), 40),
+            ats in proptest::collection::vec(0i64..4, 40),
         ) {
             let records: Vec<SinkRecord> = ids.iter().enumerate().map(|(n, id)| {
                 let ps: Vec<&str> = parents[n].iter().map(String::as_str).collect();
-                rec(Record::Event(event(id, &ps)), n as i64)
+                let mut e = event(id, &ps);
+                e.persisted_at = ats[n];
+                rec(Record::Event(e), n as i64)
             }).collect();
             let (events, snaps) = columns(&records);
             prop_assert_eq!(events.len(), ids.len());
@@ -490,14 +495,15 @@ mod tests {
             prop_assert_eq!(events.source_offset.len(), ids.len());
             prop_assert_eq!(events.caused.len(), ids.len());
             prop_assert_eq!(&events.id, &ids);
-            // Each row's in-batch `caused` is exactly the rows naming it.
+            // Each row's in-batch `caused` is exactly the rows naming it, by (time, id).
             for (i, id) in ids.iter().enumerate() {
-                let mut naming: Vec<&str> = ids.iter().enumerate()
+                let mut naming: Vec<(i64, &str)> = ids.iter().enumerate()
                     .filter(|(n, _)| parents[*n].contains(id))
-                    .map(|(_, c)| c.as_str()).collect();
+                    .map(|(n, c)| (ats[n], c.as_str())).collect();
                 naming.sort_unstable();
+                let want: Vec<&str> = naming.into_iter().map(|(_, c)| c).collect();
                 let got = events.caused[i].as_ref().map(|j| j.0.clone()).unwrap_or_default();
-                prop_assert_eq!(got, naming);
+                prop_assert_eq!(got, want);
             }
             let lock = events.causality_ids();
             for id in &ids { prop_assert!(lock.binary_search(&id.as_str()).is_ok()); }
