@@ -266,10 +266,9 @@ delay_levels() {
     local -a where
     case $store in
         pg:*) where=(--pg-url "$PG_BASE/${store#pg:}")
-            # Start every side from a quiet disk and a vacuumed, analyzed store: without this
-            # our levels ran while PostgreSQL wrote back the 2 GB the COPY before them had just
-            # loaded into another database, and the broker's group coordinator stalled past our
-            # 10 s session timeout (docs/BENCHMARKS.md, "The delay after a COPY").
+            # Start every side from a quiet disk and a vacuumed, analyzed store, so that no
+            # side measures while an earlier load is written back (ours follow the COPY of
+            # 2 GB into another database; docs/BENCHMARKS.md, "Our delay at 50%").
             psql_db "${store#pg:}" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
             sync ;;
         mongo:*) where=(--mongo-uri "$MONGODB_URI" --db "${store#mongo:}") ;;

@@ -61,7 +61,8 @@ pub fn redact_url(value: &str) -> String {
 
 /// The defaults of [`ProjectorConfig::new`], which `xclog project` shows and uses: one place
 /// for each, so the CLI and the library cannot drift apart. Also the two consumer settings that
-/// are fixed rather than configured (`FETCH_QUEUE_BACKOFF_MS`, `HEARTBEAT_INTERVAL_MS`),
+/// are fixed rather than configured (`FETCH_QUEUE_BACKOFF_MS`, `HEARTBEAT_INTERVAL_MS`,
+/// `GROUP_COMMIT_INTERVAL_MS`),
 /// so their reasons sit beside the defaults they bound.
 pub mod defaults {
     /// Records per batch (a backlog drains in batches of this size). Each lane holds the batch
@@ -103,6 +104,12 @@ pub mod defaults {
     /// Heartbeat interval (`heartbeat.interval.ms`), in ms; the session timeout must be at
     /// least three of these.
     pub const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+    /// How often the group offsets (only for lag tools; the store holds the truth) are
+    /// committed to Kafka (`auto.commit.interval.ms`), in ms. Committing after every batch
+    /// sent hundreds of `OffsetCommit` requests a second at a steady moderate rate (small
+    /// batches); the coordinator answers a member's requests in order, so its heartbeats
+    /// waited behind them past the session timeout and the projector lost its partitions.
+    pub const GROUP_COMMIT_INTERVAL_MS: u64 = 1_000;
     /// `/readyz` lag threshold, in records.
     pub const READY_MAX_LAG: i64 = 1000;
 }

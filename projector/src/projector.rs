@@ -113,7 +113,14 @@ impl<S: Sink> Projector<S> {
         };
         let consumer: BaseConsumer<ProjectorContext> = client_config(&config)
             .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
+            // Group offsets, for lag tools only: each committed batch stores its offsets
+            // locally and librdkafka commits what is stored once a second (and on revoke and
+            // close), instead of one `OffsetCommit` request per batch.
+            .set("enable.auto.commit", "true")
+            .set(
+                "auto.commit.interval.ms",
+                defaults::GROUP_COMMIT_INTERVAL_MS.to_string(),
+            )
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "roundrobin")

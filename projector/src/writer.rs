@@ -7,7 +7,8 @@
 //! written one at a time, in order.
 //!
 //! Per batch: dead letters are delivered first, then `Sink::write` commits rows and offsets in
-//! one transaction, then (only for lag tools) the offsets are committed to the Kafka group.
+//! one transaction, then (only for lag tools) the offsets are stored for the Kafka group,
+//! which librdkafka commits once a second.
 //! Every failure goes through the sink's classifier:
 //! * transient: same batch again after a backoff (never skipped), until it commits, the
 //!   assignment changes, or shutdown abandons it;
@@ -19,7 +20,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -227,8 +228,9 @@ impl<S: Sink> Writer<S> {
                     Offset::Offset(o.next),
                 );
             }
-            if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(error = %error, "group offset commit (for lag tools) failed");
+            // Stored locally; librdkafka commits the latest stored offsets once a second.
+            if let Err(error) = consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %error, "storing the group offsets (for lag tools) failed");
             }
         }
     }

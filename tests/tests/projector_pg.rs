@@ -39,6 +39,57 @@ fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent 
     }
 }
 
+/// Lag tools (`kafka-consumer-groups.sh --describe`) read the group's offsets in Kafka, which
+/// the projector commits about once a second: they reach the store's offsets while it runs.
+async fn group_offsets_reach_the_stored_ones(
+    pool: &sqlx::PgPool,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let stored: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM xclog_offsets \
+         WHERE topic = $1 AND projection = $2 ORDER BY partition",
+    )
+    .bind(topic)
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(!stored.is_empty(), "no stored offsets");
+    // Reads the group's offsets without joining the group.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", xclog_tests::brokers())
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (partition, _) in &stored {
+        tpl.add_partition(topic, *partition);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let committed = tokio::task::block_in_place(|| {
+            reader.committed_offsets(tpl.clone(), Duration::from_secs(5))
+        })?;
+        let got: Vec<(i32, i64)> = committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), o),
+                _ => (e.partition(), -1),
+            })
+            .collect();
+        if got == stored {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the group's offsets {got:?} never reached the stored {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_realistic_workload_lands_row_for_row_and_a_replay_changes_nothing() -> anyhow::Result<()>
 {
@@ -51,6 +102,7 @@ async fn a_realistic_workload_lands_row_for_row_and_a_replay_changes_nothing() -
 
     let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
     wait_caught_up(&pg.pool, &topic.name, &group, 4, CATCH_UP).await?;
+    group_offsets_reach_the_stored_ones(&pg.pool, &topic.name, &group).await?;
     p.stop().await?;
     assert_store_equals(&pg.pool, &published).await?;
 

@@ -273,3 +273,22 @@ async fn a_parent_written_with_its_children_is_stored_complete_and_not_rewritten
     assert_eq!(caused("p").await?, vec!["c0", "c1", "c2", "c3"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_plans_every_statement_for_the_tables_as_they_are_now() -> anyhow::Result<()> {
+    use xclog_projector::config::Secret;
+    use xclog_projector::sink::postgres::PgSinkConfig;
+    let pg = TestPg::create().await?;
+    let sink = PgSink::connect_lazy(&PgSinkConfig {
+        database_url: Secret::new(pg.url.clone()),
+        projection: "p".into(),
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(10),
+    })?;
+    // No generic plan cached while the store was empty outlives its growth.
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(sink.pool())
+        .await?;
+    assert_eq!(mode, "force_custom_plan");
+    Ok(())
+}
