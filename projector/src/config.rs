@@ -107,8 +107,9 @@ pub mod defaults {
     /// How often the group offsets (only for lag tools; the store holds the truth) are
     /// committed to Kafka (`auto.commit.interval.ms`), in ms. Committing after every batch
     /// sent hundreds of `OffsetCommit` requests a second at a steady moderate rate (small
-    /// batches); the coordinator answers a member's requests in order, so its heartbeats
-    /// waited behind them past the session timeout and the projector lost its partitions.
+    /// batches), and the broker answers a member's requests in order: the likely reason why
+    /// heartbeats went unanswered past the session timeout in the 1,000,000-event bench
+    /// (docs/BENCHMARKS.md, "Our delay at 50%").
     pub const GROUP_COMMIT_INTERVAL_MS: u64 = 1_000;
     /// `/readyz` lag threshold, in records.
     pub const READY_MAX_LAG: i64 = 1000;

@@ -13,7 +13,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
-use xclog_projector::sink::postgres::{PgSink, sink_session};
+use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::{CancellationToken, Projector, Sink};
 
 /// Options of `xclog rebuild` (plus every option of `xclog project`, which describe the live
@@ -391,7 +391,7 @@ async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let pool = PgPoolOptions::new()
         .max_connections(p.db_max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(sink_session(rb.shadow_options()));
+        .connect_lazy_with(rb.shadow_options());
     let sink = PgSink::from_pool(pool, projection.clone());
     let mut run = ShadowRun::start(
         p,

@@ -49,18 +49,6 @@ pub struct PgSinkConfig {
     pub acquire_timeout: Duration,
 }
 
-/// Session settings of the sink's connections: `plan_cache_mode = force_custom_plan`, so each
-/// batch's statements are planned for the tables as they are now. A store starts empty and
-/// grows by thousands of rows a second; after five executions PostgreSQL may cache a generic
-/// plan made while the tables were tiny (a sequential scan of `fsm_events` for the `caused`
-/// update) and keep it until the next `ANALYZE`. Seen on a fresh store at a steady 7,000
-/// events/s: that update took 1.3 s, then 3 s, growing with the table (docs/BENCHMARKS.md,
-/// "A plan made on an empty store"). Planning costs well under a millisecond per statement,
-/// a few per batch.
-pub fn sink_session(options: PgConnectOptions) -> PgConnectOptions {
-    options.options([("plan_cache_mode", "force_custom_plan")])
-}
-
 /// Writes batches into PostgreSQL. Cheap to clone (shares the pool).
 #[derive(Debug, Clone)]
 pub struct PgSink {
@@ -84,7 +72,7 @@ impl PgSink {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .connect_lazy_with(sink_session(options));
+            .connect_lazy_with(options);
         Ok(Self {
             pool,
             projection: config.projection.clone(),
@@ -122,6 +110,19 @@ impl PgSink {
     ) -> Result<WriteOutcome, SinkError> {
         let ctx = "writing a batch";
         let err = |e| classify(e, ctx);
+
+        // Plan this batch's statements for the tables as they are now. A store starts empty and
+        // grows by thousands of rows a second; after five executions PostgreSQL may keep a
+        // generic plan of a prepared statement made while the tables were tiny (a sequential
+        // scan of `fsm_events` for the `caused` update) until the next `ANALYZE`. Seen on a
+        // fresh store at a steady 7,000 events/s: that update took 1.3 s, then 3 s, growing
+        // with the table (docs/BENCHMARKS.md, "Our delay at 50%"). `SET LOCAL`, not a
+        // connection option, so that it works through connection poolers (PgBouncer refuses
+        // startup options); needs PostgreSQL 12 or later.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
 
         // 1. Fencing: advance offsets only from the offset the batch started from.
         let mut offsets = batch.offsets.clone();
