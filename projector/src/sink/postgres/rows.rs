@@ -77,10 +77,9 @@ impl<'a> EventColumns<'a> {
         self.source_offset.push(r.source.offset);
     }
 
-    /// Fills [`EventColumns::caused`] from the rows' `caused_by`.
-    fn link_children_in_batch(&mut self) {
-        let index: HashMap<&str, usize> =
-            self.id.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    /// Fills [`EventColumns::caused`] from the rows' `caused_by`; `index` maps each row's id
+    /// to its position.
+    fn link_children_in_batch(&mut self, index: &HashMap<&str, usize>) {
         let mut children: Vec<Vec<(i64, &'a str)>> = vec![Vec::new(); self.id.len()];
         for (child, parents) in self.caused_by.iter().enumerate() {
             for parent in parents.0 {
@@ -188,13 +187,15 @@ pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns<'_>, SnapshotColu
     let mut events = EventColumns::default();
     let mut newest: HashMap<&str, (&InstanceSnapshot, &SinkRecord)> = HashMap::new();
     let mut order: Vec<&str> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // Row of each event id: dedups the batch and, after it, finds the parents in it.
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for r in records {
         match &r.record {
             // The same event id twice in one batch (a producer retry): the first copy wins,
             // as it would across batches.
             Record::Event(e) => {
-                if seen.insert(e.id.as_str()) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(&e.id) {
+                    slot.insert(events.len());
                     events.push(e, r);
                 }
             }
@@ -211,7 +212,7 @@ pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns<'_>, SnapshotColu
             },
         }
     }
-    events.link_children_in_batch();
+    events.link_children_in_batch(&index);
     // Sorted by instance id: row locks in a fixed order.
     order.sort_unstable();
     let mut snapshots = SnapshotColumns::default();
