@@ -22,8 +22,9 @@
 //!
 //! The acknowledgement instant of an event is when its delivery future resolves (a task per
 //! record awaits it). Meanwhile a poller runs `SELECT id FROM <table> WHERE id = ANY($1)`
-//! (MongoDB: `find({_id: {$in: [...]}})`, `_id` only) every `--poll-ms` with every sent event
-//! not seen yet (stretched to 4 times the recent mean
+//! (MongoDB: `find({_id: {$in: [...]}})`, `_id` only; PostgreSQL plans each poll for the
+//! array and the table as they are, `plan_cache_mode = force_custom_plan`) every `--poll-ms`
+//! with every sent event not seen yet (stretched to 4 times the recent mean
 //! query duration when that is longer, so the poller keeps the store busy at most about a
 //! quarter of the time), and takes the instant the answer arrived as the instant those rows became
 //! visible: a delay is overstated by at most one poll gap plus one query (`poll_gap_*_ms`,
@@ -470,13 +471,7 @@ enum Store {
 impl Store {
     async fn connect(args: &DelayArgs) -> anyhow::Result<Self> {
         match (&args.pg_url, &args.mongo_uri, &args.db) {
-            (Some(url), None, _) => Ok(Self::Pg {
-                conn: sqlx::PgConnection::connect(url)
-                    .await
-                    .context("connecting to PostgreSQL (--pg-url)")?,
-                sql: format!("SELECT id FROM {} WHERE id = ANY($1)", args.table),
-                table: args.table.clone(),
-            }),
+            (Some(url), None, _) => Self::pg(url, &args.table).await,
             (None, Some(uri), Some(db)) => {
                 let client = mongodb::Client::with_uri_str(uri)
                     .await
@@ -487,6 +482,27 @@ impl Store {
             }
             _ => bail!("give --pg-url, or --mongo-uri with --db"),
         }
+    }
+
+    /// The poller's PostgreSQL connection. Every poll is planned for the array and the table as
+    /// they are (`plan_cache_mode = force_custom_plan`): after five polls PostgreSQL may switch
+    /// to a generic plan, which it keeps while the table grows; one made while the table was
+    /// small scanned the whole table and searched the array of every outstanding id linearly
+    /// for each row (a poll of ~80,000 ids took 12 s, then 120 s, at 7,000 events/s; the sink
+    /// had written every row within a second).
+    async fn pg(url: &str, table: &str) -> anyhow::Result<Self> {
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .context("connecting to PostgreSQL (--pg-url)")?;
+        sqlx::query("SET plan_cache_mode = force_custom_plan")
+            .execute(&mut conn)
+            .await
+            .context("setting plan_cache_mode on the poller's connection (PostgreSQL 12+)")?;
+        Ok(Self::Pg {
+            conn,
+            sql: format!("SELECT id FROM {table} WHERE id = ANY($1)"),
+            table: table.to_owned(),
+        })
     }
 
     /// The store's kind, as the results name it.
@@ -800,6 +816,38 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the stack's PostgreSQL: ten polls of 1,000 ids on an empty table (where a
+    /// generic plan would be a sequential scan searching the array linearly for every row),
+    /// then the plans PostgreSQL used on the poller's own connection.
+    #[tokio::test]
+    async fn the_poller_plans_every_poll_for_the_table_as_it_is() -> anyhow::Result<()> {
+        let db = xclog_tests::TestPg::create().await?;
+        sqlx::query("CREATE TABLE probe (id text PRIMARY KEY)")
+            .execute(&db.pool)
+            .await?;
+        let mut store = Store::pg(&db.url, "probe").await?;
+        let ids: Vec<String> = (0..1000).map(|n| format!("id-{n}")).collect();
+        for _ in 0..10 {
+            assert!(store.found(&ids).await?.is_empty());
+        }
+        sqlx::query("INSERT INTO probe SELECT 'id-' || n FROM generate_series(0, 9) n")
+            .execute(&db.pool)
+            .await?;
+        assert_eq!(store.found(&ids).await?.len(), 10);
+        let Store::Pg { conn, .. } = &mut store else {
+            unreachable!("Store::pg makes a PostgreSQL store")
+        };
+        let (generic, custom): (i64, i64) = sqlx::query_as(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+             WHERE statement LIKE '%FROM probe%' AND statement NOT LIKE '%pg_prepared%'",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        assert_eq!(generic, 0, "a generic plan was used ({custom} custom)");
+        assert_eq!(custom, 11);
+        Ok(())
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
