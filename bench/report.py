@@ -228,6 +228,10 @@ def delay_table(rows, args):
     polls = sorted({r["poll_ms"] for r in delays})
     payloads = "/".join(str(x) for x in sorted({r["payload_bytes"] for r in delays}))
     lingers = "/".join(f"{x:g}" for x in sorted({r["linger_ms"] for r in delays}))
+    # Results of the delay tool before it planned each poll afresh carry no `poll_plan`.
+    pg_delays = [r for r in delays if r.get("store") == "postgres"]
+    fresh_plans = (" (PostgreSQL plans each poll for the table as it is then)"
+                   if pg_delays and all(r.get("poll_plan") == "custom" for r in pg_delays) else "")
     query = stats([r.get("poll_query_mean_ms") for r in delays])
     gap = stats([r.get("poll_gap_mean_ms") for r in delays])
     max_gap = max((r.get("poll_gap_max_ms") or 0) for r in delays)
@@ -244,8 +248,7 @@ def delay_table(rows, args):
         f"linger {lingers} ms), once "
         f"a warm-up event has become visible (start-up and group join are not delay). The delay of an "
         f"event is the first poll that sees its row (document) minus the instant its delivery was acknowledged; "
-        f"the store is polled every {'/'.join(map(str, polls))} ms with every event not seen yet (PostgreSQL "
-        f"plans each poll for the table as it is then), the gap "
+        f"the store is polled every {'/'.join(map(str, polls))} ms with every event not seen yet{fresh_plans}, the gap "
         f"stretched to 4 times the recent mean query when that is longer so the poller keeps the store "
         f"busy at most about a quarter of the time (mean gap {fmt_ms(gap and gap['median'])} ms, largest {max_gap:,.0f} ms; "
         f"mean query {fmt_ms(query and query['median'])} ms), so a delay is overstated by at most one "
