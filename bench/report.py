@@ -94,6 +94,10 @@ def render(args):
     def st(comp, side, key="rate"):
         return stats([r.get(key) for r in by.get((comp, side), []) if "missing" not in r])
 
+    # The MongoDB sides ran on a workload of their own (a smaller one on FerretDB).
+    mongo_apart = bool(args.mongo_events) and args.mongo_events != args.events
+    mongo_name = "MongoDB (FerretDB)" if args.mongo_server in (None, "", "ferretdb") else "MongoDB"
+    mongo_size = f", {int(args.mongo_events):,} events" if mongo_apart else ""
     out = []
     label = "QUICK (--quick, 100,000 events)" if args.quick == "1" else f"{int(args.events):,} events"
     if args.profile != "release":
@@ -103,6 +107,13 @@ def render(args):
     out.append(f"- Command: `{args.command}` (via `make bench`: the stack's environment, then this script)")
     out.append(f"- Workload: `{args.produce}`: {int(args.events):,} events + {int(args.snapshots):,} snapshots, "
                f"{args.partitions} partitions, protobuf values")
+    if mongo_apart:
+        out.append(f"- Workload of the MongoDB sides: `{args.mongo_produce}`: {int(args.mongo_events):,} events + "
+                   f"{int(args.mongo_snapshots):,} snapshots (the same generator and seed). "
+                   + ("FerretDB 1.24 scans a collection for every update statement, so on FerretDB `make bench` "
+                      "runs the MongoDB sides on at most 3,000 events (`--mongo-events` sets it); "
+                      if args.mongo_server == "ferretdb" else "")
+                   + "their ratios compare the MongoDB sides with each other on this workload.")
     out.append(f"- Machine: {machine()}; every service on 127.0.0.1 on the same machine")
     out.append(f"- Versions: {versions(args.kafka)}")
     writers = f"{args.ours_writers} writers, " if args.ours_writers else ""
@@ -126,9 +137,11 @@ def render(args):
             ratio = "n/a"
         target = TARGETS.get((comp, ref))
         tgt = "" if target is None else (f">= {target:.1f}x" if target >= 1 else f">= {target:.0%}")
-        name = 'PostgreSQL' if comp == 'pg' else 'MongoDB (FerretDB)'
+        name = 'PostgreSQL' if comp == 'pg' else mongo_name
         if ours == 'rebuild':
             name += ' rebuild'
+        if comp == 'mongo':
+            name += mongo_size
         out.append(f"| {name} | "
                    f"{fmt_rate(a) if (comp, ours) not in missing else 'not measured'} | {ref_label} | "
                    f"{fmt_rate(b)} | {ratio} | {tgt} |")
@@ -157,7 +170,7 @@ def render(args):
         first_text = "" if first is None else "%.1f" % first["median"]
         rss_text = "" if rss is None else fmt_mb(rss)
         out.append(f"| {comp} / {side} | {written} | {first_text} | {rss_text} |")
-    out.extend(delay_table(rows, args))
+    out.extend(delay_table(rows, args, mongo_name + mongo_size))
     prod = sorted({r["side"] for r in rows if r["comparison"] == "producer"})
     if prod:
         out.append("")
@@ -182,7 +195,7 @@ def fmt_ms(v):
     return "n/a" if v is None else f"{v:,.0f}"
 
 
-def delay_table(rows, args):
+def delay_table(rows, args, mongo_name):
     """The end-to-end delay tables, one per store (one row per side and level; medians over the
     runs that measured it, which is run 1 unless bench.sh was changed)."""
     failed = [r for r in rows if r["comparison"] == "delay" and "missing" in r]
@@ -194,7 +207,7 @@ def delay_table(rows, args):
              "mongo-sink": "peer (Mongo sink on Connect)"}
     order = {"xclog": 0, "jdbc-sink": 1, "xclog-mongo": 2, "mongo-sink": 3}
     titles = {"postgres": "End-to-end delay in PostgreSQL, publish acknowledged -> row visible in `fsm_events`",
-              "mongo": "End-to-end delay in MongoDB (FerretDB), publish acknowledged -> document visible in `events`"}
+              "mongo": f"End-to-end delay in {mongo_name}, publish acknowledged -> document visible in `events`"}
     out = []
     for store in ("postgres", "mongo"):
         mine = [r for r in delays if r.get("store", "postgres") == store]
@@ -303,7 +316,8 @@ def main():
     p.add_argument("results")
     for opt in ["command", "produce", "events", "snapshots", "partitions", "runs", "profile",
                 "quick", "kafka", "peer-tasks", "jdbc-batch", "poll-records", "doc",
-                "ours-batch-records", "ours-batch-latency-ms", "ours-batch-linger-ms", "ours-writers"]:
+                "ours-batch-records", "ours-batch-latency-ms", "ours-batch-linger-ms", "ours-writers",
+                "mongo-produce", "mongo-events", "mongo-snapshots", "mongo-server"]:
         p.add_argument("--" + opt, default=None)
     render(p.parse_args())
 

@@ -1,4 +1,4 @@
-//! Small cleanup and check tools: `mongo-count`, `mongo-drop`, `delete-topics`.
+//! Small cleanup and check tools: `mongo-count`, `mongo-drop`, `mongo-server`, `delete-topics`.
 
 use std::time::Duration;
 
@@ -9,9 +9,9 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
 
-/// Options naming one Mongo database (and optionally a collection).
+/// The Mongo server to talk to (`mongo-server`; part of the other tools' options).
 #[derive(Debug, clap::Args)]
-pub struct MongoArgs {
+pub struct MongoUri {
     /// MongoDB URI.
     #[arg(
         long,
@@ -19,6 +19,13 @@ pub struct MongoArgs {
         default_value = "mongodb://127.0.0.1:27017/"
     )]
     uri: String,
+}
+
+/// Options naming one Mongo database (and optionally a collection).
+#[derive(Debug, clap::Args)]
+pub struct MongoArgs {
+    #[command(flatten)]
+    server: MongoUri,
     /// Database.
     #[arg(long)]
     db: String,
@@ -39,7 +46,7 @@ pub struct DeleteTopicsArgs {
 
 /// Prints the exact number of documents in the collection.
 pub async fn mongo_count(args: MongoArgs) -> anyhow::Result<Value> {
-    let client = mongodb::Client::with_uri_str(&args.uri).await?;
+    let client = mongodb::Client::with_uri_str(&args.server.uri).await?;
     let n = client
         .database(&args.db)
         .collection::<Document>(&args.collection)
@@ -49,9 +56,32 @@ pub async fn mongo_count(args: MongoArgs) -> anyhow::Result<Value> {
     Ok(json!(n))
 }
 
+/// Prints what answers at the URI: `{"server": "ferretdb" | "mongodb", "version": ...}`.
+/// `scripts/bench.sh` sizes the Mongo workload by it (FerretDB 1.24 scans a collection for
+/// every update statement, so a backlog of a million events would take hours there).
+pub async fn mongo_server(args: MongoUri) -> anyhow::Result<Value> {
+    let client = mongodb::Client::with_uri_str(&args.uri).await?;
+    let info = client
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .context("running buildInfo")?;
+    Ok(server_of(&info))
+}
+
+/// The server named by a `buildInfo` reply: FerretDB adds `ferretdbVersion` (its own version,
+/// `unknown` in a build without version stamps) next to the MongoDB version it answers as.
+fn server_of(info: &Document) -> Value {
+    let version = info.get_str("version").unwrap_or("unknown");
+    match info.get_str("ferretdbVersion") {
+        Ok(ferret) => json!({"server": "ferretdb", "version": ferret, "compatible_with": version}),
+        Err(_) => json!({"server": "mongodb", "version": version}),
+    }
+}
+
 /// Drops the database.
 pub async fn mongo_drop(args: MongoArgs) -> anyhow::Result<Value> {
-    let client = mongodb::Client::with_uri_str(&args.uri).await?;
+    let client = mongodb::Client::with_uri_str(&args.server.uri).await?;
     client
         .database(&args.db)
         .drop()
@@ -74,4 +104,24 @@ pub async fn delete_topics(args: DeleteTopicsArgs) -> anyhow::Result<Value> {
         .await?;
     let deleted = results.iter().filter(|r| r.is_ok()).count();
     Ok(json!({"deleted": deleted}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_info_with_a_ferretdb_version_is_ferretdb() {
+        // As FerretDB v1.24 answers (built with `go install`, so its own version is unknown).
+        let ferret = doc! {"version": "7.0.42", "ferretdbVersion": "unknown", "ok": 1.0};
+        assert_eq!(
+            server_of(&ferret),
+            json!({"server": "ferretdb", "version": "unknown", "compatible_with": "7.0.42"})
+        );
+        let mongod = doc! {"version": "7.0.14", "gitVersion": "ce59cfc", "ok": 1.0};
+        assert_eq!(
+            server_of(&mongod),
+            json!({"server": "mongodb", "version": "7.0.14"})
+        );
+    }
 }

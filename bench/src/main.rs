@@ -8,6 +8,7 @@
 //!   and the last rows became visible and the peak RSS of a process;
 //! - `delay`: publishes fresh events at a steady rate and measures "publish acknowledged ->
 //!   row visible" in PostgreSQL (p50, p99, max);
+//! - `mongo-server`: whether the Mongo URI is a MongoDB or a FerretDB (sizes the Mongo workload);
 //! - `mongo-count`, `mongo-drop`, `delete-topics`: checks and cleanup.
 //!
 //! Every tool prints one JSON object on stdout (the script parses it) and logs to stderr.
@@ -42,6 +43,8 @@ enum Command {
     MongoCount(admin::MongoArgs),
     /// Drop a Mongo database.
     MongoDrop(admin::MongoArgs),
+    /// Print which server answers at the Mongo URI (MongoDB or FerretDB) and its version.
+    MongoServer(admin::MongoUri),
     /// Delete topics.
     DeleteTopics(admin::DeleteTopicsArgs),
 }
@@ -56,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Delay(args) => delay::run(args).await?,
         Command::MongoCount(args) => admin::mongo_count(args).await?,
         Command::MongoDrop(args) => admin::mongo_drop(args).await?,
+        Command::MongoServer(args) => admin::mongo_server(args).await?,
         Command::DeleteTopics(args) => admin::delete_topics(args).await?,
     };
     println!("{report}");

@@ -30,15 +30,17 @@ pub struct PrepareArgs {
     /// The log topic written by `xclog produce`.
     #[arg(long)]
     from: String,
-    /// Topic to create and fill with the events as Kafka Connect JSON-with-schema (JDBC peer).
+    /// Topic to create and fill with the events as Kafka Connect JSON-with-schema (JDBC peer);
+    /// none when absent (a workload for the Mongo sides only).
     #[arg(long)]
-    jdbc_topic: String,
-    /// Topic to create and fill with the events as plain JSON documents (Mongo peer).
+    jdbc_topic: Option<String>,
+    /// Topic to create and fill with the events as plain JSON documents (Mongo peer); none when
+    /// absent (a workload for the PostgreSQL sides only).
     #[arg(long)]
-    mongo_topic: String,
+    mongo_topic: Option<String>,
     /// File to write the same documents to, one JSON object per line (Mongo limit).
-    #[arg(long)]
-    docs_file: PathBuf,
+    #[arg(long, requires = "mongo_topic")]
+    docs_file: Option<PathBuf>,
 }
 
 /// Counts failed deliveries (the run fails if any).
@@ -64,10 +66,12 @@ pub async fn run(args: PrepareArgs) -> anyhow::Result<Value> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .create()?;
-    let topics = [
-        NewTopic::new(&args.jdbc_topic, partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(&args.mongo_topic, partitions, TopicReplication::Fixed(1)),
-    ];
+    let topics: Vec<NewTopic<'_>> = args
+        .jdbc_topic
+        .iter()
+        .chain(&args.mongo_topic)
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
     for result in admin
         .create_topics(&topics, &AdminOptions::new())
         .await
@@ -126,10 +130,12 @@ fn copy(args: &PrepareArgs, partitions: i32) -> anyhow::Result<Value> {
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .create_with_context(Deliveries::default())?;
-    let mut docs = BufWriter::new(
-        File::create(&args.docs_file)
-            .with_context(|| format!("creating {}", args.docs_file.display()))?,
-    );
+    let mut docs = match &args.docs_file {
+        Some(path) => Some(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
     let jdbc = JdbcRecords::new();
     let limits = Limits::default();
     let (mut events, mut snapshots) = (0u64, 0u64);
@@ -172,26 +178,34 @@ fn copy(args: &PrepareArgs, partitions: i32) -> anyhow::Result<Value> {
             }
         };
         events += 1;
-        let (key, value) = jdbc.key_value(&event)?;
-        send(
-            &producer,
-            BaseRecord::to(&args.jdbc_topic)
-                .partition(partition)
-                .key(&key)
-                .payload(&value),
-        )?;
-        let doc = mongo_document(&event)?.to_string();
-        send(
-            &producer,
-            BaseRecord::to(&args.mongo_topic)
-                .partition(partition)
-                .key(&event.id)
-                .payload(&doc),
-        )?;
-        docs.write_all(doc.as_bytes())?;
-        docs.write_all(b"\n")?;
+        if let Some(jdbc_topic) = &args.jdbc_topic {
+            let (key, value) = jdbc.key_value(&event)?;
+            send(
+                &producer,
+                BaseRecord::to(jdbc_topic)
+                    .partition(partition)
+                    .key(&key)
+                    .payload(&value),
+            )?;
+        }
+        if let Some(mongo_topic) = &args.mongo_topic {
+            let doc = mongo_document(&event)?.to_string();
+            send(
+                &producer,
+                BaseRecord::to(mongo_topic)
+                    .partition(partition)
+                    .key(&event.id)
+                    .payload(&doc),
+            )?;
+            if let Some(docs) = docs.as_mut() {
+                docs.write_all(doc.as_bytes())?;
+                docs.write_all(b"\n")?;
+            }
+        }
     }
-    docs.flush()?;
+    if let Some(docs) = docs.as_mut() {
+        docs.flush()?;
+    }
     producer
         .flush(Duration::from_secs(120))
         .context("flushing the peers' topics")?;
