@@ -238,7 +238,7 @@ want pg && want mongo && ((MONGO_EVENTS != EVENTS)) && SEPARATE_MONGO=1
 peer_forms=()
 want pg && peer_forms+=(--jdbc-topic "$JDBC_TOPIC")
 want mongo && ((!SEPARATE_MONGO)) && peer_forms+=(--mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
-say "preparing the peers' topics${peer_forms[*]:+ and the documents file}"
+say "preparing the peers' topics$([[ " ${peer_forms[*]} " == *" --docs-file "* ]] && echo " and the documents file")"
 PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$TOPIC" "${peer_forms[@]}")
 N_EVENTS=$(jget "$PREP" events)
 N_SNAPSHOTS=$(jget "$PREP" snapshots)
