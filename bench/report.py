@@ -99,19 +99,24 @@ def render(args):
     mongo_name = "MongoDB (FerretDB)" if args.mongo_server in (None, "", "ferretdb") else "MongoDB"
     mongo_size = f", {int(args.mongo_events):,} events" if mongo_apart else ""
     out = []
-    label = "QUICK (--quick, 100,000 events)" if args.quick == "1" else f"{int(args.events):,} events"
+    # With `--only producer` no store was measured (and no workload published).
+    stores = any(r["comparison"] in ("pg", "mongo") for r in rows)
+    label = f"{int(args.events):,} events" if stores else "the producer only"
+    if args.quick == "1":
+        label = f"QUICK (--quick, {label})"
     if args.profile != "release":
         label += f", **{args.profile} build: not a benchmark**"
     out.append(f"### Run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {label}")
     out.append("")
     out.append(f"- Command: `{args.command}` (via `make bench`: the stack's environment, then this script)")
-    out.append(f"- Workload: `{args.produce}`: {int(args.events):,} events + {int(args.snapshots):,} snapshots, "
-               f"{args.partitions} partitions, protobuf values")
-    if mongo_apart:
+    if stores:
+        out.append(f"- Workload: `{args.produce}`: {int(args.events):,} events + {int(args.snapshots):,} snapshots, "
+                   f"{args.partitions} partitions, protobuf values")
+    if stores and mongo_apart:
         out.append(f"- Workload of the MongoDB sides: `{args.mongo_produce}`: {int(args.mongo_events):,} events + "
                    f"{int(args.mongo_snapshots):,} snapshots (the same generator and seed). "
                    + ("FerretDB 1.24 scans a collection for every update statement, so on FerretDB `make bench` "
-                      "runs the MongoDB sides on at most 3,000 events (`--mongo-events` sets it); "
+                      "runs the MongoDB sides on 3,000 events unless `--mongo-events` says otherwise; "
                       if args.mongo_server == "ferretdb" else "")
                    + "their ratios compare the MongoDB sides with each other on this workload.")
     out.append(f"- Machine: {machine()}; every service on 127.0.0.1 on the same machine")
@@ -124,13 +129,54 @@ def render(args):
                f"JVM -Xms256M -Xmx2G (as bin/connect-standalone.sh)")
     out.append(f"- Runs: {args.runs} per side, in the order ours, limit, peer within each run; "
                f"figures are the median (min-max, ± half the spread)")
+    if stores:
+        out.extend(store_tables(rows, args, by, missing, st, mongo_name, mongo_size))
+    prod = sorted({r["side"] for r in rows if r["comparison"] == "producer"})
+    if prod:
+        out.append("")
+        out.append("Producer (the producer's own bench, `cargo bench -p xclog-producer --bench throughput`, "
+                   "called once per run; see its section for its settings):")
+        out.append("")
+        out.append("| producer run | records/s | MiB/s (values) | ratio to Kafka ProducerPerformance |")
+        out.append("|---|---:|---:|---:|")
+        java = stats([r["rate"] for r in rows if r["comparison"] == "producer" and "Java" in r["side"]])
+        for side in prod:
+            s = stats([r["rate"] for r in rows if r["comparison"] == "producer" and r["side"] == side])
+            m = stats([r["mib_s"] for r in rows if r["comparison"] == "producer" and r["side"] == side])
+            ratio = f"{s['median'] / java['median']:.2f}x" if java else "n/a"
+            out.append(f"| {side} | {fmt_rate(s)} | {m['median']:.1f} | {ratio} |")
+    text = "\n".join(out)
+    print(text)
+    if args.doc:
+        write_doc(args.doc, text)
+
+
+def finished_note(by):
+    """Says which of our rates ran until every offset was stored (`wait --done-offsets`)."""
+    rs = [r for r in by.get(("mongo", "xclog"), []) if "visible_rate" in r]
+    if not rs:
+        return ""
+    visible = stats([r["visible_rate"] for r in rs])
+    return (" Our MongoDB side's rate runs to the poll that saw every offset it stored, so every "
+            "batch's `caused` links and snapshots written: the Mongo sink inserts a batch's "
+            "events first, and counted by its documents alone it reached "
+            f"{visible['median']:,.0f} events/s (median).")
+
+
+def store_tables(rows, args, by, missing, st, mongo_name, mongo_size):
+    """The stores' tables: the comparisons, the rows each side wrote, the delay."""
+    out = []
     out.append("")
     out.append("| comparison | ours: events/s | reference | reference: events/s | ratio (ours / reference) | target |")
     out.append("|---|---:|---|---:|---:|---:|")
     for comp, ours, ref, ref_label in PAIRS:
+        if (comp, ours) not in by and (comp, ref) not in by:
+            continue  # a store left out with --only
         a, b = st(comp, ours), st(comp, ref)
         if (comp, ours) in missing:
             ratio = f"not measured: {missing[(comp, ours)]}"
+        elif (comp, ref) in missing:
+            ratio = f"not measured: the reference {missing[(comp, ref)]}"
         elif a and b:
             ratio = f"{a['median'] / b['median']:.2f}x"
         else:
@@ -149,7 +195,8 @@ def render(args):
     out.append("Rates are measured from the first poll that saw a row to the poll that saw all of them "
                "(polls every 100-250 ms), so start-up (JVM, Connect, migrations, group join) is not in "
                "the rate; it is the \"first row after\" column below. The COPY and insertMany limits "
-               "time only the load itself.")
+               "time only the load itself."
+               + finished_note(by))
     out.append("")
     out.append("| side | rows written (checked) | first row after (s) | peak RSS |")
     out.append("|---|---:|---:|---:|")
@@ -171,24 +218,7 @@ def render(args):
         rss_text = "" if rss is None else fmt_mb(rss)
         out.append(f"| {comp} / {side} | {written} | {first_text} | {rss_text} |")
     out.extend(delay_table(rows, args, mongo_name + mongo_size))
-    prod = sorted({r["side"] for r in rows if r["comparison"] == "producer"})
-    if prod:
-        out.append("")
-        out.append("Producer (the producer's own bench, `cargo bench -p xclog-producer --bench throughput`, "
-                   "called once per run; see its section for its settings):")
-        out.append("")
-        out.append("| producer run | records/s | MiB/s (values) | ratio to Kafka ProducerPerformance |")
-        out.append("|---|---:|---:|---:|")
-        java = stats([r["rate"] for r in rows if r["comparison"] == "producer" and "Java" in r["side"]])
-        for side in prod:
-            s = stats([r["rate"] for r in rows if r["comparison"] == "producer" and r["side"] == side])
-            m = stats([r["mib_s"] for r in rows if r["comparison"] == "producer" and r["side"] == side])
-            ratio = f"{s['median'] / java['median']:.2f}x" if java else "n/a"
-            out.append(f"| {side} | {fmt_rate(s)} | {m['median']:.1f} | {ratio} |")
-    text = "\n".join(out)
-    print(text)
-    if args.doc:
-        write_doc(args.doc, text)
+    return out
 
 
 def fmt_ms(v):

@@ -30,7 +30,8 @@
 #     and writes the documents to a file for the Mongo limit;
 #  4. per run, each side into fresh stores: our projector, the limit (COPY / unordered insertMany),
 #     the peer (a sink on Kafka Connect standalone); every side must write exactly the events
-#     of the topic, or the run fails; for each store also `xclog rebuild` of our store, and
+#     of its workload, or the run fails (a MongoDB side that cannot drain it in time is
+#     recorded as not measured, with the reason); for each store also `xclog rebuild`, and
 #     in run 1 the end-to-end delay (`xclog-bench delay`: publish acknowledged -> row visible)
 #     of ours and of the peer at 20/50/80% of the max rate each reached in that run, on the
 #     store they just wrote (PostgreSQL and MongoDB), with fresh events on topics of their own;
@@ -66,7 +67,7 @@ while (($#)); do
         --results) RESULTS=${2:?--results needs a file}; shift ;;
         --no-doc) WRITE_DOC=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { print }' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -200,70 +201,74 @@ POLL_MS=$(poll_ms_for "$EVENTS")
 TIMEOUT_S=$(timeout_s_for "$EVENTS")
 
 # ---------------------------------------------------------------- 2. the workload, once
-TOPIC=xclog.bench-$ID
-TOPICS+=("$TOPIC" "$TOPIC.dlq")
-say "publishing $EVENTS events to $TOPIC ($PARTITIONS partitions, seed 42, 500-byte payloads)"
-PRODUCE_CMD="xclog produce --topic $TOPIC --partitions $PARTITIONS --events $EVENTS --instances 1000 --payload-bytes 500 --seed 42"
-PRODUCED=$($XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" --partitions "$PARTITIONS" \
-    --events "$EVENTS" --instances 1000 --payload-bytes 500 --seed 42 2>"$WORK/produce.log") \
-    || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
-say "$PRODUCED"
-
-JDBC_TOPIC=$TOPIC.jdbc-json
-MONGO_TOPIC=$TOPIC.mongo-json
-TOPICS+=("$JDBC_TOPIC" "$MONGO_TOPIC")
-# The delay's topics (fresh events, so the throughput topics stay the same for every run).
-DELAY_OURS_TOPIC=$TOPIC.delay-ours
-DELAY_JDBC_TOPIC=$TOPIC.delay-jdbc
-DELAY_MONGO_OURS_TOPIC=$TOPIC.delay-mongo-ours
-DELAY_MONGO_PEER_TOPIC=$TOPIC.delay-mongo-peer
-# delay_topics OURS PEER: creates the two (empty) delay topics of one store.
-delay_topics() {
-    TOPICS+=("$1" "$1.dlq" "$2")
-    for t in "$1" "$2"; do
-        "$XCLOG" produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$t" --partitions "$PARTITIONS" \
-            --events 0 >/dev/null 2>>"$WORK/produce.log" || die "could not create topic $t: $(tail -3 "$WORK/produce.log")"
-    done
-}
-if ((DELAY_SECONDS > 0)); then
-    want pg && delay_topics "$DELAY_OURS_TOPIC" "$DELAY_JDBC_TOPIC"
-    want mongo && delay_topics "$DELAY_MONGO_OURS_TOPIC" "$DELAY_MONGO_PEER_TOPIC"
-fi
-DOCS=$WORK/events.docs.jsonl
-# The MongoDB sides read MONGO_SRC (their log topic), MONGO_TOPIC (the peer's documents) and
-# DOCS (the limit's): the workload's own, or a smaller one of their own (FerretDB).
-MONGO_SRC=$TOPIC
-SEPARATE_MONGO=0
-want pg && want mongo && ((MONGO_EVENTS != EVENTS)) && SEPARATE_MONGO=1
-peer_forms=()
-want pg && peer_forms+=(--jdbc-topic "$JDBC_TOPIC")
-want mongo && ((!SEPARATE_MONGO)) && peer_forms+=(--mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
-say "preparing the peers' topics$([[ " ${peer_forms[*]} " == *" --docs-file "* ]] && echo " and the documents file")"
-PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$TOPIC" "${peer_forms[@]}")
-N_EVENTS=$(jget "$PREP" events)
-N_SNAPSHOTS=$(jget "$PREP" snapshots)
-N_RECORDS=$((N_EVENTS + N_SNAPSHOTS))
-((N_EVENTS == EVENTS)) || die "the topic holds $N_EVENTS events, expected $EVENTS"
-say "topic: $N_EVENTS events + $N_SNAPSHOTS snapshots"
-M_N_EVENTS=$N_EVENTS M_N_SNAPSHOTS=$N_SNAPSHOTS MONGO_PRODUCE_CMD=$PRODUCE_CMD
-if ((SEPARATE_MONGO)); then
-    MONGO_SRC=$TOPIC-mongo
-    MONGO_TOPIC=$MONGO_SRC.mongo-json
-    TOPICS+=("$MONGO_SRC" "$MONGO_SRC.dlq" "$MONGO_TOPIC")
-    say "publishing the MongoDB sides' $MONGO_EVENTS events to $MONGO_SRC (the same generator and seed)"
-    MONGO_PRODUCE_CMD="xclog produce --topic $MONGO_SRC --partitions $PARTITIONS --events $MONGO_EVENTS --instances 1000 --payload-bytes 500 --seed 42"
-    $XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$MONGO_SRC" --partitions "$PARTITIONS" \
-        --events "$MONGO_EVENTS" --instances 1000 --payload-bytes 500 --seed 42 >/dev/null 2>>"$WORK/produce.log" \
+# (none with --only producer: the producer's bench publishes its own records)
+N_EVENTS=0 N_SNAPSHOTS=0 M_N_EVENTS=0 M_N_SNAPSHOTS=0 PRODUCE_CMD="" MONGO_PRODUCE_CMD=""
+if want pg || want mongo; then
+    TOPIC=xclog.bench-$ID
+    TOPICS+=("$TOPIC" "$TOPIC.dlq")
+    say "publishing $EVENTS events to $TOPIC ($PARTITIONS partitions, seed 42, 500-byte payloads)"
+    PRODUCE_CMD="xclog produce --topic $TOPIC --partitions $PARTITIONS --events $EVENTS --instances 1000 --payload-bytes 500 --seed 42"
+    PRODUCED=$($XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" --partitions "$PARTITIONS" \
+        --events "$EVENTS" --instances 1000 --payload-bytes 500 --seed 42 2>"$WORK/produce.log") \
         || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
-    PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$MONGO_SRC" \
-        --mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
-    M_N_EVENTS=$(jget "$PREP" events)
-    M_N_SNAPSHOTS=$(jget "$PREP" snapshots)
-    ((M_N_EVENTS == MONGO_EVENTS)) || die "$MONGO_SRC holds $M_N_EVENTS events, expected $MONGO_EVENTS"
-    say "the MongoDB sides' topic: $M_N_EVENTS events + $M_N_SNAPSHOTS snapshots"
+    say "$PRODUCED"
+
+    JDBC_TOPIC=$TOPIC.jdbc-json
+    MONGO_TOPIC=$TOPIC.mongo-json
+    TOPICS+=("$JDBC_TOPIC" "$MONGO_TOPIC")
+    # The delay's topics (fresh events, so the throughput topics stay the same for every run).
+    DELAY_OURS_TOPIC=$TOPIC.delay-ours
+    DELAY_JDBC_TOPIC=$TOPIC.delay-jdbc
+    DELAY_MONGO_OURS_TOPIC=$TOPIC.delay-mongo-ours
+    DELAY_MONGO_PEER_TOPIC=$TOPIC.delay-mongo-peer
+    # delay_topics OURS PEER: creates the two (empty) delay topics of one store.
+    delay_topics() {
+        TOPICS+=("$1" "$1.dlq" "$2")
+        for t in "$1" "$2"; do
+            "$XCLOG" produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$t" --partitions "$PARTITIONS" \
+                --events 0 >/dev/null 2>>"$WORK/produce.log" || die "could not create topic $t: $(tail -3 "$WORK/produce.log")"
+        done
+    }
+    if ((DELAY_SECONDS > 0)); then
+        want pg && delay_topics "$DELAY_OURS_TOPIC" "$DELAY_JDBC_TOPIC"
+        want mongo && delay_topics "$DELAY_MONGO_OURS_TOPIC" "$DELAY_MONGO_PEER_TOPIC"
+    fi
+    DOCS=$WORK/events.docs.jsonl
+    # The MongoDB sides read MONGO_SRC (their log topic), MONGO_TOPIC (the peer's documents) and
+    # DOCS (the limit's): the workload's own, or a smaller one of their own (FerretDB).
+    MONGO_SRC=$TOPIC
+    SEPARATE_MONGO=0
+    want pg && want mongo && ((MONGO_EVENTS != EVENTS)) && SEPARATE_MONGO=1
+    peer_forms=()
+    want pg && peer_forms+=(--jdbc-topic "$JDBC_TOPIC")
+    want mongo && ((!SEPARATE_MONGO)) && peer_forms+=(--mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
+    say "preparing the peers' topics$([[ " ${peer_forms[*]} " == *" --docs-file "* ]] && echo " and the documents file")"
+    PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$TOPIC" "${peer_forms[@]}")
+    N_EVENTS=$(jget "$PREP" events)
+    N_SNAPSHOTS=$(jget "$PREP" snapshots)
+    N_RECORDS=$((N_EVENTS + N_SNAPSHOTS))
+    ((N_EVENTS == EVENTS)) || die "the topic holds $N_EVENTS events, expected $EVENTS"
+    say "topic: $N_EVENTS events + $N_SNAPSHOTS snapshots"
+    M_N_EVENTS=$N_EVENTS M_N_SNAPSHOTS=$N_SNAPSHOTS MONGO_PRODUCE_CMD=$PRODUCE_CMD
+    if ((SEPARATE_MONGO)); then
+        MONGO_SRC=$TOPIC-mongo
+        MONGO_TOPIC=$MONGO_SRC.mongo-json
+        TOPICS+=("$MONGO_SRC" "$MONGO_SRC.dlq" "$MONGO_TOPIC")
+        say "publishing the MongoDB sides' $MONGO_EVENTS events to $MONGO_SRC (the same generator and seed)"
+        MONGO_PRODUCE_CMD="xclog produce --topic $MONGO_SRC --partitions $PARTITIONS --events $MONGO_EVENTS --instances 1000 --payload-bytes 500 --seed 42"
+        $XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$MONGO_SRC" --partitions "$PARTITIONS" \
+            --events "$MONGO_EVENTS" --instances 1000 --payload-bytes 500 --seed 42 >/dev/null 2>>"$WORK/produce.log" \
+            || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
+        PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$MONGO_SRC" \
+            --mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
+        M_N_EVENTS=$(jget "$PREP" events)
+        M_N_SNAPSHOTS=$(jget "$PREP" snapshots)
+        ((M_N_EVENTS == MONGO_EVENTS)) || die "$MONGO_SRC holds $M_N_EVENTS events, expected $MONGO_EVENTS"
+        say "the MongoDB sides' topic: $M_N_EVENTS events + $M_N_SNAPSHOTS snapshots"
+    fi
+    M_POLL_MS=$(poll_ms_for "$M_N_EVENTS")
+    M_TIMEOUT_S=$(timeout_s_for "$M_N_EVENTS")
 fi
-M_POLL_MS=$(poll_ms_for "$M_N_EVENTS")
-M_TIMEOUT_S=$(timeout_s_for "$M_N_EVENTS")
 
 # connect NAME CONNECTOR_PROPS: starts Kafka Connect standalone with one connector; sets CONNECT_PID.
 connect() {
@@ -296,7 +301,8 @@ EOF
 # workload it ran on).
 measure() {
     local comparison=$1 side=$2 run=$3 json=$4 events=$N_EVENTS
-    [[ $comparison == mongo ]] && events=$M_N_EVENTS
+    # (the MongoDB sides' delay levels are named xclog-mongo@P% and mongo-sink@P%)
+    [[ $comparison == mongo || $side == *mongo*@* ]] && events=$M_N_EVENTS
     record "$(python3 -c '
 import json,sys
 m=json.loads(sys.argv[5]); m.update(comparison=sys.argv[1], side=sys.argv[2], run=int(sys.argv[3]), events=int(sys.argv[4]))
@@ -475,8 +481,12 @@ run_mongo() {
         PIDS+=("$pid")
         # The Mongo projector is young: a failure is recorded (with its reason) and the
         # limit and peer still run, rather than losing the whole invocation.
+        # (its rate runs until every offset is stored: the Mongo sink inserts a batch's events
+        # before its `caused` links and snapshots, so documents become visible before the
+        # batch is done)
         if out=$("$BENCH" wait --mongo-uri "$MONGODB_URI" --db "$db" --collection events \
-            --count "$M_N_EVENTS" --pid "$pid" --poll-ms "$M_POLL_MS" --timeout-s "$M_TIMEOUT_S" 2>"$WORK/wait-mongo-$run.err"); then
+            --count "$M_N_EVENTS" --done-offsets "$((M_N_EVENTS + M_N_SNAPSHOTS))" --pid "$pid" \
+            --poll-ms "$M_POLL_MS" --timeout-s "$M_TIMEOUT_S" 2>"$WORK/wait-mongo-$run.err"); then
             stop "$pid"
             n=$("$BENCH" mongo-count --db "$db" --collection events)
             ((n == M_N_EVENTS)) || die "our Mongo projector wrote $n documents, expected $M_N_EVENTS"

@@ -47,6 +47,13 @@ pub struct WaitArgs {
     /// Kafka Connect REST address (host:port): fail as soon as a task of it has FAILED.
     #[arg(long)]
     connect_rest: Option<String>,
+    /// Once the count is reached, also wait until the offsets the projector stored in the same
+    /// store (`xclog_offsets`) add up to this many records, and report the rate to that poll:
+    /// a sink whose rows become visible before the rest of their batch is written (the Mongo
+    /// sink inserts a batch's events before its `caused` links and snapshots) has finished
+    /// only then. The rate of the rows alone is kept as `visible_rate`.
+    #[arg(long)]
+    done_offsets: Option<i64>,
     /// Milliseconds between polls (at least; see the module documentation).
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
@@ -79,16 +86,44 @@ fn next_gap(
 
 enum Counter {
     Pg(sqlx::PgConnection, String),
-    Mongo(mongodb::Collection<Document>),
+    /// The database (for its `xclog_offsets`) and the collection counted.
+    Mongo(mongodb::Database, mongodb::Collection<Document>),
 }
 
 impl Counter {
+    /// The sum of the offsets stored in the same store (records the projector has finished).
+    async fn stored_offsets(&mut self) -> anyhow::Result<i64> {
+        match self {
+            Counter::Pg(conn, _) => Ok(sqlx::query_scalar::<_, i64>(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM xclog_offsets",
+            )
+            .fetch_one(conn)
+            .await?),
+            Counter::Mongo(db, _) => {
+                let mut cursor = db
+                    .collection::<Document>("xclog_offsets")
+                    .find(doc! {})
+                    .await?;
+                let mut sum = 0i64;
+                while cursor.advance().await? {
+                    let d = cursor.deserialize_current()?;
+                    sum += match d.get("nextOffset") {
+                        Some(mongodb::bson::Bson::Int64(n)) => *n,
+                        Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+                        _ => 0,
+                    };
+                }
+                Ok(sum)
+            }
+        }
+    }
+
     async fn count(&mut self) -> anyhow::Result<i64> {
         match self {
             Counter::Pg(conn, query) => Ok(sqlx::query_scalar::<_, i64>(query.as_str())
                 .fetch_one(conn)
                 .await?),
-            Counter::Mongo(collection) => Ok(collection.count_documents(doc! {}).await? as i64),
+            Counter::Mongo(_, collection) => Ok(collection.count_documents(doc! {}).await? as i64),
         }
     }
 }
@@ -138,7 +173,9 @@ pub async fn run(args: WaitArgs) -> anyhow::Result<Value> {
         let client = mongodb::Client::with_uri_str(uri)
             .await
             .context("connecting to MongoDB")?;
-        Counter::Mongo(client.database(db).collection(coll))
+        let db = client.database(db);
+        let coll = db.collection(coll);
+        Counter::Mongo(db, coll)
     } else {
         bail!("give --pg-url with --query, or --mongo-uri with --db and --collection");
     };
@@ -175,19 +212,30 @@ pub async fn run(args: WaitArgs) -> anyhow::Result<Value> {
         last = n;
         if n >= args.count {
             let (first_s, first_count) = first.unwrap_or((now, n));
-            let span = now - first_s;
-            let rate = if span > 0.0 {
-                (n - first_count) as f64 / span
-            } else {
-                f64::NAN
+            let rate_to = |end: f64| {
+                let rate = (n - first_count) as f64 / (end - first_s);
+                if rate.is_finite() && end > first_s {
+                    json!(rate)
+                } else {
+                    Value::Null
+                }
             };
-            return Ok(json!({
+            let mut out = json!({
                 "count": n, "first_s": first_s, "first_count": first_count, "done_s": now,
-                "rate": if rate.is_finite() { json!(rate) } else { Value::Null },
+                "rate": rate_to(now),
                 "peak_rss_kb": args.pid.map(|_| peak),
                 "polls": polls,
                 "poll_query_mean_ms": query_total.as_secs_f64() * 1000.0 / f64::from(polls),
-            }));
+            });
+            if let Some(records) = args.done_offsets {
+                let finished =
+                    finish(&mut counter, records, started, deadline, &args, &mut peak).await?;
+                out["visible_rate"] = out["rate"].clone();
+                out["rate"] = rate_to(finished);
+                out["finished_s"] = json!(finished);
+                out["peak_rss_kb"] = json!(args.pid.map(|_| peak));
+            }
+            return Ok(out);
         }
         if Instant::now() >= deadline {
             bail!(
@@ -198,6 +246,34 @@ pub async fn run(args: WaitArgs) -> anyhow::Result<Value> {
         }
         let poll = Duration::from_millis(args.poll_ms);
         tokio::time::sleep(next_gap(poll, query, first, now, n, args.count)).await;
+    }
+}
+
+/// Polls the stored offsets until they add up to `records`; returns the seconds since `started`
+/// of the poll that saw it (the gap is the poll interval: the offsets are a handful of rows).
+async fn finish(
+    counter: &mut Counter,
+    records: i64,
+    started: Instant,
+    deadline: Instant,
+    args: &WaitArgs,
+    peak: &mut u64,
+) -> anyhow::Result<f64> {
+    loop {
+        let stored = counter.stored_offsets().await.unwrap_or(0);
+        if let Some(kb) = args.pid.and_then(peak_rss_kb) {
+            *peak = (*peak).max(kb);
+        }
+        if stored >= records {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {} s: the stored offsets add up to {stored} records, expected {records}",
+                args.timeout_s
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     }
 }
 

@@ -113,6 +113,16 @@ fn the_harness_runs_every_store_comparison_and_each_side_writes_every_event() ->
                 m["count"].as_u64().is_some_and(|n| n > 0),
                 "the delay of {side} at {pct}% published no event: {m}"
             );
+            let workload = if side.contains("mongo") {
+                MONGO_EVENTS
+            } else {
+                EVENTS
+            };
+            assert_eq!(
+                m["events"].as_u64(),
+                Some(workload),
+                "the delay of {side} at {pct}% is recorded against another workload: {m}"
+            );
             for field in ["p50_ms", "p99_ms", "max_ms"] {
                 assert!(
                     m[field].as_f64().is_some(),
