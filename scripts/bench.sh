@@ -201,18 +201,32 @@ POLL_MS=$(poll_ms_for "$EVENTS")
 TIMEOUT_S=$(timeout_s_for "$EVENTS")
 
 # ---------------------------------------------------------------- 2. the workload, once
+# workload TOPIC EVENTS [PREPARE_ARGS...]: publishes a workload to TOPIC with `xclog produce`
+# (seed 42, 500-byte payloads) and republishes it for the peers with `xclog-bench prepare`
+# PREPARE_ARGS; sets W_CMD (the produce command, for the report), W_EVENTS and W_SNAPSHOTS.
+workload() {
+    local topic=$1 events=$2 prep produced
+    shift 2
+    TOPICS+=("$topic" "$topic.dlq")
+    say "publishing $events events to $topic ($PARTITIONS partitions, seed 42, 500-byte payloads)"
+    local -a args=(--topic "$topic" --partitions "$PARTITIONS" --events "$events" --instances 1000
+        --payload-bytes 500 --seed 42)
+    W_CMD="xclog produce ${args[*]}"
+    produced=$("$XCLOG" produce --brokers "$XCLOG_KAFKA_BROKERS" "${args[@]}" 2>>"$WORK/produce.log") \
+        || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
+    say "$produced"
+    say "preparing the peers' topics$([[ " $* " == *" --docs-file "* ]] && echo " and the documents file")"
+    prep=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$topic" "$@")
+    W_EVENTS=$(jget "$prep" events)
+    W_SNAPSHOTS=$(jget "$prep" snapshots)
+    ((W_EVENTS == events)) || die "$topic holds $W_EVENTS events, expected $events"
+    say "topic $topic: $W_EVENTS events + $W_SNAPSHOTS snapshots"
+}
+
 # (none with --only producer: the producer's bench publishes its own records)
 N_EVENTS=0 N_SNAPSHOTS=0 M_N_EVENTS=0 M_N_SNAPSHOTS=0 PRODUCE_CMD="" MONGO_PRODUCE_CMD=""
 if want pg || want mongo; then
     TOPIC=xclog.bench-$ID
-    TOPICS+=("$TOPIC" "$TOPIC.dlq")
-    say "publishing $EVENTS events to $TOPIC ($PARTITIONS partitions, seed 42, 500-byte payloads)"
-    PRODUCE_CMD="xclog produce --topic $TOPIC --partitions $PARTITIONS --events $EVENTS --instances 1000 --payload-bytes 500 --seed 42"
-    PRODUCED=$($XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$TOPIC" --partitions "$PARTITIONS" \
-        --events "$EVENTS" --instances 1000 --payload-bytes 500 --seed 42 2>"$WORK/produce.log") \
-        || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
-    say "$PRODUCED"
-
     JDBC_TOPIC=$TOPIC.jdbc-json
     MONGO_TOPIC=$TOPIC.mongo-json
     TOPICS+=("$JDBC_TOPIC" "$MONGO_TOPIC")
@@ -221,6 +235,26 @@ if want pg || want mongo; then
     DELAY_JDBC_TOPIC=$TOPIC.delay-jdbc
     DELAY_MONGO_OURS_TOPIC=$TOPIC.delay-mongo-ours
     DELAY_MONGO_PEER_TOPIC=$TOPIC.delay-mongo-peer
+    DOCS=$WORK/events.docs.jsonl
+    # The MongoDB sides read MONGO_SRC (their log topic), MONGO_TOPIC (the peer's documents) and
+    # DOCS (the limit's): the workload's own, or a smaller one of their own (FerretDB).
+    MONGO_SRC=$TOPIC
+    SEPARATE_MONGO=0
+    want pg && want mongo && ((MONGO_EVENTS != EVENTS)) && SEPARATE_MONGO=1
+    peer_forms=()
+    want pg && peer_forms+=(--jdbc-topic "$JDBC_TOPIC")
+    want mongo && ((!SEPARATE_MONGO)) && peer_forms+=(--mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
+    workload "$TOPIC" "$EVENTS" "${peer_forms[@]}"
+    PRODUCE_CMD=$W_CMD N_EVENTS=$W_EVENTS N_SNAPSHOTS=$W_SNAPSHOTS
+    N_RECORDS=$((N_EVENTS + N_SNAPSHOTS))
+    M_N_EVENTS=$N_EVENTS M_N_SNAPSHOTS=$N_SNAPSHOTS MONGO_PRODUCE_CMD=$PRODUCE_CMD
+    if ((SEPARATE_MONGO)); then
+        MONGO_SRC=$TOPIC-mongo
+        MONGO_TOPIC=$MONGO_SRC.mongo-json
+        TOPICS+=("$MONGO_TOPIC")
+        workload "$MONGO_SRC" "$MONGO_EVENTS" --mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS"
+        MONGO_PRODUCE_CMD=$W_CMD M_N_EVENTS=$W_EVENTS M_N_SNAPSHOTS=$W_SNAPSHOTS
+    fi
     # delay_topics OURS PEER: creates the two (empty) delay topics of one store.
     delay_topics() {
         TOPICS+=("$1" "$1.dlq" "$2")
@@ -232,39 +266,6 @@ if want pg || want mongo; then
     if ((DELAY_SECONDS > 0)); then
         want pg && delay_topics "$DELAY_OURS_TOPIC" "$DELAY_JDBC_TOPIC"
         want mongo && delay_topics "$DELAY_MONGO_OURS_TOPIC" "$DELAY_MONGO_PEER_TOPIC"
-    fi
-    DOCS=$WORK/events.docs.jsonl
-    # The MongoDB sides read MONGO_SRC (their log topic), MONGO_TOPIC (the peer's documents) and
-    # DOCS (the limit's): the workload's own, or a smaller one of their own (FerretDB).
-    MONGO_SRC=$TOPIC
-    SEPARATE_MONGO=0
-    want pg && want mongo && ((MONGO_EVENTS != EVENTS)) && SEPARATE_MONGO=1
-    peer_forms=()
-    want pg && peer_forms+=(--jdbc-topic "$JDBC_TOPIC")
-    want mongo && ((!SEPARATE_MONGO)) && peer_forms+=(--mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
-    say "preparing the peers' topics$([[ " ${peer_forms[*]} " == *" --docs-file "* ]] && echo " and the documents file")"
-    PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$TOPIC" "${peer_forms[@]}")
-    N_EVENTS=$(jget "$PREP" events)
-    N_SNAPSHOTS=$(jget "$PREP" snapshots)
-    N_RECORDS=$((N_EVENTS + N_SNAPSHOTS))
-    ((N_EVENTS == EVENTS)) || die "the topic holds $N_EVENTS events, expected $EVENTS"
-    say "topic: $N_EVENTS events + $N_SNAPSHOTS snapshots"
-    M_N_EVENTS=$N_EVENTS M_N_SNAPSHOTS=$N_SNAPSHOTS MONGO_PRODUCE_CMD=$PRODUCE_CMD
-    if ((SEPARATE_MONGO)); then
-        MONGO_SRC=$TOPIC-mongo
-        MONGO_TOPIC=$MONGO_SRC.mongo-json
-        TOPICS+=("$MONGO_SRC" "$MONGO_SRC.dlq" "$MONGO_TOPIC")
-        say "publishing the MongoDB sides' $MONGO_EVENTS events to $MONGO_SRC (the same generator and seed)"
-        MONGO_PRODUCE_CMD="xclog produce --topic $MONGO_SRC --partitions $PARTITIONS --events $MONGO_EVENTS --instances 1000 --payload-bytes 500 --seed 42"
-        $XCLOG produce --brokers "$XCLOG_KAFKA_BROKERS" --topic "$MONGO_SRC" --partitions "$PARTITIONS" \
-            --events "$MONGO_EVENTS" --instances 1000 --payload-bytes 500 --seed 42 >/dev/null 2>>"$WORK/produce.log" \
-            || die "xclog produce failed: $(tail -5 "$WORK/produce.log")"
-        PREP=$("$BENCH" prepare --brokers "$XCLOG_KAFKA_BROKERS" --from "$MONGO_SRC" \
-            --mongo-topic "$MONGO_TOPIC" --docs-file "$DOCS")
-        M_N_EVENTS=$(jget "$PREP" events)
-        M_N_SNAPSHOTS=$(jget "$PREP" snapshots)
-        ((M_N_EVENTS == MONGO_EVENTS)) || die "$MONGO_SRC holds $M_N_EVENTS events, expected $MONGO_EVENTS"
-        say "the MongoDB sides' topic: $M_N_EVENTS events + $M_N_SNAPSHOTS snapshots"
     fi
     M_POLL_MS=$(poll_ms_for "$M_N_EVENTS")
     M_TIMEOUT_S=$(timeout_s_for "$M_N_EVENTS")
@@ -468,6 +469,16 @@ EOF
 # ---------------------------------------------------------------- 4. MongoDB (FerretDB)
 MONGO_OURS=0
 if "$XCLOG" project --help 2>/dev/null | grep -q 'mongo'; then MONGO_OURS=1; fi
+# mongo_missing SIDE RUN DB WAIT_ERR LOG: records that a MongoDB side did not drain its workload
+# (how far it got, the wait's last word, its log) instead of ending the invocation.
+mongo_missing() {
+    local side=$1 run=$2 db=$3 err=$4 log=$5 n why
+    n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")
+    why="failed: wrote $n of $M_N_EVENTS documents ($(tail -1 "$err" | tr -d '"'); log $log)"
+    say "  mongo/$side run $run $why"
+    record "$(python3 -c 'import json,sys; print(json.dumps({"comparison":"mongo","side":sys.argv[1],"run":int(sys.argv[2]),"missing":sys.argv[3]}))' "$side" "$run" "$why")"
+}
+
 run_mongo() {
     local run=$1 out ours_out pid db n
     say "$MONGO_NAME, run $run/$RUNS ($M_N_EVENTS events)"
@@ -516,11 +527,7 @@ run_mongo() {
             fi
         else
             stop "$pid"
-            n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")
-            local why
-            why="failed: wrote $n of $M_N_EVENTS documents ($(tail -1 "$WORK/wait-mongo-$run.err" | tr -d '"'); log $WORK/ours-mongo-$run.log)"
-            say "  mongo/xclog run $run $why"
-            record "$(python3 -c 'import json,sys; print(json.dumps({"comparison":"mongo","side":"xclog","run":int(sys.argv[1]),"missing":sys.argv[2]}))' "$run" "$why")"
+            mongo_missing xclog "$run" "$db" "$WORK/wait-mongo-$run.err" "$WORK/ours-mongo-$run.log"
         fi
         ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
     else
@@ -557,10 +564,7 @@ EOF
         --count "$M_N_EVENTS" --pid "$CONNECT_PID" --connect-rest "$CONNECT_REST" --poll-ms "$M_POLL_MS" \
         --timeout-s "$M_TIMEOUT_S" 2>"$WORK/wait-mongo-peer-$run.err"); then
         stop "$CONNECT_PID"
-        n=$("$BENCH" mongo-count --db "$db" --collection events || echo "?")
-        local why="failed: wrote $n of $M_N_EVENTS documents ($(tail -1 "$WORK/wait-mongo-peer-$run.err" | tr -d '"'); log $WORK/mongo-$run.log)"
-        say "  mongo/mongo-sink run $run $why"
-        record "$(python3 -c 'import json,sys; print(json.dumps({"comparison":"mongo","side":"mongo-sink","run":int(sys.argv[1]),"missing":sys.argv[2]}))' "$run" "$why")"
+        mongo_missing mongo-sink "$run" "$db" "$WORK/wait-mongo-peer-$run.err" "$WORK/mongo-$run.log"
         ((KEEP)) || "$BENCH" mongo-drop --db "$db" >/dev/null
         return 0
     fi
