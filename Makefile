@@ -6,12 +6,19 @@ SHELL := /bin/bash
 STACK := scripts/stack.sh
 WITH_ENV := eval "$$($(STACK) env)" &&
 
-.PHONY: test demo lint stack-up stack-down stack-status bench
+.PHONY: test test-ts demo lint stack-up stack-down stack-status bench
 
-## make test: start the stack, then run every test of the workspace against it
+## make test: start the stack, then run every test of the workspace against it: the Rust
+## crates, then the TypeScript package (scripts/ts.sh installs its Node dependencies first)
 test: stack-up
+	scripts/ts.sh install
 	$(WITH_ENV) cargo test --workspace --all-targets --no-fail-fast
 	$(WITH_ENV) cargo test --workspace --doc
+	$(WITH_ENV) scripts/ts.sh test
+
+## make test-ts: only the TypeScript package's suites (on the running stack)
+test-ts: stack-up
+	$(WITH_ENV) scripts/ts.sh test
 
 ## make demo: the main job on the local stack (produce a workload, project it, query the stores)
 demo: stack-up

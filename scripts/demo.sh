@@ -7,7 +7,9 @@
 #  3. runs `xclog project --target postgres` and `xclog project --target mongo` side by side on
 #     that topic, each as its own consumer group, waits with `xclog status --wait` until each
 #     store holds the whole topic, then stops them with SIGTERM (a clean drain);
-#  4. shows what landed, from each store: events per component and causality chains (the
+#  4. an xcomponent-style TypeScript runtime (ts/examples/runtime.ts) publishes order flows of
+#     its own to the same topic through the @xclog/xcomponent package while the projectors run;
+#  5. shows what landed, from each store: events per component and causality chains (the
 #     xcomponent-ai docs' queries), one instance's history, one cross-component trace, one
 #     snapshot; then `xclog verify` compares the topic and both stores.
 # The default size is small (3,000 events) because FerretDB 1.24, the local MongoDB stand-in,
@@ -15,8 +17,8 @@
 # takes 20,000 in about 10 s (DEMO_EVENTS=20000 DEMO_MONGO=0).
 #
 # Settings (environment): DEMO_EVENTS (default 3000), DEMO_INSTANCES (100), DEMO_PARTITIONS (6),
-# DEMO_MONGO (1; 0 = PostgreSQL only), plus the stack's XCLOG_KAFKA_BROKERS, DATABASE_URL,
-# MONGODB_URI (`scripts/stack.sh env`).
+# DEMO_MONGO (1; 0 = PostgreSQL only), DEMO_TS_FLOWS (10 order flows from the TypeScript
+# runtime), plus the stack's XCLOG_KAFKA_BROKERS, DATABASE_URL, MONGODB_URI (`scripts/stack.sh env`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,7 @@ EVENTS=${DEMO_EVENTS:-3000}
 INSTANCES=${DEMO_INSTANCES:-100}
 MONGO=${DEMO_MONGO:-1}
 PARTITIONS=${DEMO_PARTITIONS:-6}
+TS_FLOWS=${DEMO_TS_FLOWS:-10}
 : "${XCLOG_KAFKA_BROKERS:?run through make demo, or eval \"\$(scripts/stack.sh env)\" first}"
 : "${DATABASE_URL:?}"
 
@@ -38,8 +41,9 @@ mkdir -p "$LOGS"
 
 step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 
-step "building xclog"
+step "building xclog and the TypeScript package"
 cargo build -q -p xclog-projector --bin xclog
+scripts/ts.sh build
 XCLOG=target/debug/xclog
 
 step "fresh stores: PostgreSQL database $PG_DB, MongoDB database $MONGO_DB, topic $TOPIC"
@@ -64,6 +68,11 @@ if [[ $MONGO == 1 ]]; then
         --mongodb-database "$MONGO_DB" --http-addr 127.0.0.1:9188 >"$LOGS/project-mongo.log" 2>&1 &
     PIDS+=($!)
 fi
+
+step "a TypeScript xcomponent-style runtime publishes $TS_FLOWS order flows through @xclog/xcomponent"
+DATABASE_URL=$DEMO_DATABASE_URL node ts/build/examples/runtime.js --topic "$TOPIC" --flows "$TS_FLOWS" \
+    --read postgres --projection "demo-pg-$TOPIC" | tee "$LOGS/ts-runtime.json"
+TS_ORDER=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0])' <"$LOGS/ts-runtime.json")
 
 step "waiting until each store holds the whole topic: xclog status --wait"
 $XCLOG status --target postgres --topic "$TOPIC" --group "demo-pg-$TOPIC" \
@@ -119,6 +128,14 @@ if [[ $MONGO == 1 ]]; then
     $XCLOG verify --sources topic,postgres,mongo --topic "$TOPIC" --group "demo-pg-$TOPIC" \
         --mongo-projection "demo-mongo-$TOPIC" --database-url "$DEMO_DATABASE_URL" \
         --mongodb-database "$MONGO_DB"
+fi
+
+step "the TypeScript runtime reads back: a restarted runtime restores its instances, one order's history"
+DATABASE_URL=$DEMO_DATABASE_URL node ts/build/examples/runtime.js --topic "$TOPIC" --restore \
+    --read postgres --projection "demo-pg-$TOPIC" --history "$TS_ORDER"
+if [[ $MONGO == 1 ]]; then
+    node ts/build/examples/runtime.js --topic "$TOPIC" --restore --read mongo --database "$MONGO_DB" \
+        --projection "demo-mongo-$TOPIC" --history "$TS_ORDER"
 fi
 
 DONE="topic $TOPIC, PostgreSQL database $PG_DB"

@@ -8,8 +8,14 @@
  * ```text
  * eval "$(scripts/stack.sh env)"
  * node ts/build/examples/runtime.js --topic xclog.events --flows 20 --read postgres
- * node ts/build/examples/runtime.js --topic xclog.events --restore --read mongo
+ * node ts/build/examples/runtime.js --topic xclog.events --restore --read mongo --history ORDER_ID
  * ```
+ *
+ * Options: `--topic`, `--brokers` (XCLOG_KAFKA_BROKERS), `--read postgres|mongo` (DATABASE_URL or
+ * MONGODB_URI), `--database` (MongoDB database, default xcomponent), `--projection` (the
+ * projection to wait for; default: the one in the store), `--flows N`, `--restore` (restore every
+ * instance from the snapshots instead of publishing), `--history ID` (with --restore: print one
+ * instance's events), `--no-wait` (reads do not wait for the projection).
  *
  * The runtime takes any xcomponent-ai `EventStore` / `SnapshotStore`, so the same code runs on
  * the seed's direct PostgreSQL store for comparison (`examples/seed-postgres.ts`).
@@ -222,6 +228,8 @@ async function main(): Promise<void> {
       database: { type: 'string', default: 'xcomponent' },
       flows: { type: 'string', default: '10' },
       restore: { type: 'boolean', default: false },
+      projection: { type: 'string' },
+      history: { type: 'string' },
       'no-wait': { type: 'boolean', default: false },
     },
   });
@@ -229,13 +237,28 @@ async function main(): Promise<void> {
     values.read === 'mongo'
       ? { mongo: process.env.MONGODB_URI ?? 'mongodb://127.0.0.1:27017/', database: values.database as string }
       : { postgres: process.env.DATABASE_URL ?? 'postgres://xclog:xclog@127.0.0.1:5432/xclog' };
-  const xclog = await connectXclog({ brokers: values.brokers as string, topic: values.topic as string, read: { ...read, wait: !values['no-wait'] } });
+  const xclog = await connectXclog({ brokers: values.brokers as string, topic: values.topic as string, read: { ...read, wait: !values['no-wait'], projection: values.projection, waitTimeoutMs: 30_000 } });
   try {
     const runtime = new MiniRuntime(xclog.eventStore, xclog.snapshotStore);
     if (values.restore) {
       await xclog.waitForProjection(30_000);
       const restored = await runtime.restore();
-      console.log(JSON.stringify({ restored, instances: runtime.instances.size }));
+      const states = new Map<string, number>();
+      for (const i of runtime.instances.values()) {
+        const k = `${i.machineName} ${i.currentState} (${i.status})`;
+        states.set(k, (states.get(k) ?? 0) + 1);
+      }
+      console.log(`restored ${restored} instances from the ${values.read} projection:`);
+      for (const [k, n] of [...states].sort()) console.log(`  ${String(n).padStart(5)}  ${k}`);
+      if (values.history) {
+        const events = await xclog.eventStore.getEventsForInstance(values.history);
+        console.log(`history of ${values.history} (${events.length} events, log order):`);
+        for (const e of events) {
+          const cause = e.causedBy?.length ? ` causedBy=${e.causedBy.join(',')}` : '';
+          const caused = e.caused?.length ? ` caused=${e.caused.length}` : '';
+          console.log(`  ${e.id}  ${e.event.type.padEnd(18)} ${e.stateBefore || '(new)'} -> ${e.stateAfter}${cause}${caused}`);
+        }
+      }
       return;
     }
     const flows = Number(values.flows);

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -115,7 +116,7 @@ test('a record the projector would dead-letter is refused at append and nothing 
 test('an exit without close() loses nothing that append acknowledged', async () => {
   const topic = unique('ts-exit');
   await createTopic(topic, 3);
-  const script = path.join(repo, 'ts', 'build', 'test', `exit-${topic}.mjs`);
+  const script = path.join(tmpdir(), `xclog-exit-${topic}.mjs`);
   const dist = path.join(repo, 'ts', 'build', 'src', 'index.js');
   writeFileSync(
     script,
