@@ -32,6 +32,7 @@ lint:
 ## make bench: benchmarks against their references (see docs/BENCHMARKS.md)
 bench: stack-up
 	$(WITH_ENV) scripts/bench.sh
+	$(WITH_ENV) scripts/bench-ts.sh
 
 stack-up:
 	$(STACK) up

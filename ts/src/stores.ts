@@ -54,23 +54,41 @@ export class XclogConnection {
   }
 }
 
+/** Default longest age of the store page `getAllEvents()` answers from. */
+export const DEFAULT_ALL_EVENTS_MAX_AGE_MS = 250;
+
 /** Options of {@link XclogEventStore}. */
 export interface EventStoreOptions {
   /** How many events `getAllEvents()` returns, newest first chosen, oldest first returned (default 1,000). */
   allEventsLimit?: number;
+  /**
+   * How old the store page `getAllEvents()` answers from may be, in ms (default 250; 0 reads
+   * the store on every call). This process's own appends are always in the answer.
+   */
+  allEventsMaxAgeMs?: number;
 }
 
 /** xcomponent-ai's `EventStore` on xclog. */
 export class XclogEventStore {
   private readonly allEventsLimit: number;
+  private readonly allEventsMaxAgeMs: number;
+  /** The newest events of the store, and when they were read. */
+  private storePage: { events: PersistedEvent[]; at: number } | undefined;
+  private storeRead: Promise<PersistedEvent[]> | undefined;
+  /** This process's newest appends (at most `allEventsLimit`), oldest first. */
+  private readonly recent: PersistedEvent[] = [];
 
   constructor(
     private readonly conn: XclogConnection,
     options: EventStoreOptions = {},
   ) {
     this.allEventsLimit = options.allEventsLimit ?? DEFAULT_ALL_EVENTS_LIMIT;
+    this.allEventsMaxAgeMs = options.allEventsMaxAgeMs ?? DEFAULT_ALL_EVENTS_MAX_AGE_MS;
     if (!Number.isInteger(this.allEventsLimit) || this.allEventsLimit < 1) {
       throw new Error(`allEventsLimit must be a positive integer, found ${options.allEventsLimit}`);
+    }
+    if (!(this.allEventsMaxAgeMs >= 0)) {
+      throw new Error(`allEventsMaxAgeMs must be 0 or more, found ${options.allEventsMaxAgeMs}`);
     }
   }
 
@@ -84,7 +102,10 @@ export class XclogEventStore {
 
   /** {@link append}, resolving with where the broker stored the event. */
   async publish(event: PersistedEvent & { sequence?: number | bigint }): Promise<Delivery> {
-    return this.conn.publisher.send(encodeEvent(event, this.conn.limits));
+    const delivery = await this.conn.publisher.send(encodeEvent(event, this.conn.limits));
+    this.recent.push({ ...event, caused: [...(event.caused ?? [])] });
+    if (this.recent.length > this.allEventsLimit) this.recent.splice(0, this.recent.length - this.allEventsLimit);
+    return delivery;
   }
 
   /** One instance's events in log order (waits for this process's writes). */
@@ -107,10 +128,40 @@ export class XclogEventStore {
 
   /**
    * The newest `allEventsLimit` events (default 1,000), oldest first, without waiting for the
-   * projection. Use {@link getAllEventsPage} or {@link allEvents} to read everything.
+   * projection: the store's newest events as read at most `allEventsMaxAgeMs` ago (default
+   * 250 ms), together with this process's own appends, which are always included. Use
+   * {@link getAllEventsPage} or {@link allEvents} to read everything.
    */
-  getAllEvents(): Promise<PersistedEvent[]> {
-    return this.conn.reader.newestEvents(this.allEventsLimit);
+  async getAllEvents(): Promise<PersistedEvent[]> {
+    const stored = await this.newestStored();
+    const byId = new Map<string, PersistedEvent>();
+    for (const e of stored) byId.set(e.id, e);
+    let merged = stored;
+    if (this.recent.some((e) => !byId.has(e.id))) {
+      for (const e of this.recent) if (!byId.has(e.id)) byId.set(e.id, e);
+      merged = [...byId.values()].sort((a, b) => a.persistedAt - b.persistedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      if (merged.length > this.allEventsLimit) merged = merged.slice(merged.length - this.allEventsLimit);
+    }
+    // Copies: a caller that patches `caused` in memory (as xcomponent-ai does) changes its own.
+    return merged.map((e) => ({ ...e, caused: [...(e.caused ?? [])] }));
+  }
+
+  private async newestStored(): Promise<PersistedEvent[]> {
+    const page = this.storePage;
+    if (page && Date.now() - page.at <= this.allEventsMaxAgeMs) return page.events;
+    if (!this.storeRead) {
+      const at = Date.now();
+      this.storeRead = this.conn.reader
+        .newestEvents(this.allEventsLimit)
+        .then((events) => {
+          this.storePage = { events, at };
+          return events;
+        })
+        .finally(() => {
+          this.storeRead = undefined;
+        });
+    }
+    return this.storeRead;
   }
 
   /** All events by time, one page at a time: pass the previous page's `next`. */
