@@ -52,3 +52,15 @@ export function parseTimeCursor(c: string): [number, string] {
   if (!m) throw new Error(`invalid page cursor ${JSON.stringify(c)}: not a time-ordered cursor; start again from the first page`);
   return [Number(m[1]), m[2] ?? ''];
 }
+
+/** Reads a listing to its end, one page after another. */
+export async function everyPage(page: (after: string | undefined) => Promise<EventPage>): Promise<PersistedEvent[]> {
+  const out: PersistedEvent[] = [];
+  let after: string | undefined;
+  do {
+    const p = await page(after);
+    out.push(...p.events);
+    after = p.next;
+  } while (after !== undefined);
+  return out;
+}

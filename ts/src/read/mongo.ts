@@ -9,7 +9,7 @@
 import type { Db, Document, MongoClient } from 'mongodb';
 
 import type { InstanceSnapshot, PendingTimeout, PersistedEvent } from '../types.js';
-import { type EventPage, type ProjectionReader, PAGE, parseTimeCursor, timeCursor } from './index.js';
+import { type EventPage, type ProjectionReader, PAGE, everyPage, parseTimeCursor, timeCursor } from './index.js';
 
 /** Reverses the sink's key escaping; throws on a key the sink cannot have written. */
 export function unescapeKey(key: string): string {
@@ -172,15 +172,8 @@ export class MongoReader implements ProjectionReader {
     return events;
   }
 
-  async eventsInTimeRange(from: number, to: number): Promise<PersistedEvent[]> {
-    const out: PersistedEvent[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.range(from, to, after, PAGE);
-      out.push(...page.events);
-      if (!page.next) return out;
-      after = page.next;
-    }
+  eventsInTimeRange(from: number, to: number): Promise<PersistedEvent[]> {
+    return everyPage((after) => this.range(from, to, after, PAGE));
   }
 
   private async range(from: number, to: number, after: string | undefined, limit: number): Promise<EventPage> {

@@ -8,7 +8,7 @@
 import type pg from 'pg';
 
 import type { InstanceSnapshot, PendingTimeout, PersistedEvent } from '../types.js';
-import { type EventPage, type ProjectionReader, PAGE, parseTimeCursor, timeCursor } from './index.js';
+import { type EventPage, type ProjectionReader, PAGE, everyPage, parseTimeCursor, timeCursor } from './index.js';
 
 const EVENT_COLUMNS = `id, instance_id, machine_name, component_name, event_type, event_payload,
   state_before, state_after, persisted_at, caused_by, caused, source_component_name,
@@ -155,15 +155,8 @@ export class PostgresReader implements ProjectionReader {
     }
   }
 
-  async eventsInTimeRange(from: number, to: number): Promise<PersistedEvent[]> {
-    const out: PersistedEvent[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.range(from, to, after, PAGE);
-      out.push(...page.events);
-      if (!page.next) return out;
-      after = page.next;
-    }
+  eventsInTimeRange(from: number, to: number): Promise<PersistedEvent[]> {
+    return everyPage((after) => this.range(from, to, after, PAGE));
   }
 
   private async range(from: number, to: number, after: string | undefined, limit: number): Promise<EventPage> {
