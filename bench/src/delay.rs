@@ -804,7 +804,7 @@ async fn send(
             lock(tracker).sent(&event.id);
             Some(event.id.clone())
         }
-        Record::Snapshot(_) => None,
+        Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
     };
     if let Some(ack) = publisher.send(record).await? {
         lock(tracker).pending_acks += 1;

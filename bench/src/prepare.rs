@@ -175,7 +175,7 @@ fn copy(args: &PrepareArgs, partitions: i32) -> anyhow::Result<Value> {
         .with_context(|| format!("record at {}[{partition}]@{}", args.from, message.offset()))?;
         let event = match decoded.record {
             Record::Event(event) => event,
-            Record::Snapshot(_) => {
+            Record::Snapshot(_) | Record::SnapshotDeletion(_) => {
                 snapshots += 1;
                 continue;
             }

@@ -155,7 +155,7 @@ fn events_of_size(count: usize, size: usize) -> Vec<PersistedEvent> {
         })
         .filter_map(|r| match r {
             Record::Event(e) => Some(e),
-            Record::Snapshot(_) => None,
+            Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
         })
         .collect()
     };

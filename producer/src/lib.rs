@@ -6,7 +6,7 @@
 //! - [`ProducerConfig`] (plain data, safe defaults: idempotent, `acks=all`, at most 5
 //!   requests in flight) -> [`Producer::connect`].
 //! - [`Producer::append`] / [`Producer::append_all`] / [`Producer::append_nowait`] /
-//!   [`Producer::save_snapshot`] encode with `xclog_schema` (protobuf by default) and hand
+//!   [`Producer::save_snapshot`] / [`Producer::delete_snapshot`] encode with `xclog_schema` (protobuf by default) and hand
 //!   the record to librdkafka; the returned [`Position`] means the brokers acknowledged it.
 //! - [`SequenceAssigner`] numbers each instance's events; [`SnapshotPolicy`] decides when
 //!   an instance gets a snapshot (every N transitions, always on final/error).

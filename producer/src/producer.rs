@@ -27,7 +27,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaRespErr;
-use xclog_schema::{Encoding, InstanceSnapshot, PersistedEvent, Record};
+use xclog_schema::{Encoding, InstanceSnapshot, PersistedEvent, Record, SnapshotDeletion};
 
 use crate::config::ProducerConfig;
 use crate::error::Error;
@@ -276,7 +276,26 @@ impl Producer {
         self.publish(&Record::Snapshot(snapshot.clone())).await
     }
 
-    /// Publishes any record (event or snapshot) and waits for the acknowledgement.
+    /// Deletes the stored snapshot of an instance by publishing a snapshot deletion on the
+    /// same topic and key as its events and snapshots (deleted now, without a `sequence`), and
+    /// waits for the acknowledgement. The projectors apply it in log order: the snapshot is
+    /// gone from every store, and stays gone after a rebuild, until a later snapshot. To set
+    /// `sequence` (the instance's last event), [`Producer::publish`] a
+    /// [`Record::SnapshotDeletion`] instead.
+    ///
+    /// # Errors
+    /// As [`Producer::append`].
+    pub async fn delete_snapshot(&self, instance_id: &str) -> Result<Position, Error> {
+        self.publish(&Record::SnapshotDeletion(SnapshotDeletion {
+            instance_id: instance_id.to_owned(),
+            snapshot_deleted_at: now_ms(),
+            sequence: None,
+        }))
+        .await
+    }
+
+    /// Publishes any record (event, snapshot or snapshot deletion) and waits for the
+    /// acknowledgement.
     ///
     /// # Errors
     /// As [`Producer::append`].
@@ -467,4 +486,11 @@ fn config_error_from_client(error: &KafkaError) -> Error {
             format!("librdkafka refused the config: {other}"),
         ),
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

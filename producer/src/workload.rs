@@ -456,7 +456,7 @@ mod tests {
         let sizes: Vec<usize> = Workload::new(config(1, 200, 10))
             .filter_map(|r| match r {
                 Record::Event(e) => Some(e.event.payload.to_string().len()),
-                Record::Snapshot(_) => None,
+                Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
             })
             .collect();
         assert!(sizes.iter().all(|&s| (300..=310).contains(&s)), "{sizes:?}");
@@ -521,6 +521,9 @@ mod tests {
                             snapshotted_terminal.insert(s.instance.id.clone());
                         }
                     }
+                    Record::SnapshotDeletion(d) => {
+                        prop_assert!(false, "the workload deletes no snapshot ({})", d.instance_id);
+                    }
                 }
             }
             prop_assert_eq!(event_count, events);
@@ -535,7 +538,7 @@ mod tests {
             .iter()
             .filter_map(|r| match r {
                 Record::Event(e) => Some(e),
-                Record::Snapshot(_) => None,
+                Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
             })
             .collect();
         let components: HashSet<&str> = events.iter().map(|e| e.component_name.as_str()).collect();

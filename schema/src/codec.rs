@@ -17,7 +17,7 @@ use crate::{SCHEMA_VERSION, json, proto};
 pub mod headers {
     /// The encoding of the value: `application/x-protobuf` or `application/json`.
     pub const CONTENT_TYPE: &str = "content-type";
-    /// The record kind: `event` or `snapshot`.
+    /// The record kind: `event`, `snapshot` or `snapshot-deletion`.
     pub const KIND: &str = "xclog-kind";
     /// The schema version the value was written with, as decimal ASCII (`1`).
     pub const SCHEMA_VERSION: &str = "xclog-schema-version";
@@ -280,10 +280,11 @@ fn kind_header(headers: &[(&str, &[u8])]) -> Result<Option<RecordKind>, DecodeEr
         Some(v) => match header_text(headers::KIND, v)?.trim() {
             "event" => Some(RecordKind::Event),
             "snapshot" => Some(RecordKind::Snapshot),
+            "snapshot-deletion" => Some(RecordKind::SnapshotDeletion),
             other => {
                 return Err(header_error(
                     headers::KIND,
-                    "\"event\" or \"snapshot\"",
+                    "\"event\", \"snapshot\" or \"snapshot-deletion\"",
                     short(other),
                     v.len(),
                 ));
@@ -308,8 +309,9 @@ fn traceparent_header(headers: &[(&str, &[u8])]) -> Option<String> {
 /// * The encoding comes from the `content-type` header; without it, a value that starts with
 ///   `{` or `[` (after optional whitespace) is JSON, anything else protobuf.
 /// * The kind comes from the `xclog-kind` header; for JSON without it, from the shape (an
-///   object with `instance` is a snapshot, one with `instanceId`/`event` an event). When the
-///   header is present the value must agree with it.
+///   object with `instance` is a snapshot, one with `snapshotDeletedAt` a snapshot deletion,
+///   one with `instanceId`/`event` an event). When the header is present the value must agree
+///   with it.
 /// * The schema version comes from `xclog-schema-version` (1 when absent); a newer version is
 ///   [`DecodeErrorKind::UnsupportedVersion`].
 /// * When `key` is given it must equal the record's instance id.
@@ -421,9 +423,15 @@ fn decode_json(
 ) -> Result<Record, Result<FieldError, RecordKind>> {
     json::check_limits(value, 0, limits, &Path::root()).map_err(Ok)?;
     let v = json::parse(value, &Path::root()).map_err(Ok)?;
+    // A deletion shares `instanceId` with events, so an object that has it but lacks both
+    // `event` and `snapshotDeletedAt` is judged by the header alone: announced as a deletion,
+    // it fails on its missing `snapshotDeletedAt` rather than on the kind.
     if let (Some(announced), serde_json::Value::Object(root)) = (kind, &v)
         && let Ok(shape) = json::kind_by_shape(root)
         && shape != announced
+        && !(announced == RecordKind::SnapshotDeletion
+            && shape == RecordKind::Event
+            && !root.contains_key("event"))
     {
         return Err(Err(shape));
     }

@@ -13,7 +13,7 @@ use crate::error::DecodeErrorKind;
 use crate::limits::Limits;
 use crate::model::{
     FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PendingTimeout, PersistedEvent,
-    Record, RecordKind,
+    Record, RecordKind, SnapshotDeletion,
 };
 use crate::path::{FieldError, Path, Seg};
 
@@ -573,11 +573,15 @@ const INSTANCE_FIELDS: &[&str] = &[
     "parentMachineName",
 ];
 const TIMEOUT_FIELDS: &[&str] = &["stateKey", "eventType", "remainingMs"];
+const DELETION_FIELDS: &[&str] = &["instanceId", "snapshotDeletedAt", "sequence"];
 
 /// Which kind a header-less JSON record is, judged by its shape.
 pub(crate) fn kind_by_shape(root: &Map<String, Value>) -> Result<RecordKind, FieldError> {
     if root.contains_key("instance") {
         Ok(RecordKind::Snapshot)
+    } else if root.contains_key("snapshotDeletedAt") {
+        // Checked before the event rule: a deletion also has `instanceId`.
+        Ok(RecordKind::SnapshotDeletion)
     } else if root.contains_key("instanceId") || root.contains_key("event") {
         Ok(RecordKind::Event)
     } else {
@@ -608,7 +612,18 @@ pub(crate) fn record_from_value(v: Value, kind: Option<RecordKind>) -> Result<Re
     match kind {
         RecordKind::Event => event_from_map(root).map(Record::Event),
         RecordKind::Snapshot => snapshot_from_map(root).map(Record::Snapshot),
+        RecordKind::SnapshotDeletion => deletion_from_map(root).map(Record::SnapshotDeletion),
     }
+}
+
+fn deletion_from_map(root: Map<String, Value>) -> Result<SnapshotDeletion, FieldError> {
+    let path = Path::root();
+    let (mut f, _unknown) = Fields::split(root, DELETION_FIELDS, &path);
+    Ok(SnapshotDeletion {
+        instance_id: f.string("instanceId", true)?,
+        snapshot_deleted_at: f.millis("snapshotDeletedAt")?,
+        sequence: f.opt_u64("sequence")?,
+    })
 }
 
 fn event_from_map(root: Map<String, Value>) -> Result<PersistedEvent, FieldError> {

@@ -1,8 +1,9 @@
 //! # xclog-schema: the wire contract of the xclog event log
 //!
 //! Every record on an xclog topic is one [`Record`]: a [`PersistedEvent`] (one state
-//! transition) or an [`InstanceSnapshot`] (the state of one instance), keyed by instance id so
-//! that each instance keeps its order. Producers call [`encode`]; projectors call [`decode`].
+//! transition), an [`InstanceSnapshot`] (the state of one instance) or a [`SnapshotDeletion`]
+//! (that instance's stored snapshot is gone), keyed by instance id so that each instance keeps
+//! its order. Producers call [`encode`]; projectors call [`decode`].
 //!
 //! ```text
 //! Record --encode(Encoding)--> EncodedRecord { key = instance id, value, headers }
@@ -38,7 +39,7 @@ pub use error::{DecodeError, DecodeErrorKind, InputPart};
 pub use limits::Limits;
 pub use model::{
     FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PendingTimeout, PersistedEvent,
-    Record, RecordKind,
+    Record, RecordKind, SnapshotDeletion,
 };
 
 /// The schema version this build writes and the newest it reads.

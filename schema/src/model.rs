@@ -156,7 +156,22 @@ pub struct InstanceSnapshot {
     pub sequence: Option<u64>,
 }
 
-/// One record on the log: an event or a snapshot of one instance.
+/// The deletion of an instance's stored snapshot. Projectors apply it in log order: the
+/// snapshot is gone until a later snapshot of the same instance brings one back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotDeletion {
+    /// The instance whose snapshot is deleted; also the Kafka key.
+    pub instance_id: String,
+    /// Epoch milliseconds when the snapshot was deleted.
+    pub snapshot_deleted_at: i64,
+    /// Per-instance sequence number of the instance's last event when the snapshot was
+    /// deleted, if the runtime numbers records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+}
+
+/// One record on the log: an event, a snapshot, or a snapshot deletion of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Record {
@@ -164,24 +179,29 @@ pub enum Record {
     Event(PersistedEvent),
     /// A snapshot of an instance.
     Snapshot(InstanceSnapshot),
+    /// The deletion of an instance's snapshot.
+    SnapshotDeletion(SnapshotDeletion),
 }
 
-/// Which of the two record kinds a record is.
+/// Which of the three record kinds a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum RecordKind {
     /// A [`PersistedEvent`] (header value `event`).
     Event,
     /// An [`InstanceSnapshot`] (header value `snapshot`).
     Snapshot,
+    /// A [`SnapshotDeletion`] (header value `snapshot-deletion`).
+    SnapshotDeletion,
 }
 
 impl RecordKind {
-    /// The value of the `xclog-kind` header: `event` or `snapshot`.
+    /// The value of the `xclog-kind` header: `event`, `snapshot` or `snapshot-deletion`.
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::Event => "event",
             RecordKind::Snapshot => "snapshot",
+            RecordKind::SnapshotDeletion => "snapshot-deletion",
         }
     }
 }
@@ -192,14 +212,16 @@ impl Record {
         match self {
             Record::Event(e) => &e.instance_id,
             Record::Snapshot(s) => &s.instance.id,
+            Record::SnapshotDeletion(d) => &d.instance_id,
         }
     }
 
-    /// Event or snapshot.
+    /// Event, snapshot or snapshot deletion.
     pub fn kind(&self) -> RecordKind {
         match self {
             Record::Event(_) => RecordKind::Event,
             Record::Snapshot(_) => RecordKind::Snapshot,
+            Record::SnapshotDeletion(_) => RecordKind::SnapshotDeletion,
         }
     }
 
@@ -208,6 +230,7 @@ impl Record {
         match self {
             Record::Event(e) => e.sequence,
             Record::Snapshot(s) => s.sequence,
+            Record::SnapshotDeletion(d) => d.sequence,
         }
     }
 }
@@ -221,6 +244,12 @@ impl From<PersistedEvent> for Record {
 impl From<InstanceSnapshot> for Record {
     fn from(s: InstanceSnapshot) -> Self {
         Record::Snapshot(s)
+    }
+}
+
+impl From<SnapshotDeletion> for Record {
+    fn from(d: SnapshotDeletion) -> Self {
+        Record::SnapshotDeletion(d)
     }
 }
 

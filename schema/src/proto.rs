@@ -14,7 +14,8 @@ use crate::error::{DecodeError, DecodeErrorKind, InputPart};
 use crate::json;
 use crate::limits::Limits;
 use crate::model::{
-    FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PendingTimeout, PersistedEvent, Record,
+    FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PendingTimeout, PersistedEvent,
+    Record, SnapshotDeletion,
 };
 use crate::path::{FieldError, Path, Seg};
 
@@ -142,12 +143,23 @@ impl From<&InstanceSnapshot> for pb::InstanceSnapshot {
     }
 }
 
+impl From<&SnapshotDeletion> for pb::SnapshotDeletion {
+    fn from(d: &SnapshotDeletion) -> Self {
+        pb::SnapshotDeletion {
+            instance_id: d.instance_id.clone(),
+            deleted_at: d.snapshot_deleted_at,
+            sequence: d.sequence,
+        }
+    }
+}
+
 impl From<&Record> for pb::Record {
     fn from(r: &Record) -> Self {
         pb::Record {
             kind: Some(match r {
                 Record::Event(e) => pb::record::Kind::Event(e.into()),
                 Record::Snapshot(s) => pb::record::Kind::Snapshot(s.into()),
+                Record::SnapshotDeletion(d) => pb::record::Kind::SnapshotDeletion(d.into()),
             }),
         }
     }
@@ -161,10 +173,17 @@ pub(crate) fn record_from_pb(r: pb::Record, limits: &Limits) -> Result<Record, F
     match r.kind {
         Some(pb::record::Kind::Event(e)) => event_from_pb(e, limits).map(Record::Event),
         Some(pb::record::Kind::Snapshot(s)) => snapshot_from_pb(s, limits).map(Record::Snapshot),
+        Some(pb::record::Kind::SnapshotDeletion(d)) => {
+            Ok(Record::SnapshotDeletion(SnapshotDeletion {
+                instance_id: non_empty(d.instance_id, Path::root().key("instanceId"))?,
+                snapshot_deleted_at: d.deleted_at,
+                sequence: d.sequence,
+            }))
+        }
         None => Err(FieldError::malformed(
             Path::root(),
-            "an event (field 1) or a snapshot (field 2)",
-            "neither",
+            "an event (field 1), a snapshot (field 2) or a snapshot deletion (field 3)",
+            "none of them",
         )),
     }
 }
@@ -407,6 +426,7 @@ enum Msg {
     Instance,
     Timeouts,
     Timeout,
+    Deletion,
 }
 
 #[derive(Clone, Copy)]
@@ -426,6 +446,7 @@ fn fields(m: Msg) -> &'static [FieldDef] {
         Msg::Record => &[
             (1, "", Message(Msg::Event), false),
             (2, "", Message(Msg::Snapshot), false),
+            (3, "", Message(Msg::Deletion), false),
         ],
         Msg::Event => &[
             (1, "id", Str, false),
@@ -475,6 +496,11 @@ fn fields(m: Msg) -> &'static [FieldDef] {
             (1, "stateKey", Str, false),
             (2, "eventType", Str, false),
             (3, "remainingMs", Varint, false),
+        ],
+        Msg::Deletion => &[
+            (1, "instanceId", Str, false),
+            (2, "snapshotDeletedAt", Varint, false),
+            (3, "sequence", Varint, false),
         ],
     }
 }

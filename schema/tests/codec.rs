@@ -3,8 +3,8 @@
 use serde_json::json;
 use xclog_schema::{
     DecodeErrorKind, Encoding, FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, Limits,
-    PendingTimeout, PersistedEvent, Record, RecordKind, decode, encode, encode_with_traceparent,
-    headers,
+    PendingTimeout, PersistedEvent, Record, RecordKind, SnapshotDeletion, decode, encode,
+    encode_with_traceparent, headers,
 };
 
 fn event() -> Record {
@@ -57,6 +57,14 @@ fn snapshot() -> Record {
             remaining_ms: 500,
         }]),
         sequence: None,
+    })
+}
+
+fn deletion() -> Record {
+    Record::SnapshotDeletion(SnapshotDeletion {
+        instance_id: "order-42".into(),
+        snapshot_deleted_at: 1_700_000_000_009,
+        sequence: Some(7),
     })
 }
 
@@ -243,4 +251,86 @@ fn the_same_defect_is_reported_with_the_same_field_and_words_in_both_encodings()
         .collect();
     assert_eq!(messages[0], messages[1]);
     assert_eq!(messages[0].0, "event.type");
+}
+
+#[test]
+fn a_snapshot_deletion_round_trips_through_both_encodings_with_its_kind_header() {
+    for r in [
+        deletion(),
+        Record::SnapshotDeletion(SnapshotDeletion {
+            instance_id: "i1".into(),
+            snapshot_deleted_at: -1,
+            sequence: None,
+        }),
+    ] {
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let enc = encode(&r, encoding);
+            assert_eq!(enc.key, r.instance_id());
+            assert_eq!(
+                enc.headers[1],
+                (headers::KIND, b"snapshot-deletion".to_vec())
+            );
+            let d = decode_encoded(&r, encoding).expect("decodes");
+            assert_eq!(d.record, r);
+            assert_eq!(d.record.kind(), RecordKind::SnapshotDeletion);
+            let bare = decode(&[], None, &enc.value, &Limits::default()).expect("decodes");
+            assert_eq!(bare.record, r);
+        }
+    }
+}
+
+#[test]
+fn snapshot_deletion_json_is_compact_with_its_fields_in_contract_order() {
+    let enc = encode(&deletion(), Encoding::Json);
+    assert_eq!(
+        std::str::from_utf8(&enc.value).expect("utf-8"),
+        r#"{"instanceId":"order-42","snapshotDeletedAt":1700000000009,"sequence":7}"#
+    );
+}
+
+#[test]
+fn headerless_json_with_snapshot_deleted_at_is_a_deletion_although_it_has_an_instance_id() {
+    let value = br#"{"snapshotDeletedAt":5,"instanceId":"i1","sequence":null,"extra":true}"#;
+    let d = decode(&[], Some(b"i1"), value, &Limits::default()).expect("decodes");
+    assert_eq!(d.record.kind(), RecordKind::SnapshotDeletion);
+    assert_eq!(d.record.sequence(), None);
+}
+
+#[test]
+fn a_deletion_announced_as_an_event_is_a_kind_error_on_the_header() {
+    let enc = encode(&deletion(), Encoding::Json);
+    let hs: [(&str, &[u8]); 1] = [(headers::KIND, b"event")];
+    let err = decode(&hs, None, &enc.value, &Limits::default()).unwrap_err();
+    assert_eq!(err.field(), headers::KIND);
+    assert_eq!(err.kind(), DecodeErrorKind::Malformed);
+}
+
+#[test]
+fn a_deletion_whose_key_differs_from_its_instance_id_is_a_key_mismatch() {
+    let enc = encode(&deletion(), Encoding::Protobuf);
+    let err = decode(&[], Some(b"other"), &enc.value, &Limits::default()).unwrap_err();
+    assert_eq!(err.kind(), DecodeErrorKind::KeyMismatch);
+}
+
+#[test]
+fn a_deletion_with_an_empty_instance_id_fails_alike_in_both_encodings() {
+    let mut r = deletion();
+    let Record::SnapshotDeletion(d) = &mut r else {
+        unreachable!()
+    };
+    d.instance_id.clear();
+    for enc in [Encoding::Json, Encoding::Protobuf] {
+        let value = encode(&r, enc).value;
+        let err = decode(&[], None, &value, &Limits::default()).unwrap_err();
+        assert_eq!(err.field(), "instanceId");
+        assert_eq!(err.expected(), "a non-empty string");
+    }
+}
+
+#[test]
+fn a_fractional_snapshot_deleted_at_is_refused_like_other_epoch_fields() {
+    let value = br#"{"instanceId":"i1","snapshotDeletedAt":1e3}"#;
+    let err = decode(&[], None, value, &Limits::default()).unwrap_err();
+    assert_eq!(err.field(), "snapshotDeletedAt");
+    assert_eq!(err.expected(), "an integer (epoch milliseconds)");
 }

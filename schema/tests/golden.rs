@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use xclog_schema::{
     Encoding, FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, Limits, PendingTimeout,
-    PersistedEvent, Record, decode, encode,
+    PersistedEvent, Record, SnapshotDeletion, decode, encode,
 };
 
 const SIDECARS: [&str; 3] = [".expect", ".error", ".headers"];
@@ -99,10 +99,16 @@ fn canonical() -> BTreeMap<&'static str, Record> {
         }]),
         sequence: Some(3),
     });
+    let deletion = Record::SnapshotDeletion(SnapshotDeletion {
+        instance_id: "order-2026-0042".into(),
+        snapshot_deleted_at: 1_767_225_600_030,
+        sequence: Some(3),
+    });
     BTreeMap::from([
         ("event", event),
         ("creation-event", creation),
         ("snapshot", snapshot),
+        ("snapshot-deletion", deletion),
     ])
 }
 
@@ -142,6 +148,12 @@ fn malformed_protobuf() -> Vec<(&'static str, Vec<u8>)> {
         e.id.clear();
     }
     let no_id = encode(&no_id, Encoding::Protobuf).value;
+    // A snapshot deletion whose instance id is empty (field 1 absent).
+    let mut no_instance = records["snapshot-deletion"].clone();
+    if let Record::SnapshotDeletion(d) = &mut no_instance {
+        d.instance_id.clear();
+    }
+    let no_instance = encode(&no_instance, Encoding::Protobuf).value;
     vec![
         ("truncated-event.pb", truncated),
         ("id-not-utf8.pb", bad_utf8),
@@ -149,6 +161,7 @@ fn malformed_protobuf() -> Vec<(&'static str, Vec<u8>)> {
         ("unknown-status.pb", bad_status),
         ("group-wire-type.pb", group),
         ("event-without-id.pb", no_id),
+        ("snapshot-deletion-without-instance-id.pb", no_instance),
         ("empty-value.pb", Vec::new()),
     ]
 }

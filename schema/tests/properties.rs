@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
 use xclog_schema::{
     Encoding, FsmEvent, FsmInstance, InputPart, InstanceSnapshot, InstanceStatus, Limits,
-    PendingTimeout, PersistedEvent, Record, decode, encode_with_traceparent, headers,
+    PendingTimeout, PersistedEvent, Record, SnapshotDeletion, decode, encode_with_traceparent,
+    headers,
 };
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -149,10 +150,21 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn snapshot_deletion()(
+        instance_id in id(),
+        snapshot_deleted_at in any::<i64>(),
+        sequence in option::of(any::<u64>()),
+    ) -> SnapshotDeletion {
+        SnapshotDeletion { instance_id, snapshot_deleted_at, sequence }
+    }
+}
+
 fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
         persisted_event().prop_map(Record::Event),
-        instance_snapshot().prop_map(Record::Snapshot)
+        instance_snapshot().prop_map(Record::Snapshot),
+        snapshot_deletion().prop_map(Record::SnapshotDeletion)
     ]
 }
 
@@ -176,6 +188,7 @@ fn header_value() -> impl Strategy<Value = Vec<u8>> {
         Just(b"application/x-protobuf".to_vec()),
         Just(b"event".to_vec()),
         Just(b"snapshot".to_vec()),
+        Just(b"snapshot-deletion".to_vec()),
         Just(b"1".to_vec()),
         vec(any::<u8>(), 0..16),
     ]

@@ -54,7 +54,7 @@ fn event_id(message: &OwnedMessage) -> String {
     .record
     {
         Record::Event(event) => event.id,
-        Record::Snapshot(_) => panic!("no snapshot was published"),
+        Record::Snapshot(_) | Record::SnapshotDeletion(_) => panic!("no snapshot was published"),
     }
 }
 

@@ -40,7 +40,7 @@ fn events(seed: u64, count: u64) -> Vec<PersistedEvent> {
     })
     .filter_map(|record| match record {
         Record::Event(event) => Some(event),
-        Record::Snapshot(_) => None,
+        Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
     })
     .collect()
 }
@@ -140,7 +140,9 @@ async fn a_failed_batch_says_which_records_are_durable_and_which_to_publish_agai
         .iter()
         .map(|m| match decode(m) {
             Record::Event(e) => e.id,
-            Record::Snapshot(_) => panic!("no snapshot was published"),
+            Record::Snapshot(_) | Record::SnapshotDeletion(_) => {
+                panic!("no snapshot was published")
+            }
         })
         .collect();
     let expected: HashSet<String> = batch[..4].iter().map(|e| e.id.clone()).collect();

@@ -65,6 +65,7 @@ fn record_id(message: &OwnedMessage) -> String {
     {
         Record::Event(event) => event.id,
         Record::Snapshot(snapshot) => format!("snapshot:{}", snapshot.instance.id),
+        Record::SnapshotDeletion(d) => format!("snapshot-deletion:{}", d.instance_id),
     }
 }
 

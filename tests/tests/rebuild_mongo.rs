@@ -125,7 +125,7 @@ async fn a_rebuild_under_live_traffic_keeps_every_event_visible_outside_the_rena
         .iter()
         .filter_map(|p| match &p.record {
             Record::Event(e) => Some(e.id.clone()),
-            Record::Snapshot(_) => None,
+            Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));

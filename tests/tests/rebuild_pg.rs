@@ -85,7 +85,7 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
         .iter()
         .filter_map(|p| match &p.record {
             Record::Event(e) => Some(e.id.clone()),
-            Record::Snapshot(_) => None,
+            Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));

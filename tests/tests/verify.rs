@@ -136,6 +136,9 @@ fn pick_targets(published: &[Published]) -> anyhow::Result<Targets> {
                     *n = (*n).max(seq);
                 }
             }
+            Record::SnapshotDeletion(d) => {
+                newest.remove(d.instance_id.as_str());
+            }
         }
     }
     let (parent, kids) = children

@@ -179,7 +179,7 @@ impl Totals {
             Ok(_) => {
                 match kind {
                     RecordKind::Event => self.events += 1,
-                    RecordKind::Snapshot => self.snapshots += 1,
+                    RecordKind::Snapshot | RecordKind::SnapshotDeletion => self.snapshots += 1,
                 }
                 self.bytes += bytes as u64;
             }

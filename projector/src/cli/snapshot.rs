@@ -1,7 +1,9 @@
-//! `xclog snapshot`: show (or delete, or list) instance snapshots.
+//! `xclog snapshot`: show (or delete, or list) instance snapshots. Deleting publishes a
+//! snapshot deletion to the log topic; the projectors apply it to every store.
 
 use std::process::ExitCode;
 
+use xclog_projector::publish::{LogPublisher, LogPublisherConfig};
 use xclog_projector::read::{Page, SnapshotStore};
 
 /// Options of `xclog snapshot`.
@@ -10,9 +12,19 @@ pub struct SnapshotArgs {
     /// Instance whose snapshot to show (omit with --list).
     #[arg(required_unless_present = "list")]
     pub instance_id: Option<String>,
-    /// Delete the snapshot instead of showing it.
+    /// Delete the snapshot: publish a snapshot deletion to --topic, which the projectors apply
+    /// to every store in log order (a rebuild keeps it deleted). Needs no store connection.
     #[arg(long, requires = "instance_id")]
     pub delete: bool,
+    /// With --delete: the sequence of the instance's last event, if the runtime numbers them.
+    #[arg(long, requires = "delete")]
+    pub sequence: Option<u64>,
+    /// With --delete: Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// With --delete: the log topic.
+    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
+    pub topic: String,
     /// List snapshots by instance id.
     #[arg(long, conflicts_with = "instance_id")]
     pub list: bool,
@@ -29,8 +41,23 @@ pub struct SnapshotArgs {
     pub db: super::DbArgs,
 }
 
-/// Shows, deletes or lists; exit code 1 if the snapshot does not exist.
+/// Shows, deletes or lists; exit code 1 if the snapshot to show does not exist.
 pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
+    if args.delete {
+        let id = args.instance_id.clone().unwrap_or_default();
+        anyhow::ensure!(!id.is_empty(), "the instance id must not be empty");
+        let publisher = LogPublisher::new(LogPublisherConfig::new(&args.brokers, &args.topic))?;
+        let published = publisher.delete_snapshot(&id, args.sequence).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&published)?);
+        } else {
+            println!(
+                "published the deletion of the snapshot of {id:?}: topic {} partition {} offset {}",
+                published.topic, published.partition, published.offset
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let reader = args.db.store().await?;
     if args.list {
         let page = reader
@@ -59,15 +86,6 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let id = args.instance_id.clone().unwrap_or_default();
-    if args.delete {
-        let existed = reader.delete_snapshot(&id).await?;
-        println!("{}", if existed { "deleted" } else { "no snapshot" });
-        return Ok(if existed {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
     let Some(s) = reader.snapshot(&id).await? else {
         eprintln!("no snapshot for instance {id:?}");
         return Ok(ExitCode::FAILURE);

@@ -84,7 +84,4 @@ impl SnapshotStore for Store {
     async fn list_snapshots(&self, page: &Page) -> Result<SnapshotPage, ReadError> {
         both!(self, r => r.list_snapshots(page))
     }
-    async fn delete_snapshot(&self, id: &str) -> Result<bool, ReadError> {
-        both!(self, r => r.delete_snapshot(id))
-    }
 }

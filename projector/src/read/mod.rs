@@ -154,7 +154,8 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(String, String)>, ReadError>> + Send;
 }
 
-/// Reads and deletes snapshots.
+/// Reads snapshots. Deleting one is a record on the log ([`crate::publish::LogPublisher`]),
+/// which the projectors apply to every store in log order.
 pub trait SnapshotStore: Send + Sync {
     /// The snapshot of an instance, if any.
     fn snapshot(
@@ -167,10 +168,4 @@ pub trait SnapshotStore: Send + Sync {
         &self,
         page: &Page,
     ) -> impl Future<Output = Result<SnapshotPage, ReadError>> + Send;
-
-    /// Deletes the snapshot of an instance; `true` if one existed.
-    fn delete_snapshot(
-        &self,
-        instance_id: &str,
-    ) -> impl Future<Output = Result<bool, ReadError>> + Send;
 }

@@ -325,16 +325,6 @@ impl SnapshotStore for MongoReader {
         };
         Ok(SnapshotPage { snapshots, next })
     }
-
-    async fn delete_snapshot(&self, instance_id: &str) -> Result<bool, ReadError> {
-        let done = self
-            .db
-            .collection::<Document>(SNAPSHOTS)
-            .delete_one(doc! {"instance.id": instance_id})
-            .await
-            .map_err(store)?;
-        Ok(done.deleted_count > 0)
-    }
 }
 
 #[cfg(test)]

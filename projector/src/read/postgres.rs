@@ -411,15 +411,6 @@ impl SnapshotStore for PgReader {
         };
         Ok(SnapshotPage { snapshots, next })
     }
-
-    async fn delete_snapshot(&self, instance_id: &str) -> Result<bool, ReadError> {
-        let done = sqlx::query("DELETE FROM fsm_snapshots WHERE instance_id = $1")
-            .bind(instance_id)
-            .execute(&self.pool)
-            .await
-            .map_err(store)?;
-        Ok(done.rows_affected() > 0)
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 //!   [`ErrorClass::Fenced`]. A worker that lost a partition without noticing can never commit it.
 //! * **Idempotence.** Writing a record twice (replay after a crash) changes nothing: events are
 //!   keyed by id, snapshots only move forward.
+//! * **Snapshot deletions in log order.** For one instance, the net effect of a batch is the
+//!   last of its snapshot and snapshot-deletion records in log order ([`snapshot_plan`]): a
+//!   deletion removes the stored snapshot, a later snapshot brings one back.
 //!
 //! Everything else (consuming, batching, dead letters, retries, shutdown, metrics) lives in the
 //! target-independent pipeline and only sees the sink through this trait and [`SinkError::class`].
@@ -18,10 +21,10 @@
 pub mod mongo;
 pub mod postgres;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 
-use xclog_schema::Record;
+use xclog_schema::{InstanceSnapshot, Record};
 
 /// Where a record came from in the log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,6 +78,54 @@ pub struct WriteOutcome {
     pub events_inserted: u64,
     /// Snapshot rows inserted or moved forward.
     pub snapshots_applied: u64,
+    /// Instances whose stored snapshot a deletion record of the batch removed (counted whether
+    /// or not one was stored).
+    pub snapshots_deleted: u64,
+}
+
+/// What a batch does to the stored snapshots, per instance, from its snapshot and
+/// snapshot-deletion records taken in log order.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct SnapshotPlan<'a> {
+    /// Instances with a deletion in the batch, sorted: their stored snapshot is deleted first.
+    pub deleted: Vec<&'a str>,
+    /// Per instance (sorted by instance id), the newest snapshot that comes after the
+    /// instance's last deletion in the batch; it is written after the deletions.
+    pub snapshots: Vec<(&'a InstanceSnapshot, &'a SinkRecord)>,
+}
+
+/// Reduces a batch's snapshot records and deletions to [`SnapshotPlan`]: a deletion drops the
+/// snapshots before it, snapshots after it compete by [`snapshot_is_newer`].
+///
+/// [`snapshot_is_newer`]: postgres::rows::snapshot_is_newer
+pub(crate) fn snapshot_plan(records: &[SinkRecord]) -> SnapshotPlan<'_> {
+    let mut deleted: BTreeSet<&str> = BTreeSet::new();
+    let mut newest: BTreeMap<&str, (&InstanceSnapshot, &SinkRecord)> = BTreeMap::new();
+    for r in records {
+        match &r.record {
+            Record::Event(_) => {}
+            Record::Snapshot(s) => {
+                let id = s.instance.id.as_str();
+                let replace = newest.get(id).is_none_or(|(old, old_r)| {
+                    postgres::rows::snapshot_is_newer(
+                        (s, r.source.offset),
+                        (old, old_r.source.offset),
+                    )
+                });
+                if replace {
+                    newest.insert(id, (s, r));
+                }
+            }
+            Record::SnapshotDeletion(d) => {
+                newest.remove(d.instance_id.as_str());
+                deleted.insert(d.instance_id.as_str());
+            }
+        }
+    }
+    SnapshotPlan {
+        deleted: deleted.into_iter().collect(),
+        snapshots: newest.into_values().collect(),
+    }
 }
 
 /// What the pipeline does about a failed write. Decided in one place per sink

@@ -19,7 +19,10 @@
 //! 4. **Instance view**: per instance, only events at an offset above the stored
 //!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
 //!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
-//! 5. **Snapshots**: upserts (`$set` of every field) whose filter only matches an older stored snapshot
+//! 5. **Snapshots**: first, one `delete` of the stored snapshots (matched by `instance.id`) of
+//!    the instances the batch has a snapshot deletion for; then, of each instance, the newest
+//!    snapshot after its last deletion in the batch ([`crate::sink::snapshot_plan`]) as an
+//!    upsert (`$set` of every field) whose filter only matches an older stored snapshot
 //!    (by sequence, else `snapshotAt`, then log offset); a duplicate-key error means the stored
 //!    one is as new or newer. Then the instance view takes the status of the stored snapshot.
 //! 6. **Offsets**: advanced last, only after every write above was acknowledged, each with a
@@ -65,6 +68,8 @@ pub const SWAP_LOCK: &str = "rebuildSwap";
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
+/// Instance ids per `delete` statement of snapshot deletions.
+const DELETE_CHUNK: usize = 1000;
 /// Statements per bulk command are also cut at this many bytes (MongoDB takes 16 MiB + 16 KiB).
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
@@ -769,7 +774,31 @@ impl MongoSink {
         Ok(())
     }
 
-    /// Step 5: newer-only snapshot upserts, then the instance status from the stored snapshot.
+    /// Step 5a: removes the stored snapshot of every instance the batch deletes it for (before
+    /// the snapshots that follow the deletion in the log are written, in step 5b). Deleting
+    /// what is already gone changes nothing, so a replay leaves the same result.
+    async fn delete_snapshots(&self, instance_ids: &[&str]) -> Result<u64, SinkError> {
+        if instance_ids.is_empty() {
+            return Ok(0);
+        }
+        let ctx = "deleting snapshots";
+        for chunk in instance_ids.chunks(DELETE_CHUNK) {
+            let reply = self
+                .run_write(
+                    doc! {
+                        "delete": self.collection_name(SNAPSHOTS),
+                        "deletes": [{"q": {"instance.id": {"$in": chunk}}, "limit": 0}],
+                        "ordered": true,
+                    },
+                    ctx,
+                )
+                .await?;
+            first_error(write_errors(&reply), ctx)?;
+        }
+        Ok(instance_ids.len() as u64)
+    }
+
+    /// Step 5b: newer-only snapshot upserts, then the instance status from the stored snapshot.
     async fn write_snapshots(
         &self,
         snapshots: &[(&InstanceSnapshot, &SourcePosition)],
@@ -1220,13 +1249,15 @@ impl Sink for MongoSink {
 
     async fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
         self.check_fence(batch).await?;
-        let (events, snapshots) = split(&batch.records);
+        let (events, deleted, snapshots) = split(&batch.records);
         let events_inserted = self.write_events(&events).await?;
+        let snapshots_deleted = self.delete_snapshots(&deleted).await?;
         let snapshots_applied = self.write_snapshots(&snapshots).await?;
         self.advance_offsets(batch).await?;
         Ok(WriteOutcome {
             events_inserted,
             snapshots_applied,
+            snapshots_deleted,
         })
     }
 
@@ -1237,37 +1268,30 @@ impl Sink for MongoSink {
 
 type Split<'a> = (
     Vec<(&'a PersistedEvent, &'a SourcePosition)>,
+    Vec<&'a str>,
     Vec<(&'a InstanceSnapshot, &'a SourcePosition)>,
 );
 
-/// Events of the batch (the first copy of each id) and the newest snapshot per instance.
+/// Events of the batch (the first copy of each id), the instances whose stored snapshot is
+/// deleted, and the newest snapshot per instance after its last deletion
+/// ([`crate::sink::snapshot_plan`]).
 fn split(records: &[SinkRecord]) -> Split<'_> {
     let mut events = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut newest: BTreeMap<&str, (&InstanceSnapshot, &SourcePosition)> = BTreeMap::new();
     for r in records {
-        match &r.record {
-            Record::Event(e) => {
-                if seen.insert(e.id.as_str()) {
-                    events.push((e, &r.source));
-                }
-            }
-            Record::Snapshot(s) => {
-                let replace = newest
-                    .get(s.instance.id.as_str())
-                    .is_none_or(|(old, old_src)| {
-                        crate::sink::postgres::rows::snapshot_is_newer(
-                            (s, r.source.offset),
-                            (old, old_src.offset),
-                        )
-                    });
-                if replace {
-                    newest.insert(s.instance.id.as_str(), (s, &r.source));
-                }
-            }
+        if let Record::Event(e) = &r.record
+            && seen.insert(e.id.as_str())
+        {
+            events.push((e, &r.source));
         }
     }
-    (events, newest.into_values().collect())
+    let plan = crate::sink::snapshot_plan(records);
+    let snapshots = plan
+        .snapshots
+        .into_iter()
+        .map(|(s, r)| (s, &r.source))
+        .collect();
+    (events, plan.deleted, snapshots)
 }
 
 /// The one place that decides what a MongoDB error means for the pipeline.

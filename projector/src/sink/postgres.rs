@@ -7,7 +7,9 @@
 //!    (fencing; sorted by partition);
 //! 2. insert events (`ON CONFLICT (id) DO NOTHING`; a parent whose children are in the same
 //!    batch comes with their links in `caused`) and fold the new ones into `fsm_instances`;
-//! 3. upsert snapshots that are newer than the stored one, and their status into `fsm_instances`;
+//! 3. delete the stored snapshots of the instances the batch has a snapshot deletion for, then
+//!    upsert snapshots that are newer than the stored one (of each instance, only the newest
+//!    after its last deletion in the batch), and their status into `fsm_instances`;
 //! 4. lock the `fsm_causality_lock` rows of every event id inserted and every parent named
 //!    (sorted by id): a parent and its child written by two workers at once are serialized, and
 //!    the one that locks second sees the other's rows and edges, committed;
@@ -172,7 +174,7 @@ impl PgSink {
             }
         }
 
-        let (events, snapshots) = rows::columns(&batch.records);
+        let (events, snapshots, deleted) = rows::columns(&batch.records);
         let mut outcome = WriteOutcome::default();
 
         if events.len() > 0 {
@@ -204,8 +206,22 @@ impl PgSink {
             outcome.events_inserted = u64::try_from(inserted).unwrap_or(0);
         }
 
+        if !deleted.is_empty() {
+            // 3a. Snapshot deletions, before the snapshots that follow them in the log; in
+            //     instance id order, as the upsert below locks its rows.
+            sqlx::query(
+                "DELETE FROM fsm_snapshots WHERE instance_id IN \
+                 (SELECT instance_id FROM fsm_snapshots WHERE instance_id = ANY($1) \
+                  ORDER BY instance_id FOR UPDATE)",
+            )
+            .bind(&deleted)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            outcome.snapshots_deleted = deleted.len() as u64;
+        }
         if snapshots.len() > 0 {
-            // 3. Snapshots: only newer ones move the stored row.
+            // 3b. Snapshots: only newer ones move the stored row.
             let applied: i64 = sqlx::query_scalar(UPSERT_SNAPSHOTS)
                 .bind(&snapshots.instance_id)
                 .bind(&snapshots.machine_name)

@@ -223,6 +223,14 @@ impl SideDigest {
         }
     }
 
+    /// Adds a snapshot deletion read from the topic: the instance has no snapshot until a later
+    /// one (records of an instance must come in log order, as events do).
+    pub fn add_topic_snapshot_deletion(&mut self, instance_id: &str) {
+        if let Some(inst) = self.instances.get_mut(instance_id) {
+            inst.snapshot = SnapshotState::None;
+        }
+    }
+
     /// Adds the snapshot a store holds for an instance (`Unknown` when it cannot be compared).
     pub fn set_store_snapshot(&mut self, instance_id: &str, s: SnapshotState) {
         self.instances
@@ -787,6 +795,27 @@ mod tests {
         // Without sequences: by time, then offset.
         assert!(snap(None, 5, 3, "x").is_newer_than(&snap(None, 5, 2, "y")));
         assert!(!snap(None, 4, 9, "x").is_newer_than(&snap(None, 5, 2, "y")));
+    }
+
+    #[test]
+    fn a_deletion_on_the_topic_expects_no_snapshot_until_a_later_one() {
+        let mut topic = SideDigest::new();
+        topic.add_topic_snapshot(snap(Some(2), 5, 1, "B"));
+        topic.add_topic_snapshot_deletion("i");
+        topic.add_topic_snapshot_deletion("never-seen");
+        topic.finish();
+        let mut store = SideDigest::new();
+        store.finish();
+        assert_eq!(compare(&topic, &store).differences, vec![]);
+        assert_eq!(topic.counts.snapshots, 0);
+        assert!(!topic.instances().contains_key("never-seen"));
+
+        // A snapshot after the deletion is expected again, even with a lower sequence.
+        topic.add_topic_snapshot(snap(Some(1), 9, 3, "C"));
+        topic.finish();
+        let differences = compare(&topic, &store).differences;
+        assert_eq!(differences.len(), 1);
+        assert_eq!(differences[0].field, "snapshot");
     }
 
     #[test]

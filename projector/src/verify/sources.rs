@@ -235,6 +235,9 @@ impl TopicSource {
                         d.add_event(&facts(&e, p, offset), &e.caused_by, &[]);
                     }
                     Ok(Record::Snapshot(s)) => d.add_topic_snapshot(snapshot_facts(&s, p, offset)),
+                    Ok(Record::SnapshotDeletion(x)) => {
+                        d.add_topic_snapshot_deletion(&x.instance_id)
+                    }
                 },
             )
             .await?;

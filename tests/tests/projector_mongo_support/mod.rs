@@ -127,6 +127,9 @@ pub fn expected(
                     newest.insert(s.instance.id.clone(), (s, p.offset));
                 }
             }
+            Record::SnapshotDeletion(d) => {
+                newest.remove(&d.instance_id);
+            }
         }
     }
     let mut children: HashMap<String, BTreeSet<String>> = HashMap::new();

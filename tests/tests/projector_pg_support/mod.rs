@@ -270,6 +270,9 @@ pub async fn assert_store_equals(pool: &PgPool, published: &[Published]) -> anyh
                     newest.insert(s.instance.id.clone(), (s, p.offset));
                 }
             }
+            Record::SnapshotDeletion(d) => {
+                newest.remove(&d.instance_id);
+            }
         }
     }
 

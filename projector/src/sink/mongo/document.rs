@@ -311,11 +311,13 @@ pub fn snapshot_document(s: &InstanceSnapshot, source: &SourcePosition) -> Docum
     }
 }
 
-/// The document a record becomes.
-pub fn record_document(record: &Record, source: &SourcePosition) -> Document {
+/// The document a record becomes; `None` for a snapshot deletion, which stores no document
+/// (it removes one).
+pub fn record_document(record: &Record, source: &SourcePosition) -> Option<Document> {
     match record {
-        Record::Event(e) => event_document(e, source),
-        Record::Snapshot(s) => snapshot_document(s, source),
+        Record::Event(e) => Some(event_document(e, source)),
+        Record::Snapshot(s) => Some(snapshot_document(s, source)),
+        Record::SnapshotDeletion(_) => None,
     }
 }
 
@@ -606,6 +608,13 @@ pub fn check(record: &Record) -> Result<(), String> {
                 })
                 + 2048
         }
+        Record::SnapshotDeletion(d) => {
+            if d.instance_id.is_empty() {
+                return Err("snapshot deletion instanceId is empty".to_owned());
+            }
+            plain("instanceId", &d.instance_id)?;
+            return sequence(d.sequence);
+        }
     };
     // Only documents that might be near the limit pay for an exact measurement.
     if bound + 4096 < MAX_DOCUMENT_BYTES {
@@ -616,7 +625,7 @@ pub fn check(record: &Record) -> Result<(), String> {
         partition: 0,
         offset: 0,
     };
-    let size = document_size(&record_document(record, &probe)) + 256;
+    let size = record_document(record, &probe).map_or(0, |d| document_size(&d)) + 256;
     if size > MAX_DOCUMENT_BYTES {
         return Err(format!(
             "the document would be {size} bytes, over MongoDB's limit of {MAX_DOCUMENT_BYTES} bytes"

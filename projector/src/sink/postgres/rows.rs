@@ -181,46 +181,33 @@ pub(crate) fn snapshot_is_newer(a: (&InstanceSnapshot, i64), b: (&InstanceSnapsh
     }
 }
 
-/// Splits a batch into event rows and snapshot rows. Snapshots are reduced to the newest per
-/// instance (an upsert cannot touch one row twice in a statement).
-pub(crate) fn columns(records: &[SinkRecord]) -> (EventColumns<'_>, SnapshotColumns<'_>) {
+/// Splits a batch into event rows, snapshot rows and the instances whose stored snapshot is
+/// deleted (before the snapshot rows are written; [`crate::sink::snapshot_plan`]). Snapshots
+/// are reduced to the newest per instance after its last deletion (an upsert cannot touch one
+/// row twice in a statement), sorted by instance id: row locks in a fixed order.
+pub(crate) fn columns(
+    records: &[SinkRecord],
+) -> (EventColumns<'_>, SnapshotColumns<'_>, Vec<&str>) {
     let mut events = EventColumns::default();
-    let mut newest: HashMap<&str, (&InstanceSnapshot, &SinkRecord)> = HashMap::new();
-    let mut order: Vec<&str> = Vec::new();
     // Row of each event id: dedups the batch and, after it, finds the parents in it.
     let mut index: HashMap<&str, usize> = HashMap::new();
     for r in records {
-        match &r.record {
-            // The same event id twice in one batch (a producer retry): the first copy wins,
-            // as it would across batches.
-            Record::Event(e) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(&e.id) {
-                    slot.insert(events.len());
-                    events.push(e, r);
-                }
-            }
-            Record::Snapshot(s) => match newest.get(s.instance.id.as_str()) {
-                Some((old, old_r)) => {
-                    if snapshot_is_newer((s, r.source.offset), (old, old_r.source.offset)) {
-                        newest.insert(s.instance.id.as_str(), (s, r));
-                    }
-                }
-                None => {
-                    order.push(s.instance.id.as_str());
-                    newest.insert(s.instance.id.as_str(), (s, r));
-                }
-            },
+        // The same event id twice in one batch (a producer retry): the first copy wins, as it
+        // would across batches.
+        if let Record::Event(e) = &r.record
+            && let std::collections::hash_map::Entry::Vacant(slot) = index.entry(&e.id)
+        {
+            slot.insert(events.len());
+            events.push(e, r);
         }
     }
     events.link_children_in_batch(&index);
-    // Sorted by instance id: row locks in a fixed order.
-    order.sort_unstable();
+    let plan = crate::sink::snapshot_plan(records);
     let mut snapshots = SnapshotColumns::default();
-    for id in order {
-        let (s, r) = newest[id];
+    for (s, r) in plan.snapshots {
         snapshots.push(s, r);
     }
-    (events, snapshots)
+    (events, snapshots, plan.deleted)
 }
 
 /// Why PostgreSQL would refuse this record's content, checked before writing so that common
@@ -330,6 +317,13 @@ pub(crate) fn check(record: &Record) -> Result<(), String> {
             }
             seq(s.sequence)
         }
+        Record::SnapshotDeletion(d) => {
+            if d.instance_id.is_empty() {
+                return Err("snapshot deletion instanceId is empty".to_owned());
+            }
+            text("instanceId", &d.instance_id)?;
+            seq(d.sequence)
+        }
     }
 }
 
@@ -339,7 +333,7 @@ mod tests {
     use crate::sink::SourcePosition;
     use proptest::prelude::*;
     use serde_json::json;
-    use xclog_schema::{FsmEvent, FsmInstance, InstanceStatus};
+    use xclog_schema::{FsmEvent, FsmInstance, InstanceStatus, SnapshotDeletion};
 
     fn event(id: &str, parents: &[&str]) -> PersistedEvent {
         PersistedEvent {
@@ -415,7 +409,7 @@ mod tests {
             rec(Record::Event(at(event("c0", &["p"]), 9)), 4),
             rec(Record::Event(at(event("lone", &["gone"]), 7)), 5),
         ];
-        let (events, _) = columns(&records);
+        let (events, _, _) = columns(&records);
         assert_eq!(events.caused.len(), events.len());
         let caused: Vec<Option<Vec<&str>>> = events
             .caused
@@ -434,7 +428,7 @@ mod tests {
             rec(Record::Event(event("b", &["z", "a"])), 0),
             rec(Record::Event(event("a", &[])), 1),
         ];
-        let (events, _) = columns(&records);
+        let (events, _, _) = columns(&records);
         assert_eq!(events.causality_ids(), vec!["a", "b", "z"]);
     }
 
@@ -446,10 +440,51 @@ mod tests {
             rec(Record::Snapshot(snapshot("i2", 5, None, "X")), 2),
             rec(Record::Snapshot(snapshot("i2", 5, None, "Y")), 3),
         ];
-        let (_, snaps) = columns(&records);
+        let (_, snaps, _) = columns(&records);
         assert_eq!(snaps.instance_id, vec!["i1", "i2"]);
         // i1: sequence 2 beats sequence 1 although older by time; i2: same ms, later offset wins.
         assert_eq!(snaps.current_state, vec!["B", "Y"]);
+    }
+
+    fn deletion(instance: &str) -> Record {
+        Record::SnapshotDeletion(SnapshotDeletion {
+            instance_id: instance.to_owned(),
+            snapshot_deleted_at: 40,
+            sequence: None,
+        })
+    }
+
+    #[test]
+    fn a_deletion_drops_the_snapshots_before_it_and_keeps_the_newest_after_it() {
+        let records = vec![
+            rec(Record::Snapshot(snapshot("i1", 20, Some(9), "Before")), 0),
+            rec(deletion("i1"), 1),
+            rec(Record::Snapshot(snapshot("i1", 30, Some(2), "After")), 2),
+            rec(Record::Snapshot(snapshot("i2", 5, None, "Gone")), 3),
+            rec(deletion("i2"), 4),
+            rec(deletion("i3"), 5),
+        ];
+        let (_, snaps, deleted) = columns(&records);
+        assert_eq!(deleted, vec!["i1", "i2", "i3"]);
+        // i1 comes back with the snapshot after its deletion, although its sequence is lower.
+        assert_eq!(snaps.instance_id, vec!["i1"]);
+        assert_eq!(snaps.current_state, vec!["After"]);
+    }
+
+    #[test]
+    fn a_snapshot_deletion_with_a_nul_or_a_sequence_beyond_bigint_is_refused() {
+        let Record::SnapshotDeletion(mut d) = deletion("i\u{0}") else {
+            unreachable!()
+        };
+        assert!(check(&Record::SnapshotDeletion(d.clone())).is_err());
+        d.instance_id = "i".to_owned();
+        assert!(check(&Record::SnapshotDeletion(d.clone())).is_ok());
+        d.sequence = Some(u64::MAX);
+        assert!(
+            check(&Record::SnapshotDeletion(d))
+                .unwrap_err()
+                .contains("sequence")
+        );
     }
 
     #[test]
@@ -458,7 +493,7 @@ mod tests {
             rec(Record::Event(event("a", &[])), 0),
             rec(Record::Event(event("a", &[])), 1),
         ];
-        let (events, _) = columns(&records);
+        let (events, _, _) = columns(&records);
         assert_eq!(events.id, vec!["a"]);
         assert_eq!(events.source_offset, vec![0]);
     }
@@ -489,7 +524,8 @@ mod tests {
                 e.persisted_at = ats[n];
                 rec(Record::Event(e), n as i64)
             }).collect();
-            let (events, snaps) = columns(&records);
+            let (events, snaps, deleted) = columns(&records);
+            prop_assert!(deleted.is_empty());
             prop_assert_eq!(events.len(), ids.len());
             prop_assert_eq!(snaps.len(), 0);
             prop_assert_eq!(events.caused_by.len(), ids.len());
