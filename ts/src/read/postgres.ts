@@ -73,7 +73,9 @@ export function eventFromRow(r: EventRow): PersistedEvent {
     stateAfter: r.state_after,
     persistedAt: Number(r.persisted_at),
     causedBy: r.caused_by ?? [],
-    caused: r.caused ?? [],
+    // A set (children are linked in whatever order they are projected): sorted, it reads the
+    // same from PostgreSQL and MongoDB.
+    caused: [...(r.caused ?? [])].sort(),
   };
   if (r.source_component_name !== null) e.sourceComponentName = r.source_component_name;
   if (r.target_component_name !== null) e.targetComponentName = r.target_component_name;
