@@ -170,6 +170,13 @@ test('a deleted snapshot is gone from both stores, stays gone after xclog rebuil
   assert.equal(await pgStores.snapshotStore.getSnapshot(payment.id), null, 'the rebuild brought the snapshot back');
   assert.deepEqual((await pgStores.snapshotStore.getAllSnapshots()).map((s) => s.instance.id), kept);
 
+  await xclog(
+    ['rebuild', '--target', 'mongo', '--topic', topic, '--group', mongoGroup, '--mongodb-uri', mongoUri, '--mongodb-database', mongoDatabase, '--progress', 'log'],
+    { XCLOG_KAFKA_BROKERS: brokers },
+  );
+  assert.equal(await mongoStores.snapshotStore.getSnapshot(payment.id), null, 'the MongoDB rebuild brought the snapshot back');
+  assert.deepEqual((await mongoStores.snapshotStore.getAllSnapshots()).map((s) => s.instance.id), kept);
+
   await caughtUp('mongo', topic, mongoGroup, { mongoDatabase }, 300);
   const verify = await xclogStatus([
     'verify', '--sources', 'topic,postgres,mongo', '--brokers', brokers, '--topic', topic, '--group', pgGroup,
