@@ -145,6 +145,12 @@ impl<S: Sink> Writer<S> {
                         .rows_written
                         .get_or_create(&KindLabel { kind: "snapshot" })
                         .inc_by(outcome.snapshots_applied);
+                    self.metrics
+                        .rows_written
+                        .get_or_create(&KindLabel {
+                            kind: "snapshot-deletion",
+                        })
+                        .inc_by(outcome.snapshots_deleted);
                     self.after_commit(&batch);
                     return Ok(Attempt::Done);
                 }

@@ -391,6 +391,49 @@ async fn xclog_snapshot_delete_publishes_a_deletion_that_both_projectors_apply()
     Ok(())
 }
 
+#[tokio::test]
+async fn the_rust_producer_deletes_a_snapshot_by_publishing_a_deletion_on_the_instances_key()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(3).await?;
+    let producer = xclog_producer::Producer::connect(xclog_producer::ProducerConfig::new(
+        brokers(),
+        &topic.name,
+    ))
+    .await?;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let position = producer.delete_snapshot("order-7").await?;
+    producer.close(Duration::from_secs(10)).await?;
+    let messages = topic.consume(1, Duration::from_secs(30)).await?;
+    let msg = &messages[0];
+    ensure!(msg.partition() == position.partition && msg.offset() == position.offset);
+    let headers: Vec<(&str, &[u8])> = msg
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        headers.contains(&("xclog-kind", b"snapshot-deletion".as_slice())),
+        "{headers:?}"
+    );
+    let decoded = xclog_schema::decode(
+        &headers,
+        msg.key(),
+        msg.payload().unwrap_or_default(),
+        &xclog_schema::Limits::default(),
+    )?;
+    let Record::SnapshotDeletion(d) = decoded.record else {
+        anyhow::bail!("not a deletion: {:?}", decoded.record);
+    };
+    ensure!(d.instance_id == "order-7" && d.sequence.is_none());
+    ensure!(d.snapshot_deleted_at >= before, "{d:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_snapshot_stays_deleted_after_a_postgres_rebuild() -> anyhow::Result<()> {
     let topic = TestTopic::create(2).await?;
