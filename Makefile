@@ -24,10 +24,11 @@ test-ts: stack-up
 demo: stack-up
 	$(WITH_ENV) scripts/demo.sh
 
-## make lint: formatting and clippy, as CI runs them
+## make lint: formatting and clippy, and the TypeScript package's strict type check, as CI runs them
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/ts.sh build
 
 ## make bench: benchmarks against their references (see docs/BENCHMARKS.md)
 bench: stack-up

@@ -71,7 +71,8 @@ fi
 
 step "a TypeScript xcomponent-style runtime publishes $TS_FLOWS order flows through @xclog/xcomponent"
 DATABASE_URL=$DEMO_DATABASE_URL node ts/build/examples/runtime.js --topic "$TOPIC" --flows "$TS_FLOWS" \
-    --read postgres --projection "demo-pg-$TOPIC" | tee "$LOGS/ts-runtime.json"
+    --read postgres --projection "demo-pg-$TOPIC" --json >"$LOGS/ts-runtime.json"
+python3 -c 'import json,sys; s=json.load(sys.stdin); print("published %(events)d events and %(snapshots)d snapshots, each append awaited (%(eventsPerSecond)d events/s); first order %(first)s" % dict(s, first=s["orders"][0]))' <"$LOGS/ts-runtime.json"
 TS_ORDER=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0])' <"$LOGS/ts-runtime.json")
 
 step "waiting until each store holds the whole topic: xclog status --wait"

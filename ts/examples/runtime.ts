@@ -15,7 +15,8 @@
  * MONGODB_URI), `--database` (MongoDB database, default xcomponent), `--projection` (the
  * projection to wait for; default: the one in the store), `--flows N`, `--restore` (restore every
  * instance from the snapshots instead of publishing), `--history ID` (with --restore: print one
- * instance's events), `--no-wait` (reads do not wait for the projection).
+ * instance's events), `--no-wait` (reads do not wait for the projection), `--json` (print the
+ * summary as JSON).
  *
  * The runtime takes any xcomponent-ai `EventStore` / `SnapshotStore`, so the same code runs on
  * the seed's direct PostgreSQL store for comparison (`examples/seed-postgres.ts`).
@@ -231,6 +232,7 @@ async function main(): Promise<void> {
       projection: { type: 'string' },
       history: { type: 'string' },
       'no-wait': { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
     },
   });
   const read =
@@ -266,7 +268,15 @@ async function main(): Promise<void> {
     const orders: string[] = [];
     for (let n = 0; n < flows; n++) orders.push(await runtime.orderFlow(n));
     const seconds = (performance.now() - started) / 1000;
-    console.log(JSON.stringify({ ...runtime.stats, orders, transitionsPerSecond: Math.round(runtime.stats.events / seconds) }));
+    const perSecond = Math.round(runtime.stats.events / seconds);
+    if (values.json) {
+      console.log(JSON.stringify({ ...runtime.stats, orders, eventsPerSecond: perSecond }));
+    } else {
+      console.log(
+        `published ${runtime.stats.events} events and ${runtime.stats.snapshots} snapshots of ${runtime.instances.size} instances ` +
+          `in ${seconds.toFixed(2)} s (${perSecond} events/s, each append awaited); first order: ${orders[0]}`,
+      );
+    }
   } finally {
     await xclog.close();
   }
