@@ -767,6 +767,34 @@ pub(super) mod tests {
         assert!(check(&Record::Event(event(json!({"$x.y": u64::MAX})))).is_ok());
     }
 
+    #[test]
+    fn a_snapshot_deletion_stores_no_document_and_is_checked_for_nul_and_sequence() {
+        let deletion = |id: &str, sequence: Option<u64>| {
+            Record::SnapshotDeletion(xclog_schema::SnapshotDeletion {
+                instance_id: id.into(),
+                snapshot_deleted_at: 5,
+                sequence,
+            })
+        };
+        let source = SourcePosition {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        };
+        assert_eq!(record_document(&deletion("i", None), &source), None);
+        assert!(check(&deletion("i", Some(3))).is_ok());
+        assert!(
+            check(&deletion("a\0b", None))
+                .unwrap_err()
+                .contains("instanceId")
+        );
+        assert!(
+            check(&deletion("i", Some(u64::MAX)))
+                .unwrap_err()
+                .contains("sequence")
+        );
+    }
+
     fn json_value() -> impl Strategy<Value = Value> {
         let key = prop_oneof![
             "[a-z]{0,4}",
