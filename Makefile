@@ -14,7 +14,7 @@ test: stack-up
 	scripts/ts.sh install
 	$(WITH_ENV) cargo test --workspace --all-targets --no-fail-fast
 	$(WITH_ENV) cargo test --workspace --doc
-	$(WITH_ENV) scripts/ts.sh test
+	$(WITH_ENV) scripts/ts.sh test --prebuilt
 
 ## make test-ts: only the TypeScript package's suites (on the running stack)
 test-ts: stack-up

@@ -5,6 +5,8 @@
 #   scripts/ts.sh build     # tsc: ts/dist (the package) and ts/build (tests, examples)
 #   scripts/ts.sh test      # install, build, then every suite with node's test runner
 #                           # (integration suites need the local stack: eval "$(scripts/stack.sh env)")
+#   scripts/ts.sh test --prebuilt   # the same, with the `xclog` binary and the Rust example that
+#                           # `cargo test --workspace --all-targets` has just built (make test)
 #
 # The Kafka client, @confluentinc/kafka-javascript, is a native addon on librdkafka. Its install
 # first tries a prebuilt binary from outside the npm registry and, where that cannot be reached,
@@ -86,8 +88,12 @@ test)
     install
     build
     # The integration suites run the workspace's `xclog` binary and Rust producer example.
-    cargo build -q -p xclog-projector --bin xclog
-    cargo build -q -p xclog-producer --example publish_keys
+    # Building them alone would resolve the workspace's features differently from
+    # `cargo test --workspace` and rebuild half of it: make test passes --prebuilt.
+    if [[ ${2:-} != --prebuilt ]]; then
+        cargo build -q -p xclog-projector --bin xclog
+        cargo build -q -p xclog-producer --example publish_keys
+    fi
     cd "$TS"
     mapfile -t suites < <(find build/test -name '*.test.js' | sort)
     node --test --test-concurrency=1 "${suites[@]}"
