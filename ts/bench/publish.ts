@@ -7,7 +7,8 @@
  *   package's default) and linger 5 ms (librdkafka's); latency p50/p99 and appends/s;
  * - `fire-and-forget`: appends started without awaiting each, then all awaited; records/s;
  * - `runtime`: the example runtime's persisted events per second through the package with
- *   read-your-writes on and off, and on the seed's direct PostgreSQL store.
+ *   read-your-writes on and off, with its publishing alone (a `getAllEvents` answering `[]`),
+ *   and on the seed's direct PostgreSQL store.
  *
  * Every event is about 600 bytes of JSON, as in the Rust producer's bench.
  *
@@ -125,6 +126,28 @@ async function runtimeOnXclog(wait: boolean, flows: number): Promise<void> {
   }
 }
 
+/**
+ * The same runtime publishing the same records the same way, with a `getAllEvents` that
+ * answers `[]` at once: the runtime's loop with its publishing alone.
+ */
+async function runtimePublishingOnly(flows: number): Promise<void> {
+  const xclog = await connectXclog({ brokers, topic: `${prefix}-runtime`, read: { postgres: values['xclog-db'] as string, wait: false } });
+  try {
+    const events = {
+      append: (e: PersistedEvent) => xclog.eventStore.append(e),
+      getEventsForInstance: (id: string) => xclog.eventStore.getEventsForInstance(id),
+      getAllEvents: async () => [],
+    };
+    const runtime = new MiniRuntime(events, xclog.snapshotStore);
+    const start = performance.now();
+    for (let n = 0; n < flows; n++) await runtime.orderFlow(n);
+    const seconds = (performance.now() - start) / 1000;
+    emit({ measurement: 'runtime', store: 'publishing-only', flows, ...runtime.stats, events_per_second: runtime.stats.events / seconds });
+  } finally {
+    await xclog.close();
+  }
+}
+
 async function runtimeOnSeed(flows: number): Promise<void> {
   const seed = new SeedPostgresStores(values['seed-db'] as string);
   try {
@@ -143,8 +166,9 @@ await awaited(0, n);
 await awaited(5, Math.max(100, Math.floor(n / 5)));
 await fireAndForget(Number(values.fire));
 const flows = Number(values.flows);
-// Alternated, so that neither setting gets the warmer machine.
+// Alternated, so that no setting gets the warmer machine.
 for (let round = 0; round < 3; round++) {
+  await runtimePublishingOnly(flows);
   await runtimeOnXclog(round % 2 === 0, flows);
   await runtimeOnXclog(round % 2 !== 0, flows);
 }

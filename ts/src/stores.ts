@@ -57,13 +57,26 @@ export class XclogConnection {
 /** Default longest age of the store page `getAllEvents()` answers from. */
 export const DEFAULT_ALL_EVENTS_MAX_AGE_MS = 250;
 
+/** The newest events of the store as read at `at`, and their ids. */
+interface StorePage {
+  events: PersistedEvent[];
+  ids: Set<string>;
+  at: number;
+}
+
+/** Time order, then id: the order of every event listing. */
+function byTime(a: PersistedEvent, b: PersistedEvent): number {
+  return a.persistedAt - b.persistedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
 /** Options of {@link XclogEventStore}. */
 export interface EventStoreOptions {
   /** How many events `getAllEvents()` returns, newest first chosen, oldest first returned (default 1,000). */
   allEventsLimit?: number;
   /**
-   * How old the store page `getAllEvents()` answers from may be, in ms (default 250; 0 reads
-   * the store on every call). This process's own appends are always in the answer.
+   * Age in ms at which the store page `getAllEvents()` answers from is read again, in the
+   * background (default 250; 0 reads the store on every call and waits for it). This process's
+   * own appends are always in the answer.
    */
   allEventsMaxAgeMs?: number;
 }
@@ -73,8 +86,8 @@ export class XclogEventStore {
   private readonly allEventsLimit: number;
   private readonly allEventsMaxAgeMs: number;
   /** The newest events of the store, and when they were read. */
-  private storePage: { events: PersistedEvent[]; at: number } | undefined;
-  private storeRead: Promise<PersistedEvent[]> | undefined;
+  private storePage: StorePage | undefined;
+  private storeRead: Promise<StorePage> | undefined;
   /** This process's newest appends (at most `allEventsLimit`), oldest first. */
   private readonly recent: PersistedEvent[] = [];
 
@@ -128,40 +141,49 @@ export class XclogEventStore {
 
   /**
    * The newest `allEventsLimit` events (default 1,000), oldest first, without waiting for the
-   * projection: the store's newest events as read at most `allEventsMaxAgeMs` ago (default
-   * 250 ms), together with this process's own appends, which are always included. Use
-   * {@link getAllEventsPage} or {@link allEvents} to read everything.
+   * projection: a page of the store's newest events, read again in the background once it is
+   * `allEventsMaxAgeMs` old (default 250 ms), together with this process's own appends, which
+   * are always included. As with xcomponent-ai's in-memory store, the event objects are shared
+   * between calls until the page is read again, so an in-memory patch of `caused` is seen by
+   * the next call. Use {@link getAllEventsPage} or {@link allEvents} to read everything.
    */
   async getAllEvents(): Promise<PersistedEvent[]> {
-    const stored = await this.newestStored();
-    const byId = new Map<string, PersistedEvent>();
-    for (const e of stored) byId.set(e.id, e);
-    let merged = stored;
-    if (this.recent.some((e) => !byId.has(e.id))) {
-      for (const e of this.recent) if (!byId.has(e.id)) byId.set(e.id, e);
-      merged = [...byId.values()].sort((a, b) => a.persistedAt - b.persistedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      if (merged.length > this.allEventsLimit) merged = merged.slice(merged.length - this.allEventsLimit);
-    }
-    // Copies: a caller that patches `caused` in memory (as xcomponent-ai does) changes its own.
-    return merged.map((e) => ({ ...e, caused: [...(e.caused ?? [])] }));
+    const page = await this.newestStored();
+    // Own appends the page does not hold yet (usually the newest few), after the page.
+    const extra = this.recent.filter((e) => !page.ids.has(e.id));
+    if (extra.length === 0) return page.events.slice();
+    let merged = page.events.concat(extra);
+    const last = page.events[page.events.length - 1];
+    const ordered = extra.every((e, i) => (i === 0 ? !last || byTime(last, e) <= 0 : byTime(extra[i - 1] as PersistedEvent, e) <= 0));
+    if (!ordered) merged = merged.sort(byTime);
+    return merged.length > this.allEventsLimit ? merged.slice(merged.length - this.allEventsLimit) : merged;
   }
 
-  private async newestStored(): Promise<PersistedEvent[]> {
+  /**
+   * The newest page of the store. A page older than `allEventsMaxAgeMs` is answered from while
+   * a fresh one is read in the background, so a call never waits for the read (reading 1,000
+   * rows takes about 20 ms); only the first call, or one whose page is over 5 s old (the store
+   * did not answer), waits for it, and sees its error.
+   */
+  private async newestStored(): Promise<StorePage> {
     const page = this.storePage;
-    if (page && Date.now() - page.at <= this.allEventsMaxAgeMs) return page.events;
-    if (!this.storeRead) {
+    const age = page ? Date.now() - page.at : Infinity;
+    if (age > this.allEventsMaxAgeMs && !this.storeRead) {
       const at = Date.now();
       this.storeRead = this.conn.reader
         .newestEvents(this.allEventsLimit)
         .then((events) => {
-          this.storePage = { events, at };
-          return events;
+          this.storePage = { events, ids: new Set(events.map((e) => e.id)), at };
+          return this.storePage;
         })
         .finally(() => {
           this.storeRead = undefined;
         });
+      // A background read's failure is seen by the next call that has to wait for one.
+      this.storeRead.catch(() => {});
     }
-    return this.storeRead;
+    if (page && this.allEventsMaxAgeMs > 0 && age <= Math.max(5_000, this.allEventsMaxAgeMs)) return page;
+    return this.storeRead ?? (this.storePage as StorePage);
   }
 
   /** All events by time, one page at a time: pass the previous page's `next`. */
