@@ -35,6 +35,15 @@ export interface WaitOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** `p`, or a rejection with `error()` once `ms` have passed. */
+export function within<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), Math.max(0, ms));
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** `partition -> offset that must be stored as passed` (stored next offset > this). */
 export type Targets = Map<number, number>;
 
@@ -60,7 +69,7 @@ export function firstLagging(targets: Targets, stored: Map<number, number>): [nu
 /** Tracks one projection of one topic in one store. */
 export class ProjectionWait {
   private name: string | undefined;
-  /** Targets already seen reached: reads with nothing new to wait for skip the store. */
+  /** Stored next offsets already seen: reads with nothing new to wait for skip the store. */
   private reached: Targets = new Map();
   readonly enabled: boolean;
   readonly timeoutMs: number;
@@ -79,7 +88,15 @@ export class ProjectionWait {
   async projection(deadline: number): Promise<string> {
     if (this.name !== undefined) return this.name;
     for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
-      const found = await this.reader.projections(this.topic);
+      const found = await within(this.reader.projections(this.topic), Math.max(deadline - Date.now(), 1_000), () =>
+        new XclogProjectionLagError(
+          `the ${this.reader.store} store did not answer for the projections of topic ${this.topic} within ${this.timeoutMs} ms`,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+        ),
+      );
       if (found.length === 1) {
         this.name = found[0] as string;
         return this.name;
@@ -114,10 +131,25 @@ export class ProjectionWait {
     const deadline = Date.now() + timeoutMs;
     const projection = await this.projection(deadline);
     for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
-      const stored = await this.reader.storedOffsets(projection, this.topic);
+      const stored = await within(
+        this.reader.storedOffsets(projection, this.topic),
+        // At least a second: a query started just before the deadline still gets its answer,
+        // so that the error says which partition lags.
+        Math.max(deadline - Date.now(), 1_000),
+        () =>
+          new XclogProjectionLagError(
+            `the ${this.reader.store} store did not answer for the stored offsets of projection ${projection} ` +
+              `of topic ${this.topic} within ${timeoutMs} ms`,
+            projection,
+            undefined,
+            undefined,
+            undefined,
+          ),
+      );
       const lag = firstLagging(targets, stored);
       if (lag === undefined) {
-        this.reached = mergeTargets(this.reached, targets);
+        // The stored next offsets: any later target at or below them needs no query.
+        this.reached = mergeTargets(this.reached, stored);
         return;
       }
       if (Date.now() >= deadline) {

@@ -90,6 +90,9 @@ export function producerConfig(o: PublisherOptions): Record<string, string | num
     partitioner: 'consistent_random',
     'linger.ms': o.lingerMs ?? 0,
     'message.timeout.ms': o.deliveryTimeoutMs ?? 30_000,
+    // Room for a 1,000,000-byte value (the package's record limit) with its key and headers;
+    // the broker's default limit for a batch is 1,048,588 bytes.
+    'message.max.bytes': 1_048_576,
     log_level: 3,
   };
 }
@@ -117,7 +120,12 @@ export class Publisher {
       ...filterAdmin(o.kafka ?? {}),
     } as KafkaJS.AdminConstructorConfig);
     await producer.connect();
-    await admin.connect();
+    try {
+      await admin.connect();
+    } catch (e) {
+      await producer.disconnect().catch(() => {});
+      throw e;
+    }
     return new Publisher(o.topic, producer, admin);
   }
 

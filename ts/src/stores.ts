@@ -14,7 +14,7 @@
 
 import type { ProjectionReader } from './read/index.js';
 import type { ProjectionWait, Targets } from './projection.js';
-import { mergeTargets } from './projection.js';
+import { mergeTargets, within } from './projection.js';
 import type { Delivery, Publisher } from './publisher.js';
 import type { InstanceSnapshot, PersistedEvent } from './types.js';
 import { type WireLimits, DEFAULT_LIMITS, encodeEvent, encodeSnapshot, encodeSnapshotDeletion } from './wire.js';
@@ -53,6 +53,9 @@ export class XclogConnection {
     await this.projection.waitFor(mergeTargets(targets, this.publisher.acknowledged()), timeoutMs);
   }
 }
+
+/** Longest a read of `getAllEvents()`'s store page may take. */
+const STORE_PAGE_TIMEOUT_MS = 10_000;
 
 /** Default longest age of the store page `getAllEvents()` answers from. */
 export const DEFAULT_ALL_EVENTS_MAX_AGE_MS = 250;
@@ -170,8 +173,12 @@ export class XclogEventStore {
     const age = page ? Date.now() - page.at : Infinity;
     if (age > this.allEventsMaxAgeMs && !this.storeRead) {
       const at = Date.now();
-      this.storeRead = this.conn.reader
-        .newestEvents(this.allEventsLimit)
+      // Bounded, so that a read the store never answers cannot hold every later call.
+      this.storeRead = within(
+        this.conn.reader.newestEvents(this.allEventsLimit),
+        STORE_PAGE_TIMEOUT_MS,
+        () => new Error(`reading the newest ${this.allEventsLimit} events from the ${this.conn.reader.store} store took over ${STORE_PAGE_TIMEOUT_MS} ms`),
+      )
         .then((events) => {
           this.storePage = { events, ids: new Set(events.map((e) => e.id)), at };
           return this.storePage;

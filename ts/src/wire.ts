@@ -22,29 +22,33 @@ export const SCHEMA_VERSION = 1;
 
 /** The limits of WIRE-FORMAT section 3.4, as the projectors apply them by default. */
 export interface WireLimits {
-  /** Largest encoded record, in bytes (1 MiB). */
+  /**
+   * Largest encoded record, in bytes (1,000,000: librdkafka's own `message.max.bytes`, under
+   * the 1 MiB readers accept, so that a record refused by neither is never refused at send).
+   */
   maxRecordBytes: number;
   /** Deepest nesting of objects and arrays; the record itself is level 1 (64). */
   maxDepth: number;
-  /** Longest string, object keys included, in UTF-8 bytes (256 KiB). */
+  /** Longest string, object keys included, in bytes as written in JSON, escapes included (256 KiB). */
   maxStringBytes: number;
   /** Longest array (100,000). */
   maxArrayLength: number;
   /**
-   * Longest id, instance id, machine or component name, and `causedBy` entry, in UTF-8
-   * bytes (2,048). These are index keys in both stores; PostgreSQL refuses a btree entry
-   * above about 2,700 bytes, so a longer one could never be stored.
+   * Longest id, instance id, machine or component name, state, and `causedBy` entry, in UTF-8
+   * bytes (1,300). These are index keys in both stores, two of them in one entry for some
+   * indexes (`(parent_id, child_id)`, `(machine_name, current_state)`); PostgreSQL refuses a
+   * btree entry above about 2,700 bytes, so longer ones could never be stored.
    */
   maxKeyBytes: number;
 }
 
-/** The defaults of WIRE-FORMAT section 3.4. */
+/** The defaults: WIRE-FORMAT section 3.4, and what the producer and the stores can take. */
 export const DEFAULT_LIMITS: Readonly<WireLimits> = Object.freeze({
-  maxRecordBytes: 1024 * 1024,
+  maxRecordBytes: 1_000_000,
   maxDepth: 64,
   maxStringBytes: 256 * 1024,
   maxArrayLength: 100_000,
-  maxKeyBytes: 2048,
+  maxKeyBytes: 1300,
 });
 
 /** What kind of problem a refused record has. */
@@ -148,20 +152,32 @@ function objectName(o: object): string {
   return `a ${name}`;
 }
 
+/** Sets an own property, `__proto__` included (an assignment would set the prototype instead). */
+export function defineKey(o: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+  else o[k] = v;
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
   const proto = Object.getPrototypeOf(v);
   return proto === Object.prototype || proto === null;
 }
 
+/** Bytes of `s` as written inside JSON quotes (what the decoder measures): escapes included. */
+function jsonBytes(s: string): number {
+  // Escaping at most multiplies a UTF-16 unit by 6 (`\u0001`): only long strings need the count.
+  return Buffer.byteLength(JSON.stringify(s), 'utf8') - 2;
+}
+
 /** Checks a string's content against what the stores can hold and the length limit. */
 function checkString(s: string, path: Path, limits: WireLimits, what = 'text'): void {
-  if (s.length > limits.maxStringBytes || byteLength(s) > limits.maxStringBytes) {
+  if (s.length > limits.maxStringBytes || (s.length * 6 > limits.maxStringBytes && jsonBytes(s) > limits.maxStringBytes)) {
     throw new XclogRecordError(
       'limit exceeded',
       path.toString(),
-      `a string of at most ${limits.maxStringBytes} bytes`,
-      `a string of ${byteLength(s)} bytes`,
+      `a string of at most ${limits.maxStringBytes} bytes (as written in JSON)`,
+      `a string of ${jsonBytes(s)} bytes`,
     );
   }
   const nul = s.indexOf('\0');
@@ -214,6 +230,9 @@ class Normaliser {
   }
 
   private container(o: object, path: Path, depth: number): Json {
+    // Boxed primitives are written as their value, as JSON.stringify does.
+    if (o instanceof Number || o instanceof String || o instanceof Boolean) return this.value(o.valueOf(), path, depth);
+    if (o instanceof BigInt) return this.value(o.valueOf(), path, depth);
     if (this.seen.has(o)) {
       throw malformed(path, 'a JSON value', 'a circular reference');
     }
@@ -268,7 +287,7 @@ class Normaliser {
       if (item === undefined) continue;
       const p = path.key(k);
       checkString(k, p, this.limits, 'a key');
-      out[k] = this.value(item, p, depth + 1);
+      defineKey(out, k, this.value(item, p, depth + 1));
     }
     return out;
   }
@@ -482,7 +501,7 @@ export function encodeEvent(event: PersistedEvent | unknown, limits: WireLimits 
   for (const [k, v] of ev.rest(EVENT_KNOWN)) {
     const p = ev.path.key(k);
     checkString(k, p, limits, 'a key');
-    fsmEvent[k] = norm.value(v, p, 3);
+    defineKey(fsmEvent, k, norm.value(v, p, 3));
   }
   const out: Record<string, unknown> = {
     id,
@@ -490,8 +509,8 @@ export function encodeEvent(event: PersistedEvent | unknown, limits: WireLimits 
     machineName,
     componentName,
     event: fsmEvent,
-    stateBefore: f.string('stateBefore', false),
-    stateAfter: f.string('stateAfter', false),
+    stateBefore: f.string('stateBefore', false, true),
+    stateAfter: f.string('stateAfter', false, true),
     persistedAt: f.millis('persistedAt'),
     causedBy: f.strings('causedBy'),
     caused: f.strings('caused'),
@@ -521,7 +540,7 @@ export function encodeSnapshot(snapshot: InstanceSnapshot | unknown, limits: Wir
   const instance: Record<string, unknown> = {
     id,
     machineName: i.string('machineName', true, true),
-    currentState: i.string('currentState', false),
+    currentState: i.string('currentState', false, true),
     context: i.value('context', norm, 3),
   };
   const publicMember = i.optValue('publicMember', norm, 3);

@@ -9,6 +9,7 @@
 import type { Db, Document, MongoClient } from 'mongodb';
 
 import type { InstanceSnapshot, PendingTimeout, PersistedEvent } from '../types.js';
+import { defineKey } from '../wire.js';
 import { type EventPage, type ProjectionReader, PAGE, everyPage, parseTimeCursor, timeCursor } from './index.js';
 
 /** Reverses the sink's key escaping; throws on a key the sink cannot have written. */
@@ -59,7 +60,7 @@ export function decodeValue(v: unknown): any {
     if (only === '%num' && typeof inner === 'string') return Number(inner);
   }
   const out: Record<string, unknown> = {};
-  for (const k of keys) out[unescapeKey(k)] = decodeValue(doc[k]);
+  for (const k of keys) defineKey(out, unescapeKey(k), decodeValue(doc[k]));
   return out;
 }
 
@@ -80,7 +81,7 @@ export function eventFromDocument(d: Document): PersistedEvent {
   if (ev.timestamp !== null && ev.timestamp !== undefined) event.timestamp = num(ev.timestamp);
   for (const k of Object.keys(ev)) {
     if (k === 'type' || k === 'payload' || k === 'timestamp') continue;
-    event[unescapeKey(k)] = decodeValue(ev[k]);
+    defineKey(event, unescapeKey(k), decodeValue(ev[k]));
   }
   const e: PersistedEvent = {
     id: typeof d._id === 'string' ? d._id : String(d.id ?? d._id),
@@ -155,7 +156,8 @@ export class MongoReader implements ProjectionReader {
     } catch (e) {
       throw new Error(`reading from MongoDB needs the 'mongodb' package: npm install mongodb (${(e as Error).message})`);
     }
-    const client = new mod.MongoClient(uri, { maxPoolSize: 4, serverSelectionTimeoutMS: 10_000 });
+    // Bounded: a server that stops answering fails the read instead of hanging it.
+    const client = new mod.MongoClient(uri, { maxPoolSize: 4, serverSelectionTimeoutMS: 10_000, connectTimeoutMS: 10_000, socketTimeoutMS: 60_000 });
     await client.connect();
     return new MongoReader(client, client.db(database));
   }

@@ -8,6 +8,7 @@
 import type pg from 'pg';
 
 import type { InstanceSnapshot, PendingTimeout, PersistedEvent } from '../types.js';
+import { defineKey } from '../wire.js';
 import { type EventPage, type ProjectionReader, PAGE, everyPage, parseTimeCursor, timeCursor } from './index.js';
 
 const EVENT_COLUMNS = `id, instance_id, machine_name, component_name, event_type, event_payload,
@@ -61,7 +62,7 @@ export function eventFromRow(r: EventRow): PersistedEvent {
   const event: Record<string, any> = { type: r.event_type, payload: r.event_payload ?? {} };
   if (r.event_timestamp !== null) event.timestamp = Number(r.event_timestamp);
   if (r.event_extra && typeof r.event_extra === 'object' && !Array.isArray(r.event_extra)) {
-    Object.assign(event, r.event_extra);
+    for (const [k, v] of Object.entries(r.event_extra)) defineKey(event, k, v);
   }
   const e: PersistedEvent = {
     id: r.id,
@@ -126,7 +127,8 @@ export class PostgresReader implements ProjectionReader {
       throw new Error(`reading from PostgreSQL needs the 'pg' package: npm install pg (${(e as Error).message})`);
     }
     const Pool = (mod as unknown as { default?: typeof pg }).default?.Pool ?? mod.Pool;
-    const pool = new Pool({ connectionString, max: poolSize });
+    // Bounded: a store that stops answering fails the read instead of hanging it.
+    const pool = new Pool({ connectionString, max: poolSize, connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
     // An idle client's error (a restarted server) must not crash the process; the next
     // query reconnects.
     pool.on('error', () => {});
@@ -239,7 +241,11 @@ export class PostgresReader implements ProjectionReader {
     return new Map(rows.map((r) => [r.partition, Number(r.next_offset)]));
   }
 
+  private closed = false;
+
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.pool.end();
   }
 }

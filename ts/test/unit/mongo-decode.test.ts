@@ -22,3 +22,10 @@ test('wrapped values come back as the values that were published', () => {
   assert.equal(decodeValue({ '%num': '18446744073709551615' }), 18446744073709551615);
   assert.deepEqual(decodeValue({ 'a%2Eb': { '%24x': 1 } }), { 'a.b': { $x: 1 } });
 });
+
+test('a stored __proto__ key comes back as a key, not as the prototype', () => {
+  const v = decodeValue(JSON.parse('{"__proto__":{"x":1},"a":2}'));
+  assert.deepEqual(Object.keys(v), ['__proto__', 'a']);
+  assert.equal((v as { x?: number }).x, undefined);
+  assert.deepEqual(JSON.parse(JSON.stringify(v)), JSON.parse('{"__proto__":{"x":1},"a":2}'));
+});

@@ -138,3 +138,40 @@ test('a BigInt sequence is written as exact digits', () => {
   assert.match(r.value, /,"sequence":9007199254740993}$/);
   refused(() => encodeEvent({ ...event(), sequence: -1 } as PersistedEvent), 'sequence');
 });
+
+test('string lengths are measured as written in JSON, escapes included, as the decoder measures them', () => {
+  // 150,000 newlines are 300,000 bytes once escaped: over 256 KiB.
+  refused(() => encodeEvent(event({ event: { type: 'X', payload: { s: '\n'.repeat(150_000) } } })), 'event.payload.s', 'limit exceeded');
+  refused(() => encodeEvent(event({ event: { type: 'X', payload: { s: '\u0001'.repeat(50_000) } } })), 'event.payload.s', 'limit exceeded');
+  assert.ok(encodeEvent(event({ event: { type: 'X', payload: { s: '\n'.repeat(100_000) } } })));
+});
+
+test('a record over the producer limit is refused before it could fail at send', () => {
+  const big = Array.from({ length: 4 }, () => 'y'.repeat(250_100));
+  const e = refused(() => encodeEvent(event({ event: { type: 'X', payload: { big } } })), '(record)', 'limit exceeded');
+  assert.match(e.message, /at most 1000000 bytes/);
+});
+
+test('states and names are index keys too: two of them share an index entry', () => {
+  const long = 's'.repeat(DEFAULT_LIMITS.maxKeyBytes + 1);
+  refused(() => encodeEvent(event({ stateAfter: long })), 'stateAfter', 'not storable');
+  refused(() => encodeEvent(event({ machineName: long })), 'machineName', 'not storable');
+  refused(
+    () => encodeSnapshot({ instance: { id: 'i', machineName: 'M', currentState: long, context: {}, createdAt: 1, updatedAt: 1, status: 'active' }, snapshotAt: 1, lastEventId: '' }),
+    'instance.currentState',
+    'not storable',
+  );
+  assert.ok(encodeEvent(event({ id: 'e'.repeat(DEFAULT_LIMITS.maxKeyBytes), causedBy: ['p'.repeat(DEFAULT_LIMITS.maxKeyBytes)] })));
+});
+
+test('a __proto__ key is published as a key, and boxed primitives as their values', () => {
+  const payload = JSON.parse('{"__proto__":{"x":1},"a":1}') as Record<string, unknown>;
+  const r = encodeEvent(event({ event: JSON.parse('{"type":"GO","__proto__":5}'), publicMemberSnapshot: payload }));
+  const text = r.value;
+  assert.match(text, /"event":\{"type":"GO","payload":\{\},"__proto__":5\}/);
+  assert.match(text, /"publicMemberSnapshot":\{"__proto__":\{"x":1\},"a":1\}/);
+  // eslint-disable-next-line no-new-wrappers
+  const boxed = encodeEvent(event({ event: { type: 'X', payload: { a: new String('ab'), b: new Number(5), c: new Boolean(false) } } }));
+  assert.deepEqual(JSON.parse(boxed.value).event.payload, { a: 'ab', b: 5, c: false });
+  refused(() => encodeEvent(event({ event: { type: 'X', payload: { n: Object(1n) } } })), 'event.payload.n');
+});
