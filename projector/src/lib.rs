@@ -14,8 +14,6 @@
 //!   offsets, pause instead of buffering, retries, dead letters, drain on shutdown).
 //! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) and its
 //!   PostgreSQL implementation; cross-component traces.
-//! * [`publish`]: writing to the log itself; deleting a snapshot publishes a snapshot
-//!   deletion that every store applies in log order.
 //! * [`verify`]: `xclog verify`, the comparison of the topic and the stores.
 //! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -24,7 +22,6 @@
 pub mod batch;
 pub mod config;
 pub mod metrics;
-pub mod publish;
 pub mod read;
 pub mod rebuild;
 pub mod sink;

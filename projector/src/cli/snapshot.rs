@@ -2,9 +2,11 @@
 //! snapshot deletion to the log topic; the projectors apply it to every store.
 
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use xclog_projector::publish::{LogPublisher, LogPublisherConfig};
+use xclog_producer::{Producer, ProducerConfig};
 use xclog_projector::read::{Page, SnapshotStore};
+use xclog_schema::{Record, SnapshotDeletion};
 
 /// Options of `xclog snapshot`.
 #[derive(Debug, clap::Args)]
@@ -46,14 +48,25 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     if args.delete {
         let id = args.instance_id.clone().unwrap_or_default();
         anyhow::ensure!(!id.is_empty(), "the instance id must not be empty");
-        let publisher = LogPublisher::new(LogPublisherConfig::new(&args.brokers, &args.topic))?;
-        let published = publisher.delete_snapshot(&id, args.sequence).await?;
+        // Published as a runtime publishes it: the Rust producer (idempotent, acks=all, key =
+        // instance id, the wire headers), waiting for the brokers' acknowledgement.
+        let record = Record::SnapshotDeletion(SnapshotDeletion {
+            instance_id: id.clone(),
+            snapshot_deleted_at: now_ms(),
+            sequence: args.sequence,
+        });
+        let producer = Producer::connect(ProducerConfig::new(&args.brokers, &args.topic)).await?;
+        let at = producer.publish(&record).await?;
+        producer.close(Duration::from_secs(30)).await?;
         if args.json {
+            let published = serde_json::json!({
+                "topic": args.topic, "partition": at.partition, "offset": at.offset, "record": record,
+            });
             println!("{}", serde_json::to_string_pretty(&published)?);
         } else {
             println!(
                 "published the deletion of the snapshot of {id:?}: topic {} partition {} offset {}",
-                published.topic, published.partition, published.offset
+                args.topic, at.partition, at.offset
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -115,4 +128,10 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -154,8 +154,8 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(String, String)>, ReadError>> + Send;
 }
 
-/// Reads snapshots. Deleting one is a record on the log ([`crate::publish::LogPublisher`]),
-/// which the projectors apply to every store in log order.
+/// Reads snapshots. Deleting one is a record on the log (`xclog_producer::Producer::delete_snapshot`,
+/// `xclog snapshot ID --delete`), which the projectors apply to every store in log order.
 pub trait SnapshotStore: Send + Sync {
     /// The snapshot of an instance, if any.
     fn snapshot(
