@@ -33,6 +33,7 @@ pub use sink::{ErrorClass, Sink, SinkError};
 mod consumer;
 pub mod dead_letter;
 mod http;
+mod kafka_record;
 mod projector;
 mod wait;
 mod watermarks;
