@@ -491,3 +491,80 @@ async fn a_dead_letter_the_topic_can_never_take_stops_the_projector_with_the_rea
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_event_id_with_other_parents_links_nothing_the_first_copy_wins_in_both_stores()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(1).await?;
+    let pg = TestPg::create().await?;
+    let db = TestMongo::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let s = unique_suffix();
+    let (p1, p2, c) = (format!("p1-{s}"), format!("p2-{s}"), format!("c-{s}"));
+    let first = [
+        Record::Event(event(&p1, "i", &[], 1)),
+        Record::Event(event(&p2, "i", &[], 2)),
+        Record::Event(event(&c, "i", &[&p1], 3)),
+    ];
+    // The repeat comes once in a later batch and once in the same batch as a new parent.
+    let p3 = format!("p3-{s}");
+    let repeat = Record::Event(event(&c, "i", &[&p2], 4));
+    let mut published = publish_to(&producer, &topic.name, 0, &first).await?;
+    let pg_run = start_in_process(config(&topic.name, &group), &pg.url).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 1, CATCH_UP).await?;
+    let later = [
+        repeat.clone(),
+        Record::Event(event(&p3, "i", &[], 5)),
+        Record::Event(event(&c, "i", &[&p3], 6)),
+    ];
+    published.extend(publish_to(&producer, &topic.name, 0, &later).await?);
+    wait_caught_up(&pg.pool, &topic.name, &group, 1, CATCH_UP).await?;
+    pg_run.stop().await?;
+    let mongo_run = mongo::start_in_process(config(&topic.name, &group), db.database()).await?;
+    mongo::wait_caught_up(&db.database(), &topic.name, &group, 1, CATCH_UP).await?;
+    mongo_run.stop().await?;
+
+    let caused = |id: String| {
+        let pool = pg.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<String>>("SELECT caused FROM fsm_events WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    assert_eq!(caused(p1.clone()).await?, vec![c.clone()]);
+    assert!(caused(p2.clone()).await?.is_empty());
+    assert!(caused(p3.clone()).await?.is_empty());
+    let edges: Vec<(String, String)> =
+        sqlx::query_as("SELECT parent_id, child_id FROM fsm_causality ORDER BY 1")
+            .fetch_all(&pg.pool)
+            .await?;
+    assert_eq!(edges, vec![(p1.clone(), c.clone())]);
+    let stored_parents: Vec<String> =
+        sqlx::query_scalar("SELECT caused_by FROM fsm_events WHERE id = $1")
+            .bind(&c)
+            .fetch_one(&pg.pool)
+            .await?;
+    assert_eq!(stored_parents, vec![p1.clone()]);
+    assert_store_equals(&pg.pool, &published).await?;
+    mongo::assert_store_equals(&db.database(), &published).await?;
+
+    let out = std::process::Command::new(xclog_tests::xclog_binary()?)
+        .args([
+            "verify",
+            "--topic",
+            &topic.name,
+            "--sources",
+            "topic,postgres,mongo",
+        ])
+        .args(["--projection", &group, "--mongodb-database", &db.name])
+        .env("DATABASE_URL", &pg.url)
+        .env("MONGODB_URI", &db.uri)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "verify: {stdout}\n{stderr}");
+    Ok(())
+}

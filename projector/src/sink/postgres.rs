@@ -177,9 +177,10 @@ impl PgSink {
         let (events, snapshots, deleted) = rows::columns(&batch.records);
         let mut outcome = WriteOutcome::default();
 
+        let mut inserted: Vec<String> = Vec::new();
         if events.len() > 0 {
             // 2. Events, and the instance view from the rows actually inserted.
-            let inserted: i64 = sqlx::query_scalar(INSERT_EVENTS)
+            inserted = sqlx::query_scalar(INSERT_EVENTS)
                 .bind(&events.id)
                 .bind(&events.instance_id)
                 .bind(&events.machine_name)
@@ -203,7 +204,7 @@ impl PgSink {
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(err)?;
-            outcome.events_inserted = u64::try_from(inserted).unwrap_or(0);
+            outcome.events_inserted = inserted.len() as u64;
         }
 
         if !deleted.is_empty() {
@@ -264,26 +265,33 @@ impl PgSink {
             .await
             .map_err(err)?;
 
-            // 5. Edges (idempotent), then `caused` of every affected parent, derived from them.
+            // 5. Edges of the rows this batch inserted (the first copy of an event id wins:
+            //    a repeat carrying other parents adds no edge), then `caused` of every affected
+            //    id, derived from the edges (an id without edges gets none, even if an event
+            //    of the batch that was not inserted named it as its parent).
             sqlx::query(
                 "INSERT INTO fsm_causality (parent_id, child_id, child_persisted_at) \
                  SELECT DISTINCT p, u.id, u.pa \
                  FROM unnest($1::text[], $2::jsonb[], $3::bigint[]) AS u(id, cb, pa) \
                  CROSS JOIN LATERAL jsonb_array_elements_text(u.cb) AS p \
+                 WHERE u.id = ANY($4) \
                  ORDER BY 1, 2 ON CONFLICT DO NOTHING",
             )
             .bind(&events.id)
             .bind(&events.caused_by)
             .bind(&events.persisted_at)
+            .bind(&inserted)
             .execute(&mut **tx)
             .await
             .map_err(err)?;
             sqlx::query(
-                "UPDATE fsm_events e SET caused = c.children \
-                 FROM (SELECT parent_id, \
+                "UPDATE fsm_events e SET caused = COALESCE(c.children, '{}') \
+                 FROM unnest($1::text[]) AS l(id) \
+                 LEFT JOIN (SELECT parent_id, \
                               array_agg(child_id ORDER BY child_persisted_at, child_id) AS children \
                        FROM fsm_causality WHERE parent_id = ANY($1) GROUP BY parent_id) c \
-                 WHERE e.id = c.parent_id AND e.caused IS DISTINCT FROM c.children",
+                   ON c.parent_id = l.id \
+                 WHERE e.id = l.id AND e.caused IS DISTINCT FROM COALESCE(c.children, '{}')",
             )
             .bind(&lock_ids)
             .execute(&mut **tx)
@@ -347,7 +355,7 @@ WITH ins AS (
         last_event_offset = GREATEST(f.last_event_offset, EXCLUDED.last_event_offset)
     RETURNING 1
 )
-SELECT count(*) FROM ins
+SELECT COALESCE(array_agg(id), '{}') FROM ins
 "#;
 
 const UPSERT_SNAPSHOTS: &str = r#"
