@@ -14,8 +14,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::{ProducerConfig, check_topic_name};
+use crate::connection::{WatchedContext, create_error, fetch_metadata};
 use crate::error::Error;
-use crate::producer::TracingContext;
 
 /// How long topic records must be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,11 +105,25 @@ pub async fn ensure_topic(
             ms
         }
     };
-    let admin: AdminClient<TracingContext> = config
+    let context = WatchedContext::default();
+    let watch = context.watch();
+    let admin: AdminClient<WatchedContext> = config
         .connection_config()?
-        .create_with_context(TracingContext)
-        .map_err(|error| Error::config("(admin client)", error.to_string()))?;
+        .create_with_context(context)
+        .map_err(|error| create_error(&error))?;
     let admin = Arc::new(admin);
+    // A refused password or certificate fails here at once, not after the admin timeout.
+    {
+        let admin = Arc::clone(&admin);
+        let brokers = config.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            fetch_metadata(admin.inner(), &watch, &brokers, None, ADMIN_TIMEOUT)
+        })
+        .await
+        .map_err(|join| Error::Fatal {
+            reason: format!("metadata task failed: {join}"),
+        })??;
+    }
     let admin_error = |operation: &'static str, problem: String| Error::Admin {
         topic: spec.name.clone(),
         operation,
@@ -187,7 +201,7 @@ fn create_problem(code: RDKafkaErrorCode, spec: &TopicSpec) -> String {
 }
 
 async fn check_existing(
-    admin: &AdminClient<TracingContext>,
+    admin: &AdminClient<WatchedContext>,
     spec: &TopicSpec,
     retention_ms: i64,
     options: &AdminOptions,
@@ -265,7 +279,7 @@ fn check_settings(
 /// Waits until the topic's metadata shows every partition with a leader; returns the
 /// partition count.
 async fn wait_for_leaders(
-    admin: Arc<AdminClient<TracingContext>>,
+    admin: Arc<AdminClient<WatchedContext>>,
     spec: &TopicSpec,
 ) -> Result<usize, Error> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
+use xclog_producer::connection::create_error;
 
 use crate::batch::DeadLetter;
 use crate::config::ProjectorConfig;
@@ -32,7 +32,7 @@ pub const HEADER_SOURCE_OFFSET: &str = "xclog-dlq-source-offset";
 pub enum DeadLetterError {
     /// The producer could not be created (bad Kafka settings): fix the configuration.
     #[error("cannot create the dead-letter producer; check the Kafka settings")]
-    Client(#[source] rdkafka::error::KafkaError),
+    Client(#[source] xclog_producer::Error),
     /// The dead-letter topic does not exist and could not be created: create it or grant rights.
     #[error("cannot create the dead-letter topic {topic:?}; create it or allow topic creation")]
     CreateTopic {
@@ -64,24 +64,16 @@ impl std::fmt::Debug for DeadLetterProducer {
     }
 }
 
-pub(crate) fn client_config(config: &ProjectorConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    for (k, v) in &config.kafka_settings {
-        c.set(k, v.expose());
-    }
-    c
-}
-
 impl DeadLetterProducer {
     /// Creates the producer (idempotent, acks=all).
     pub fn new(config: &ProjectorConfig) -> Result<Self, DeadLetterError> {
-        let producer: FutureProducer = client_config(config)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .map_err(DeadLetterError::Client)?;
+        let producer: FutureProducer =
+            crate::kafka::client_config(&config.brokers, &config.kafka_settings)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("message.timeout.ms", "30000")
+                .create()
+                .map_err(|e| DeadLetterError::Client(create_error(&e)))?;
         Ok(Self {
             producer,
             topic: config.dead_letter_topic.clone(),
@@ -95,9 +87,10 @@ impl DeadLetterProducer {
         config: &ProjectorConfig,
         partitions: i32,
     ) -> Result<(), DeadLetterError> {
-        let admin: AdminClient<DefaultClientContext> = client_config(config)
-            .create()
-            .map_err(DeadLetterError::Client)?;
+        let admin: AdminClient<DefaultClientContext> =
+            crate::kafka::client_config(&config.brokers, &config.kafka_settings)
+                .create()
+                .map_err(|e| DeadLetterError::Client(create_error(&e)))?;
         let topic = NewTopic::new(
             &config.dead_letter_topic,
             partitions.max(1),

@@ -2,6 +2,7 @@
 //! whose doc comments are the `--help` text.
 
 mod events;
+mod kafka;
 mod produce;
 mod project;
 mod project_mongo;
@@ -77,6 +78,8 @@ pub struct StreamArgs {
     /// Name under which the projector stores its offsets (default: the group).
     #[arg(long, env = "XCLOG_PROJECTION")]
     pub projection: Option<String>,
+    #[command(flatten)]
+    pub kafka: kafka::KafkaSecurityArgs,
 }
 
 impl StreamArgs {

@@ -28,6 +28,8 @@ pub struct ProjectArgs {
     /// Name under which offsets are stored in the target (default: the group).
     #[arg(long, env = "XCLOG_PROJECTION")]
     pub projection: Option<String>,
+    #[command(flatten)]
+    pub kafka: super::kafka::KafkaSecurityArgs,
     /// Dead-letter topic (default: `<topic>.dlq`); created if missing.
     #[arg(long, env = "XCLOG_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
@@ -124,6 +126,7 @@ impl ProjectArgs {
         config.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
         config.session_timeout = Duration::from_millis(self.session_timeout_ms);
         config.ready_max_lag = self.ready_max_lag;
+        config.kafka_settings = self.kafka.settings()?;
         config.http_addr = match self.http_addr.as_str() {
             "off" | "" => None,
             addr => Some(addr.parse::<SocketAddr>().with_context(|| {

@@ -87,6 +87,7 @@ async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
             topic: args.stream.topic.clone(),
             limits: xclog_schema::Limits::default(),
             idle_timeout: Duration::from_secs(args.topic_timeout_secs),
+            kafka_settings: args.stream.kafka.settings()?,
         },
         postgres,
         postgres_projection: projection.clone(),
