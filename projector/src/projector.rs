@@ -91,7 +91,15 @@ impl<S: Sink> Projector<S> {
             let (local, serve) = crate::http::bind(addr, metrics.clone(), stop.clone())
                 .await
                 .map_err(|source| ProjectorError::Http { addr, source })?;
-            tracing::info!(addr = %local, "ops server listening (/healthz, /readyz, /metrics)");
+            if local.ip().is_loopback() {
+                tracing::info!(addr = %local, "ops server listening (/healthz, /readyz, /metrics)");
+            } else {
+                tracing::warn!(
+                    addr = %local,
+                    "ops server listening beyond loopback (/healthz, /readyz, /metrics): other \
+                     hosts can read the metrics"
+                );
+            }
             http_task = Some(tokio::spawn(serve));
         }
 

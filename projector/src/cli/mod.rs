@@ -116,7 +116,7 @@ impl DbArgs {
         let url = self
             .database_url
             .as_ref()
-            .context("--database-url (XCLOG_DATABASE_URL) is required with --target postgres")?;
+            .context("--database-url (DATABASE_URL) is required with --target postgres")?;
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))

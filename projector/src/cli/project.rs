@@ -81,9 +81,14 @@ pub struct ProjectArgs {
     /// `/readyz` is 200 once assigned and every partition lags by at most this many records.
     #[arg(long, env = "XCLOG_READY_MAX_LAG", default_value_t = defaults::READY_MAX_LAG)]
     pub ready_max_lag: i64,
-    /// Address of the ops server (/healthz, /readyz, /metrics); loopback only; `off` disables.
+    /// Address of the ops server (/healthz, /readyz, /metrics); `off` disables. Loopback by
+    /// default; another address (`0.0.0.0:9187` in a container) is allowed and logged.
     #[arg(long, env = "XCLOG_HTTP_ADDR", default_value = "127.0.0.1:9187")]
     pub http_addr: String,
+    /// Check the configuration (flags, environment, secret files) and exit without connecting
+    /// to anything: 0 when the projector would start with it.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl ProjectArgs {
@@ -93,7 +98,7 @@ impl ProjectArgs {
         let database_url = self
             .database_url
             .clone()
-            .context("--database-url (XCLOG_DATABASE_URL) is required with --target postgres")?;
+            .context("--database-url (DATABASE_URL) is required with --target postgres")?;
         let sink = PgSinkConfig {
             database_url,
             projection: self
@@ -140,6 +145,24 @@ impl ProjectArgs {
 
 /// Runs the projector until SIGINT/SIGTERM.
 pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
+    if args.check_config {
+        let config = if args.target == "mongo" {
+            args.projector_config()?
+        } else {
+            args.to_config()?.0
+        };
+        println!(
+            "configuration valid: target {}, brokers {}, topic {}, group {}, ops server {}",
+            args.target,
+            config.brokers,
+            config.topic,
+            config.group_id,
+            config
+                .http_addr
+                .map_or_else(|| "off".to_owned(), |addr| addr.to_string())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.target == "mongo" {
         return super::project_mongo::run(args).await;
     }
