@@ -258,12 +258,13 @@ start_kafka() {
     mkdir -p "$dir/data"
     if pid_alive "$dir/kafka.pid" && kafka_ready >/dev/null 2>&1; then
         say "kafka already running (pid $(cat "$dir/kafka.pid"))"
-        if kafka_secure_ready; then
+        if grep -q '^listeners=.*SASL_SSL://' "$dir/server.properties" 2>/dev/null; then
+            wait_for 30 kafka "TLS handshake on the SASL_SSL listener 127.0.0.1:$KAFKA_SECURE_PORT" kafka_secure_ready
             ensure_kafka_scram_user
-        else
-            say "kafka runs without its SASL_SSL listener on 127.0.0.1:$KAFKA_SECURE_PORT (started by an older stack.sh); scripts/stack.sh restart kafka adds it"
+            return 0
         fi
-        return 0
+        say "kafka runs without the SASL_SSL listener on 127.0.0.1:$KAFKA_SECURE_PORT (started by an older stack.sh); restarting it with the listener"
+        stop_pidfile kafka
     fi
     if pid_alive "$dir/kafka.pid"; then
         say "kafka process $(cat "$dir/kafka.pid") exists but does not answer yet; waiting"

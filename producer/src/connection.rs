@@ -10,11 +10,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
+use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 
 use crate::error::Error;
 
@@ -99,6 +101,12 @@ impl ClientContext for WatchedContext {
 
 impl ConsumerContext for WatchedContext {}
 
+impl ProducerContext for WatchedContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 /// How long one metadata request may take before the refusal is looked at again.
 const SLICE: Duration = Duration::from_millis(500);
 
@@ -137,6 +145,29 @@ pub fn fetch_metadata<C: ClientContext>(
             }
         }
     }
+}
+
+/// Connects a client that sends nothing (its own thread serves librdkafka's callbacks, so a
+/// refusal is seen even though nobody polls it) and reads the metadata (of `topic` only, when
+/// given), blocking at most `timeout`. For commands that only read metadata and watermarks,
+/// and as the first step of those that then build their own clients: consumers report a
+/// refusal only to whoever polls them, admin clients not at all.
+///
+/// # Errors
+/// As [`fetch_metadata`]; [`Error::Config`] when librdkafka refuses `config`.
+pub fn connect(
+    config: &ClientConfig,
+    brokers: &str,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<(ThreadedProducer<WatchedContext>, Metadata), Error> {
+    let context = WatchedContext::default();
+    let watch = context.watch();
+    let client: ThreadedProducer<WatchedContext> = config
+        .create_with_context(context)
+        .map_err(|error| create_error(&error))?;
+    let metadata = fetch_metadata(client.client(), &watch, brokers, topic, timeout)?;
+    Ok((client, metadata))
 }
 
 /// The error for a client librdkafka would not create: names the setting it refused, never

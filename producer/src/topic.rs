@@ -14,7 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::{ProducerConfig, check_topic_name};
-use crate::connection::{WatchedContext, create_error, fetch_metadata};
+use crate::connection::{WatchedContext, connect, create_error};
 use crate::error::Error;
 
 /// How long topic records must be kept.
@@ -105,25 +105,22 @@ pub async fn ensure_topic(
             ms
         }
     };
-    let context = WatchedContext::default();
-    let watch = context.watch();
-    let admin: AdminClient<WatchedContext> = config
-        .connection_config()?
-        .create_with_context(context)
-        .map_err(|error| create_error(&error))?;
-    let admin = Arc::new(admin);
+    let connection = config.connection_config()?;
     // A refused password or certificate fails here at once, not after the admin timeout.
     {
-        let admin = Arc::clone(&admin);
-        let brokers = config.brokers.clone();
+        let (connection, brokers) = (connection.clone(), config.brokers.clone());
         tokio::task::spawn_blocking(move || {
-            fetch_metadata(admin.inner(), &watch, &brokers, None, ADMIN_TIMEOUT)
+            connect(&connection, &brokers, None, ADMIN_TIMEOUT).map(drop)
         })
         .await
         .map_err(|join| Error::Fatal {
             reason: format!("metadata task failed: {join}"),
         })??;
     }
+    let admin: AdminClient<WatchedContext> = connection
+        .create_with_context(WatchedContext::default())
+        .map_err(|error| create_error(&error))?;
+    let admin = Arc::new(admin);
     let admin_error = |operation: &'static str, problem: String| Error::Admin {
         topic: spec.name.clone(),
         operation,

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::metadata::Metadata;
-use xclog_producer::connection::{WatchedContext, create_error, fetch_metadata};
+use rdkafka::producer::ThreadedProducer;
+use xclog_producer::connection::WatchedContext;
 
 use crate::config::Secret;
 
@@ -24,22 +24,17 @@ pub fn client_config(brokers: &str, settings: &[(String, Secret)]) -> ClientConf
 }
 
 /// Connects with `settings` and reads the metadata (of `topic` only, when given), blocking at
-/// most `timeout`. A refused password or an untrusted certificate fails at once with
-/// [`xclog_producer::Error::Refused`], saying what to check; brokers that do not answer fail
-/// with [`xclog_producer::Error::Unreachable`] after `timeout`.
+/// most `timeout`; the client returned can read watermarks too. A refused password or an
+/// untrusted certificate fails at once with [`xclog_producer::Error::Refused`], saying what to
+/// check; brokers that do not answer fail with [`xclog_producer::Error::Unreachable`] after
+/// `timeout`.
 pub fn connect(
     brokers: &str,
     settings: &[(String, Secret)],
     topic: Option<&str>,
     timeout: Duration,
-) -> Result<(BaseConsumer<WatchedContext>, Metadata), xclog_producer::Error> {
-    let context = WatchedContext::default();
-    let watch = context.watch();
-    let client: BaseConsumer<WatchedContext> = client_config(brokers, settings)
-        .create_with_context(context)
-        .map_err(|error| create_error(&error))?;
-    let metadata = fetch_metadata(client.client(), &watch, brokers, topic, timeout)?;
-    Ok((client, metadata))
+) -> Result<(ThreadedProducer<WatchedContext>, Metadata), xclog_producer::Error> {
+    xclog_producer::connection::connect(&client_config(brokers, settings), brokers, topic, timeout)
 }
 
 #[cfg(test)]

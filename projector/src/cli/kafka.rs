@@ -265,8 +265,12 @@ impl KafkaSecurityArgs {
         self.security()?.apply(&mut config);
         let mut settings: Vec<(String, Secret)> = config
             .config_map()
-            .iter()
-            .map(|(key, value)| (key.to_string(), Secret::new(value.to_string())))
+            .keys()
+            // `config_map` masks secret values; `get` gives the value set.
+            .map(|key| {
+                let value = config.get(key).unwrap_or_default();
+                (key.to_string(), Secret::new(value))
+            })
             .collect();
         settings.sort_by(|a, b| a.0.cmp(&b.0));
         settings.extend(self.options()?);

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rdkafka::consumer::Consumer as _;
+use rdkafka::producer::Producer as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
 use xclog_projector::sink::postgres::PgSink;
@@ -47,7 +47,7 @@ pub(super) fn watermarks(
     topic: &str,
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let timeout = Duration::from_secs(10);
-    let (consumer, metadata) =
+    let (client, metadata) =
         xclog_projector::kafka::connect(brokers, settings, Some(topic), timeout)
             .with_context(|| format!("reading the metadata of topic {topic} from {brokers}"))?;
     let partitions: Vec<i32> = metadata
@@ -63,7 +63,8 @@ pub(super) fn watermarks(
     partitions
         .into_iter()
         .map(|p| {
-            consumer
+            client
+                .client()
                 .fetch_watermarks(topic, p, timeout)
                 .map(|w| (p, w))
                 .with_context(|| format!("reading the offsets of {topic} partition {p}"))
