@@ -321,6 +321,35 @@ async fn a_wrong_password_fails_at_once_saying_authentication_failed_and_is_neve
         assert_never_shown(&run.output, &wrong);
         assert_never_shown(&run.output, &s.password);
     }
+    // `--help` lists the environment variables with their values, but never a secret's.
+    for subcommand in ["project", "verify", "produce", "status"] {
+        let help = xclog(
+            &[subcommand.to_owned(), "--help".to_owned()],
+            Some(&wrong),
+            &pg.url,
+            Duration::from_secs(30),
+        )
+        .await?;
+        assert!(
+            help.ok && help.output.contains("XCLOG_KAFKA_SASL_PASSWORD"),
+            "{}",
+            help.output
+        );
+        assert_never_shown(&help.output, &wrong);
+        let db_password = pg
+            .url
+            .split_once("://")
+            .and_then(|(_, r)| r.split_once('@'))
+            .and_then(|(user, _)| user.split_once(':'))
+            .map(|(_, p)| p.to_owned());
+        if let Some(db_password) = db_password {
+            assert!(
+                !help.output.contains(&format!(":{db_password}@")),
+                "{}",
+                help.output
+            );
+        }
+    }
     Ok(())
 }
 

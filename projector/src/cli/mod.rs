@@ -99,10 +99,10 @@ pub struct DbArgs {
     pub target: String,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
     /// Required with `--target postgres`.
-    #[arg(long, env = "DATABASE_URL", value_parser = parse_secret)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<xclog_projector::Secret>,
     /// MongoDB connection string (with `--target mongo`); never logged.
-    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/", value_parser = parse_secret)]
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = parse_secret)]
     pub mongodb_uri: xclog_projector::Secret,
     /// MongoDB database (with `--target mongo`).
     #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]

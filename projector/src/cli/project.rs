@@ -35,7 +35,7 @@ pub struct ProjectArgs {
     pub dead_letter_topic: Option<String>,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
     /// Required with `--target postgres`.
-    #[arg(long, env = "DATABASE_URL", value_parser = super::parse_secret)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = super::parse_secret)]
     pub database_url: Option<Secret>,
     #[command(flatten)]
     pub mongo: super::project_mongo::MongoArgs,
