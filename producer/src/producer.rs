@@ -445,8 +445,6 @@ impl Future for PendingAck {
     }
 }
 
-/// Maps a client-creation error (a librdkafka setting it refused) to [`Error::Config`].
-
 /// Milliseconds since the Unix epoch, now.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
