@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn a_refused_secret_setting_is_named_without_its_value() {
         let error = KafkaError::ClientConfig(
-            rdkafka::config::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
             "bad".into(),
             "sasl.oauthbearer.client.secret".into(),
             "hunter2".into(),
