@@ -23,6 +23,19 @@ pub struct RawRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl RawRecord {
+    /// Bytes the record holds in memory (key, value, header names and values).
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// A record that goes to the dead-letter topic, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -140,6 +153,8 @@ pub enum Admit {
 pub struct CutPolicy {
     /// A batch holding this many records is cut.
     pub max_records: usize,
+    /// A batch whose records (good and dead-lettered) hold this many bytes is cut.
+    pub max_bytes: usize,
     /// A partial batch is cut after its first record waited this long, while the writer writes
     /// and nothing waits in its queue.
     pub max_latency: Duration,
@@ -165,6 +180,8 @@ pub struct Batcher {
     policy: CutPolicy,
     positions: BTreeMap<i32, Position>,
     pending: Batch,
+    /// Bytes of the pending batch's records ([`RawRecord::size`]).
+    pending_bytes: usize,
     touched: BTreeMap<i32, i64>,
     started: Option<Instant>,
 }
@@ -177,6 +194,7 @@ impl Batcher {
             policy,
             positions: BTreeMap::new(),
             pending: Batch::default(),
+            pending_bytes: 0,
             touched: BTreeMap::new(),
             started: None,
         }
@@ -201,6 +219,7 @@ impl Batcher {
             generation,
             ..Batch::default()
         };
+        self.pending_bytes = 0;
         self.touched.clear();
         self.started = None;
     }
@@ -222,27 +241,50 @@ impl Batcher {
     /// on [`Admit::Accept`] the position moves past it (the caller then adds it with
     /// [`Batcher::push`] or [`Batcher::push_dead_letter`]).
     pub fn admit(&mut self, partition: i32, offset: i64) -> Admit {
+        let verdict = self.would_admit(partition, offset);
+        if verdict != Admit::Accept {
+            return verdict;
+        }
         let Some(pos) = self.positions.get_mut(&partition) else {
             return Admit::NotAssigned;
         };
-        if pos.next.is_some_and(|n| offset < n) {
-            return Admit::Skip;
-        }
         pos.next = Some(offset + 1);
         self.touched.insert(partition, offset + 1);
         self.started.get_or_insert_with(Instant::now);
         Admit::Accept
     }
 
+    /// What [`Batcher::admit`] would answer, without moving the position.
+    pub fn would_admit(&self, partition: i32, offset: i64) -> Admit {
+        match self.positions.get(&partition) {
+            None => Admit::NotAssigned,
+            Some(pos) if pos.next.is_some_and(|n| offset < n) => Admit::Skip,
+            Some(_) => Admit::Accept,
+        }
+    }
+
+    /// The offset the partition's next record is expected at (`None`: not assigned, or no
+    /// stored offset and nothing read yet).
+    pub fn next_offset(&self, partition: i32) -> Option<i64> {
+        self.positions.get(&partition).and_then(|pos| pos.next)
+    }
+
     /// Adds an admitted, decoded record.
     pub fn push(&mut self, record: SinkRecord, raw: RawRecord) {
+        self.pending_bytes += raw.size();
         self.pending.write.records.push(record);
         self.pending.raw.push(raw);
     }
 
     /// Adds an admitted record that goes to the dead-letter topic.
     pub fn push_dead_letter(&mut self, dead: DeadLetter) {
+        self.pending_bytes += dead.raw.size();
         self.pending.dead_letters.push(dead);
+    }
+
+    /// Bytes of the records in the pending batch.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Records (good and bad) in the pending batch.
@@ -256,7 +298,9 @@ impl Batcher {
         if self.touched.is_empty() {
             return None;
         }
-        if self.pending_len() >= self.policy.max_records {
+        if self.pending_len() >= self.policy.max_records
+            || self.pending_bytes >= self.policy.max_bytes
+        {
             return Some(Duration::ZERO);
         }
         let wait = match writer {
@@ -288,6 +332,7 @@ impl Batcher {
         }
         self.touched.clear();
         self.started = None;
+        self.pending_bytes = 0;
         let generation = self.pending.generation;
         let mut batch = std::mem::replace(
             &mut self.pending,
@@ -386,6 +431,20 @@ impl Lanes {
         }
     }
 
+    /// [`Batcher::would_admit`] on the partition's lane.
+    pub fn would_admit(&self, partition: i32, offset: i64) -> Admit {
+        match self.lane_of(partition) {
+            Some(lane) => self.lanes[lane].would_admit(partition, offset),
+            None => Admit::NotAssigned,
+        }
+    }
+
+    /// [`Batcher::next_offset`] on the partition's lane.
+    pub fn next_offset(&self, partition: i32) -> Option<i64> {
+        self.lane_of(partition)
+            .and_then(|lane| self.lanes[lane].next_offset(partition))
+    }
+
     /// [`Batcher::push`] on the lane of the record's partition (which admitted it).
     pub fn push(&mut self, record: SinkRecord, raw: RawRecord) {
         if let Some(lane) = self.lane_of(record.source.partition) {
@@ -452,6 +511,7 @@ mod tests {
     fn policy(max_records: usize) -> CutPolicy {
         CutPolicy {
             max_records,
+            max_bytes: usize::MAX,
             max_latency: Duration::from_secs(60),
             linger: Duration::from_secs(60),
         }
@@ -464,11 +524,54 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_cut_when_its_records_bytes_reach_the_byte_bound_before_the_record_count() {
+        let mut b = Batcher::new(
+            "t",
+            CutPolicy {
+                max_records: 1000,
+                max_bytes: 3000,
+                max_latency: Duration::from_secs(60),
+                linger: Duration::from_secs(60),
+            },
+        );
+        b.assign(1, &[(0, Some(0))].into_iter().collect());
+        let big = |n: usize| RawRecord {
+            key: Some(vec![b'k'; 10]),
+            value: Some(vec![b'v'; n]),
+            headers: vec![("h".into(), vec![1, 2])],
+        };
+        let now = Instant::now();
+        for offset in 0..2 {
+            assert_eq!(b.admit(0, offset), Admit::Accept);
+            b.push(rec(0, offset), big(987));
+        }
+        assert_eq!(b.pending_bytes(), 2 * 1000);
+        assert_eq!(
+            b.cut_in(now, WriterLoad::Queued),
+            None,
+            "under the bound: not cut"
+        );
+        assert_eq!(b.admit(0, 2), Admit::Accept);
+        b.push_dead_letter(DeadLetter {
+            raw: big(987),
+            partition: 0,
+            offset: 2,
+            kind: "decode",
+            reason: "r".into(),
+        });
+        assert_eq!(b.cut_in(now, WriterLoad::Queued), Some(Duration::ZERO));
+        let batch = b.cut().expect("a batch");
+        assert_eq!(batch.write.records.len() + batch.dead_letters.len(), 3);
+        assert_eq!(b.pending_bytes(), 0, "the next batch starts empty");
+    }
+
+    #[test]
     fn a_partial_batch_is_cut_after_the_linger_when_the_writer_is_idle_else_after_max_latency() {
         let mut b = Batcher::new(
             "t",
             CutPolicy {
                 max_records: 100,
+                max_bytes: usize::MAX,
                 max_latency: Duration::from_millis(200),
                 linger: Duration::from_millis(5),
             },

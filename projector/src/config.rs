@@ -107,6 +107,11 @@ pub mod defaults {
     /// [`WRITERS`] one in flight. 2 writers x 2,500 drained faster than 1 x 5,000
     /// (docs/BENCHMARKS.md, "Two writers, once they are fed").
     pub const BATCH_MAX_RECORDS: usize = 2500;
+    /// Record bytes (key, value and headers as read) per batch, in MiB: a batch is cut at this
+    /// size even below [`BATCH_MAX_RECORDS`], so the projector's memory is bounded by bytes
+    /// whatever the record sizes (records of up to 1 MiB would otherwise hold 2,500 MiB per
+    /// batch). 2,500 records of the bench's typical 500 bytes are 1.2 MiB, well below it.
+    pub const BATCH_MAX_MIB: usize = 16;
     /// How long the first record of a partial batch waits while the writer is busy, in ms.
     pub const BATCH_MAX_LATENCY_MS: u64 = 200;
     /// How long the first record of a partial batch waits when the writer is idle, in ms.
@@ -165,6 +170,9 @@ pub struct ProjectorConfig {
     pub dead_letter_topic: String,
     /// A batch is cut when it holds this many records...
     pub batch_max_records: usize,
+    /// ...or when its records' bytes (key, value, headers) reach this many (a single larger
+    /// record still makes a batch of its own)...
+    pub batch_max_bytes: usize,
     /// ...or, while its writer is busy and has no batch queued, when its first record has
     /// waited this long...
     pub batch_max_latency: Duration,
@@ -205,6 +213,11 @@ pub struct ProjectorConfig {
     /// Extra librdkafka settings (for example security), applied to consumer and producer.
     /// Values are secrets: never logged.
     pub kafka_settings: Vec<(String, Secret)>,
+    /// What to do when the next record of a partition is not the one after the stored offset
+    /// because records were deleted unread (retention ran past the projector): `false` (the
+    /// default) stops that partition with an error naming the missing range; `true` skips the
+    /// gap, logs it and counts it in `xclog_projector_offsets_skipped`.
+    pub accept_offset_gaps: bool,
 }
 
 impl ProjectorConfig {
@@ -221,6 +234,7 @@ impl ProjectorConfig {
             topic,
             group_id: group_id.into(),
             batch_max_records: defaults::BATCH_MAX_RECORDS,
+            batch_max_bytes: defaults::BATCH_MAX_MIB << 20,
             batch_max_latency: Duration::from_millis(defaults::BATCH_MAX_LATENCY_MS),
             batch_linger: Duration::from_millis(defaults::BATCH_LINGER_MS),
             max_queued_batches: defaults::MAX_QUEUED_BATCHES,
@@ -234,6 +248,7 @@ impl ProjectorConfig {
             http_addr: None,
             limits: xclog_schema::Limits::default(),
             kafka_settings: Vec::new(),
+            accept_offset_gaps: false,
         }
     }
 
@@ -273,6 +288,9 @@ impl ProjectorConfig {
         }
         if self.batch_max_records == 0 {
             return bad("batch_max_records", "must be at least 1".into());
+        }
+        if self.batch_max_bytes == 0 {
+            return bad("batch_max_bytes", "must be at least 1".into());
         }
         if self.batch_max_latency.is_zero() {
             return bad("batch_max_latency", "must be greater than zero".into());

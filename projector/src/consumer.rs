@@ -25,22 +25,23 @@
 //! It runs on its own OS thread: librdkafka callbacks may block there without stalling the
 //! async runtime.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xclog_schema::Record;
 
-use crate::batch::{Admit, Batch, CutPolicy, DeadLetter, Lanes, RawRecord, WriterLoad};
+use crate::batch::{Admit, Batch, CutPolicy, DeadLetter, Lanes, WriterLoad};
 use crate::config::ProjectorConfig;
+use crate::kafka_record::ReadRecord;
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
 use crate::sink::{SinkError, SinkRecord, SourcePosition};
 use crate::watermarks::{self, Watermarks};
@@ -318,6 +319,7 @@ impl ConsumerLoop {
             queues.len(),
             CutPolicy {
                 max_records: config.batch_max_records,
+                max_bytes: config.batch_max_bytes,
                 max_latency: config.batch_max_latency,
                 linger: config.batch_linger,
             },
@@ -325,6 +327,7 @@ impl ConsumerLoop {
         let n = lanes.len();
         let mut generation = 0u64;
         let mut held = Held::new(n);
+        let mut stopped = Stopped::new(topic.clone(), Arc::clone(&metrics));
         let mut next_lag_check = Instant::now();
 
         while !shutdown.is_cancelled() {
@@ -338,14 +341,33 @@ impl ConsumerLoop {
                 generation = g;
                 lanes.assign(g, &assignment);
                 held.forget();
+                // The rebalance callback resumed the whole new assignment, read from the
+                // stored offsets: a stopped partition is read again (and stops again at the
+                // same record if nothing changed).
+                stopped.clear();
             }
             if reseek {
                 // Let the other writers finish (or skip) what they hold first, so the offsets
                 // reloaded below include their commits.
                 shared.wait_drained(config.drain_timeout);
-                generation = reseek_all(&consumer, &shared, &loader, &topic, &mut lanes, &shutdown);
+                let was_stopped = stopped.clear();
+                let (g, unsought) =
+                    reseek_all(&consumer, &shared, &loader, &topic, &mut lanes, &shutdown);
+                generation = g;
                 for lane in held.forget() {
-                    resume(&consumer, &topic, &lanes.lane(lane).partitions());
+                    resume(&consumer, &topic, &lanes.lane(lane).partitions(), &stopped);
+                }
+                resume(&consumer, &topic, &was_stopped, &stopped);
+                for (partition, offset, error) in unsought {
+                    // Reading on from wherever the consumer was would skip or repeat records.
+                    stopped.stop(
+                        &consumer,
+                        partition,
+                        format!(
+                            "cannot seek to the stored offset {offset} after a fence ({error}); \
+                             restart the projector to read it from there"
+                        ),
+                    );
                 }
             }
 
@@ -360,7 +382,7 @@ impl ConsumerLoop {
                     match queues.try_send(lane, batch) {
                         Handed::Queued => {
                             if held.paused[lane] {
-                                resume(&consumer, &topic, &lanes.lane(lane).partitions());
+                                resume(&consumer, &topic, &lanes.lane(lane).partitions(), &stopped);
                                 held.paused[lane] = false;
                             }
                         }
@@ -412,86 +434,29 @@ impl ConsumerLoop {
                     }
                 };
                 // The poll may have run a rebalance callback: install it before this record.
-                if shared.generation() != generation {
-                    continue_with_new_assignment(&shared, &mut lanes, &mut generation, &mut held);
+                if shared.generation() != generation
+                    && continue_with_new_assignment(&shared, &mut lanes, &mut generation, &mut held)
+                {
+                    stopped.clear();
                 }
                 metrics.records_consumed.inc();
-                let partition = message.partition();
-                let offset = message.offset();
-                if lanes.admit(partition, offset) != Admit::Accept {
-                    continue;
-                }
-                let raw = RawRecord {
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                    headers: message
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|x| {
-                                    (
-                                        x.key.to_owned(),
-                                        x.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                };
-                let header_refs: Vec<(&str, &[u8])> = raw
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_slice()))
-                    .collect();
-                let decoded = xclog_schema::decode(
-                    &header_refs,
-                    raw.key.as_deref(),
-                    raw.value.as_deref().unwrap_or(&[]),
-                    &config.limits,
+                take_message(
+                    &message,
+                    &consumer,
+                    &mut lanes,
+                    &mut stopped,
+                    &check,
+                    &config,
+                    &metrics,
                 );
-                let dead = |kind: &'static str, reason: String| DeadLetter {
-                    raw: raw.clone(),
-                    partition,
-                    offset,
-                    kind,
-                    reason,
-                };
-                match decoded {
-                    Err(error) => {
-                        tracing::warn!(partition, offset, error = %error, "record does not decode; dead-lettering it");
-                        metrics
-                            .dead_lettered
-                            .get_or_create(&KindLabel { kind: "decode" })
-                            .inc();
-                        lanes.push_dead_letter(dead("decode", error.to_string()));
-                    }
-                    Ok(decoded) => match check(&decoded.record) {
-                        Err(reason) => {
-                            tracing::warn!(partition, offset, reason = %reason, "record fails validation; dead-lettering it");
-                            metrics
-                                .dead_lettered
-                                .get_or_create(&KindLabel { kind: "validation" })
-                                .inc();
-                            lanes.push_dead_letter(dead("validation", reason));
-                        }
-                        Ok(()) => lanes.push(
-                            SinkRecord {
-                                record: decoded.record,
-                                source: SourcePosition {
-                                    topic: topic.clone(),
-                                    partition,
-                                    offset,
-                                },
-                            },
-                            raw,
-                        ),
-                    },
-                }
             }
 
             if Instant::now() >= next_lag_check {
                 next_lag_check = Instant::now() + Duration::from_millis(500);
                 update_lag(&watermarks, &lanes, &shared, &metrics, config.ready_max_lag);
+                if stopped.any() {
+                    metrics.set_ready(false);
+                }
             }
         }
 
@@ -508,17 +473,205 @@ impl ConsumerLoop {
     }
 }
 
+/// Installs an assignment the poll's rebalance callback left; true if there was one.
 fn continue_with_new_assignment(
     shared: &Shared,
     lanes: &mut Lanes,
     generation: &mut u64,
     held: &mut Held,
-) {
+) -> bool {
     let mut s = shared.lock();
     if let Some(a) = s.assignment.take() {
         *generation = s.generation;
         lanes.assign(s.generation, &a);
         held.forget();
+        true
+    } else {
+        false
+    }
+}
+
+/// One consumed record: checked for a gap before it, decoded, checked, and pushed to its
+/// lane's pending batch or dead-lettered; or its partition is stopped before it.
+fn take_message(
+    message: &BorrowedMessage<'_>,
+    consumer: &BaseConsumer<ProjectorContext>,
+    lanes: &mut Lanes,
+    stopped: &mut Stopped,
+    check: &RecordCheck,
+    config: &ProjectorConfig,
+    metrics: &Metrics,
+) {
+    let topic = &config.topic;
+    let partition = message.partition();
+    let offset = message.offset();
+    if stopped.contains(partition) || lanes.would_admit(partition, offset) != Admit::Accept {
+        return;
+    }
+    if let Some(next) = lanes.next_offset(partition).filter(|&n| offset > n) {
+        // Offsets are not dense (transaction markers take offsets too), so a jump alone is no
+        // loss: records were lost only if the log now starts after the expected offset.
+        match missing_before(consumer, topic, partition, next, offset) {
+            Ok(None) => {}
+            Ok(Some(missing_end)) if config.accept_offset_gaps => {
+                tracing::warn!(
+                    topic = %topic,
+                    partition,
+                    missing_from = next,
+                    missing_to = missing_end - 1,
+                    "records deleted before they were projected; skipping them as configured \
+                     (--accept-offset-gaps)"
+                );
+                metrics
+                    .offsets_skipped
+                    .get_or_create(&PartitionLabel { partition })
+                    .inc_by(u64::try_from(missing_end - next).unwrap_or(0));
+            }
+            Ok(Some(missing_end)) => {
+                stopped.stop(
+                    consumer,
+                    partition,
+                    format!(
+                        "offsets {next}..={} were deleted from the topic before they were \
+                         projected (the log now starts at {missing_end}); their records are \
+                         lost to this store. Rebuild from a source that has them, or restart \
+                         with --accept-offset-gaps to skip them",
+                        missing_end - 1
+                    ),
+                );
+                return;
+            }
+            Err(error) => {
+                stopped.stop(
+                    consumer,
+                    partition,
+                    format!(
+                        "the next record is at offset {offset}, not {next}, and the start of \
+                         the log could not be read to tell a gap from transaction markers \
+                         ({error}); restart the projector to try again"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    let read = ReadRecord::from_message(message);
+    let decoded = read.decode(&config.limits);
+    if let Err(error) = &decoded
+        && error.is_unsupported_version()
+    {
+        stopped.stop(
+            consumer,
+            partition,
+            format!(
+                "the record at offset {offset} is of a newer schema version than this \
+                 projector reads ({error}); it was not dead-lettered: upgrade the projector \
+                 and it goes on from this record"
+            ),
+        );
+        return;
+    }
+    if lanes.admit(partition, offset) != Admit::Accept {
+        return;
+    }
+    let dead = |kind: &'static str, reason: String| DeadLetter {
+        raw: read.raw.clone(),
+        partition,
+        offset,
+        kind,
+        reason,
+    };
+    match decoded {
+        Err(error) => {
+            tracing::warn!(partition, offset, error = %error, "record does not decode; dead-lettering it");
+            metrics
+                .dead_lettered
+                .get_or_create(&KindLabel { kind: "decode" })
+                .inc();
+            lanes.push_dead_letter(dead("decode", error.to_string()));
+        }
+        Ok(decoded) => match check(&decoded.record) {
+            Err(reason) => {
+                tracing::warn!(partition, offset, reason = %reason, "record fails validation; dead-lettering it");
+                metrics
+                    .dead_lettered
+                    .get_or_create(&KindLabel { kind: "validation" })
+                    .inc();
+                lanes.push_dead_letter(dead("validation", reason));
+            }
+            Ok(()) => lanes.push(
+                SinkRecord {
+                    record: decoded.record,
+                    source: SourcePosition {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                    },
+                },
+                read.raw,
+            ),
+        },
+    }
+}
+
+/// When records before `offset` (the next expected at `next`) were deleted unread: the end of
+/// the missing range (the log's first offset), or `None` when the log still starts at or
+/// before `next` (the jump is transaction markers or aborted records).
+fn missing_before(
+    consumer: &BaseConsumer<ProjectorContext>,
+    topic: &str,
+    partition: i32,
+    next: i64,
+    offset: i64,
+) -> KafkaResult<Option<i64>> {
+    let (low, _high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
+    Ok((next < low).then_some(low.min(offset)))
+}
+
+/// Partitions the consumer stopped reading: paused, skipped when already-fetched records come,
+/// reported in `/readyz` and `xclog_projector_partition_stopped`, and read again from the stored
+/// offset on the next assignment or reseek.
+struct Stopped {
+    topic: String,
+    partitions: BTreeSet<i32>,
+    metrics: Arc<Metrics>,
+}
+
+impl Stopped {
+    fn new(topic: String, metrics: Arc<Metrics>) -> Self {
+        Self {
+            topic,
+            partitions: BTreeSet::new(),
+            metrics,
+        }
+    }
+
+    fn contains(&self, partition: i32) -> bool {
+        self.partitions.contains(&partition)
+    }
+
+    fn any(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+
+    /// Stops reading `partition` for `reason` (logged as an error).
+    fn stop(&mut self, consumer: &BaseConsumer<ProjectorContext>, partition: i32, reason: String) {
+        tracing::error!(topic = %self.topic, partition, reason = %reason, "stopped reading the partition");
+        if let Err(error) = consumer.pause(&tpl_of(&self.topic, &[partition])) {
+            tracing::warn!(error = %error, partition, "pause of the stopped partition failed");
+        }
+        self.partitions.insert(partition);
+        self.metrics.stop_partition(partition, reason);
+    }
+
+    /// Forgets every stop (the partitions are read again); returns the partitions that were
+    /// stopped.
+    fn clear(&mut self) -> Vec<i32> {
+        let was: Vec<i32> = std::mem::take(&mut self.partitions).into_iter().collect();
+        for &p in &was {
+            self.metrics.clear_stopped(p);
+        }
+        was
     }
 }
 
@@ -564,13 +717,28 @@ fn pause(consumer: &BaseConsumer<ProjectorContext>, topic: &str, partitions: &[i
     }
 }
 
-fn resume(consumer: &BaseConsumer<ProjectorContext>, topic: &str, partitions: &[i32]) {
-    if let Err(error) = consumer.resume(&tpl_of(topic, partitions)) {
+/// Resumes `partitions`, except those stopped.
+fn resume(
+    consumer: &BaseConsumer<ProjectorContext>,
+    topic: &str,
+    partitions: &[i32],
+    stopped: &Stopped,
+) {
+    let partitions: Vec<i32> = partitions
+        .iter()
+        .copied()
+        .filter(|&p| !stopped.contains(p))
+        .collect();
+    if partitions.is_empty() {
+        return;
+    }
+    if let Err(error) = consumer.resume(&tpl_of(topic, &partitions)) {
         tracing::warn!(error = %error, "resume failed");
     }
 }
 
-/// After a fence: reload stored offsets of every assigned partition and seek to them.
+/// After a fence: reload stored offsets of every assigned partition and seek to them. Returns
+/// the generation and the partitions whose seek failed (partition, offset, error).
 fn reseek_all(
     consumer: &BaseConsumer<ProjectorContext>,
     shared: &Shared,
@@ -578,7 +746,7 @@ fn reseek_all(
     topic: &str,
     lanes: &mut Lanes,
     shutdown: &CancellationToken,
-) -> u64 {
+) -> (u64, Vec<(i32, String, String)>) {
     let partitions = lanes.partitions();
     let mut backoff = Duration::from_millis(100);
     let stored = loop {
@@ -599,18 +767,29 @@ fn reseek_all(
         }
     };
     let mut assignment = BTreeMap::new();
+    let mut unsought = Vec::new();
     for p in partitions {
         let offset = stored.get(&p).copied();
         let position = offset.map_or(Offset::Beginning, Offset::Offset);
-        if let Err(error) = seek(consumer, topic, p, position) {
-            tracing::warn!(error = %error, partition = p, "seek after fence failed");
+        // A seek can fail while the partition's fetcher is between states; try a few times.
+        let mut result = seek(consumer, topic, p, position);
+        for _ in 0..3 {
+            if result.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            result = seek(consumer, topic, p, position);
+        }
+        if let Err(error) = result {
+            let at = offset.map_or_else(|| "the beginning".to_owned(), |o| o.to_string());
+            unsought.push((p, at, error.to_string()));
         }
         assignment.insert(p, offset);
     }
     tracing::warn!(partitions = ?assignment, "fenced: reloaded stored offsets and sought");
     let generation = shared.generation();
     lanes.assign(generation, &assignment);
-    generation
+    (generation, unsought)
 }
 
 fn seek(

@@ -1,6 +1,6 @@
 //! The operations server: `/healthz` (process alive), `/readyz` (assigned and caught up),
-//! `/metrics` (Prometheus text). Listens on a loopback address only (checked by
-//! `ProjectorConfig::validate`).
+//! `/metrics` (Prometheus text). Listens on a loopback address unless the operator configured
+//! another one (the projector then logs that it listens beyond loopback).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,13 +39,21 @@ pub(crate) async fn bind(
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
+    let blockers = metrics.blockers();
+    if metrics.is_ready() && blockers.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else if blockers.is_empty() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not assigned yet or lagging behind\n",
+            "not ready: not assigned yet or lagging behind\n".to_owned(),
         )
+    } else {
+        let mut body = String::from("not ready:\n");
+        for line in blockers {
+            body.push_str(&line);
+            body.push('\n');
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }
 

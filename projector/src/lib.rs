@@ -35,6 +35,7 @@ mod consumer;
 pub mod dead_letter;
 mod http;
 pub mod kafka;
+mod kafka_record;
 mod projector;
 mod wait;
 mod watermarks;

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the projector. Metric names are constants here, and nowhere else.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +27,11 @@ pub const PARTITION_LAG: &str = "xclog_projector_partition_lag";
 pub const END_TO_END_DELAY: &str = "xclog_projector_end_to_end_delay_seconds";
 /// Write attempts that failed, by error class.
 pub const WRITE_ERRORS: &str = "xclog_projector_write_errors";
+/// 1 for a partition the projector stopped reading (a record it must not skip and cannot
+/// write, such as a newer schema version, or a gap in the offsets); 0 once it reads it again.
+pub const PARTITION_STOPPED: &str = "xclog_projector_partition_stopped";
+/// Offsets the projector was told to skip over (`--accept-offset-gaps`), per partition.
+pub const OFFSETS_SKIPPED: &str = "xclog_projector_offsets_skipped";
 
 /// Label of a partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,7 +66,15 @@ pub struct Metrics {
     pub end_to_end_delay: Histogram,
     /// See [`WRITE_ERRORS`].
     pub write_errors: Family<KindLabel, Counter>,
+    /// See [`PARTITION_STOPPED`].
+    pub partition_stopped: Family<PartitionLabel, Gauge>,
+    /// See [`OFFSETS_SKIPPED`].
+    pub offsets_skipped: Family<PartitionLabel, Counter>,
     ready: AtomicBool,
+    /// Why each stopped partition is stopped (shown by `/readyz`).
+    stopped: Mutex<BTreeMap<i32, String>>,
+    /// Why the whole projector is stopping, when it is (shown by `/readyz`).
+    halted: Mutex<Option<String>>,
     registry: Registry,
 }
 
@@ -76,6 +90,8 @@ impl Metrics {
         let partition_lag = Family::<PartitionLabel, Gauge>::default();
         let end_to_end_delay = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let write_errors = Family::<KindLabel, Counter>::default();
+        let partition_stopped = Family::<PartitionLabel, Gauge>::default();
+        let offsets_skipped = Family::<PartitionLabel, Counter>::default();
         registry.register(
             RECORDS_CONSUMED,
             "Records read from the topic",
@@ -116,6 +132,16 @@ impl Metrics {
             "Failed write attempts by class",
             write_errors.clone(),
         );
+        registry.register(
+            PARTITION_STOPPED,
+            "1 while the projector has stopped reading the partition",
+            partition_stopped.clone(),
+        );
+        registry.register(
+            OFFSETS_SKIPPED,
+            "Offsets skipped over in a gap the operator accepted",
+            offsets_skipped.clone(),
+        );
         Arc::new(Self {
             records_consumed,
             rows_written,
@@ -125,7 +151,11 @@ impl Metrics {
             partition_lag,
             end_to_end_delay,
             write_errors,
+            partition_stopped,
+            offsets_skipped,
             ready: AtomicBool::new(false),
+            stopped: Mutex::default(),
+            halted: Mutex::default(),
             registry,
         })
     }
@@ -146,4 +176,45 @@ impl Metrics {
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
+
+    /// Why the projector is not ready beyond lag: stopped partitions and a halt, one line each.
+    pub fn blockers(&self) -> Vec<String> {
+        let mut out: Vec<String> = lock(&self.halted).iter().cloned().collect();
+        out.extend(
+            lock(&self.stopped)
+                .iter()
+                .map(|(p, why)| format!("partition {p} stopped: {why}")),
+        );
+        out
+    }
+
+    /// Partition `partition` is stopped for `reason`; the projector is not ready until it reads
+    /// the partition again.
+    pub(crate) fn stop_partition(&self, partition: i32, reason: String) {
+        lock(&self.stopped).insert(partition, reason);
+        self.partition_stopped
+            .get_or_create(&PartitionLabel { partition })
+            .set(1);
+        self.set_ready(false);
+    }
+
+    /// Partition `partition` is read again (a new assignment or a reseek starts it over).
+    pub(crate) fn clear_stopped(&self, partition: i32) {
+        if lock(&self.stopped).remove(&partition).is_some() {
+            self.partition_stopped
+                .get_or_create(&PartitionLabel { partition })
+                .set(0);
+        }
+    }
+
+    /// The projector stops for `reason` (not ready from now on).
+    pub(crate) fn halt(&self, reason: String) {
+        lock(&self.halted).get_or_insert(reason);
+        self.set_ready(false);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a thread panicked holding it; the map is still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -116,10 +116,15 @@ impl<S: Sink> Writer<S> {
         match self.dead_letters.send(dead, &self.shutdown).await {
             Ok(()) => Ok(true),
             Err(DeadLetterError::Cancelled) => Ok(false),
-            Err(other) => Err(SinkError::Fatal {
-                context: "sending a dead letter",
-                source: Box::new(other),
-            }),
+            Err(other) => {
+                // Not ready from here on, with the reason, while the projector stops.
+                self.metrics
+                    .halt(format!("stopping: cannot dead-letter a record: {other}"));
+                Err(SinkError::Fatal {
+                    context: "sending a dead letter",
+                    source: Box::new(other),
+                })
+            }
         }
     }
 

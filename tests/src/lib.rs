@@ -91,11 +91,24 @@ impl TestTopic {
     /// Creates a topic with `partitions` partitions (replication 1) and waits until its
     /// metadata shows every partition with a leader.
     pub async fn create(partitions: i32) -> anyhow::Result<Self> {
-        let name = format!("xclog-test-{}", unique_suffix());
+        Self::create_with(format!("xclog-test-{}", unique_suffix()), partitions, &[]).await
+    }
+
+    /// Creates the topic `name` with `partitions` partitions and the topic settings `config`
+    /// (such as `max.message.bytes`), and waits until every partition has a leader.
+    pub async fn create_with(
+        name: String,
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let admin = admin_client()?;
+        let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in config {
+            topic = topic.set(k, v);
+        }
         let results = admin
             .create_topics(
-                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &[topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             )
             .await

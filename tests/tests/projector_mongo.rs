@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
 use projector_mongo_support as mongo;
-use projector_pg_support::{Published, config, producer, publish, publish_raw, workload};
+use projector_pg_support::{Published, config, event, producer, publish, publish_raw, workload};
 use rdkafka::Message as _;
 use rdkafka::message::Headers as _;
 use serde_json::json;
@@ -16,35 +16,11 @@ use xclog_projector::ProjectorConfig;
 use xclog_projector::read::mongo::MongoReader;
 use xclog_projector::read::{EventStore, Page};
 use xclog_projector::sink::mongo::MongoSink;
-use xclog_schema::{Encoding, FsmEvent, PersistedEvent, Record};
+use xclog_schema::{Encoding, PersistedEvent, Record};
 use xclog_tests::{TestMongo, TestTopic, unique_suffix};
 
 /// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s here (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(240);
-
-fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
-    PersistedEvent {
-        id: id.to_owned(),
-        instance_id: instance.to_owned(),
-        machine_name: "Order".to_owned(),
-        component_name: "OrderComponent".to_owned(),
-        event: FsmEvent {
-            event_type: "SUBMIT".to_owned(),
-            payload: json!({"orderId": id}),
-            timestamp: Some(at),
-            extra: Default::default(),
-        },
-        state_before: "Draft".to_owned(),
-        state_after: "Submitted".to_owned(),
-        persisted_at: at,
-        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
-        caused: vec![],
-        source_component_name: None,
-        target_component_name: None,
-        public_member_snapshot: None,
-        sequence: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_realistic_workload_lands_document_for_document_and_a_replay_changes_nothing()

@@ -10,34 +10,10 @@ use rdkafka::message::Headers as _;
 use serde_json::json;
 use xclog_projector::read::postgres::PgReader;
 use xclog_projector::read::{EventStore, Page, SnapshotStore};
-use xclog_schema::{Encoding, FsmEvent, PersistedEvent, Record};
+use xclog_schema::{Encoding, Record};
 use xclog_tests::{TestPg, TestTopic, unique_suffix};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
-
-fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
-    PersistedEvent {
-        id: id.to_owned(),
-        instance_id: instance.to_owned(),
-        machine_name: "Order".to_owned(),
-        component_name: "OrderComponent".to_owned(),
-        event: FsmEvent {
-            event_type: "SUBMIT".to_owned(),
-            payload: json!({"orderId": id}),
-            timestamp: Some(at),
-            extra: Default::default(),
-        },
-        state_before: "Draft".to_owned(),
-        state_after: "Submitted".to_owned(),
-        persisted_at: at,
-        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
-        caused: vec![],
-        source_component_name: None,
-        target_component_name: None,
-        public_member_snapshot: None,
-        sequence: None,
-    }
-}
 
 /// Lag tools (`kafka-consumer-groups.sh --describe`) read the group's offsets in Kafka, which
 /// the projector commits about once a second: they reach the store's offsets while it runs.

@@ -5,29 +5,10 @@ mod projector_pg_support;
 use std::time::Duration;
 
 use projector_pg_support::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xclog_schema::{Encoding, Record};
 use xclog_tests::{TestPg, TestTopic, unique_suffix, wait_until};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, response))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_ops_server_reports_health_readiness_and_counts() -> anyhow::Result<()> {
@@ -50,21 +31,21 @@ async fn the_ops_server_reports_health_readiness_and_counts() -> anyhow::Result<
     c.http_addr = Some(addr);
     let p = start_in_process(c, &pg.url).await?;
     wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
-    assert_eq!(get(addr, "/healthz").await?.0, 200);
+    assert_eq!(http_get(addr, "/healthz").await?.0, 200);
     // Watermarks are read every 2 s: wait for a measurement of both partitions.
     let body = wait_until(CATCH_UP, "/readyz 200 and lag measured", || async move {
-        let (status, body) = get(addr, "/metrics").await?;
+        let (status, body) = http_get(addr, "/metrics").await?;
         let measured = status == 200
             && body.contains("xclog_projector_partition_lag{partition=\"0\"} 0")
             && body.contains("xclog_projector_partition_lag{partition=\"1\"} 0");
-        Ok((measured && get(addr, "/readyz").await?.0 == 200).then_some(body))
+        Ok((measured && http_get(addr, "/readyz").await?.0 == 200).then_some(body))
     })
     .await;
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            let (m, metrics) = get(addr, "/metrics").await?;
-            let (r, ready) = get(addr, "/readyz").await?;
+            let (m, metrics) = http_get(addr, "/metrics").await?;
+            let (r, ready) = http_get(addr, "/readyz").await?;
             anyhow::bail!("{e}\n/metrics {m}:\n{metrics}\n/readyz {r}:\n{ready}");
         }
     };

@@ -48,6 +48,9 @@ pub struct ProjectArgs {
     /// Cut a batch when it holds this many records...
     #[arg(long, env = "XCLOG_BATCH_MAX_RECORDS", default_value_t = defaults::BATCH_MAX_RECORDS)]
     pub batch_max_records: usize,
+    /// ...or when its records hold this many MiB (bounds memory whatever the record sizes)...
+    #[arg(long, env = "XCLOG_BATCH_MAX_MIB", default_value_t = defaults::BATCH_MAX_MIB)]
+    pub batch_max_mib: usize,
     /// ...or, while the writer is busy, when its first record has waited this many
     /// milliseconds...
     #[arg(long, env = "XCLOG_BATCH_MAX_LATENCY_MS", default_value_t = defaults::BATCH_MAX_LATENCY_MS)]
@@ -81,6 +84,11 @@ pub struct ProjectArgs {
     /// `/readyz` is 200 once assigned and every partition lags by at most this many records.
     #[arg(long, env = "XCLOG_READY_MAX_LAG", default_value_t = defaults::READY_MAX_LAG)]
     pub ready_max_lag: i64,
+    /// When records were deleted from the topic before they were projected (retention ran past
+    /// a stopped projector), skip the gap (logged, counted in
+    /// `xclog_projector_offsets_skipped`) instead of stopping the partition.
+    #[arg(long, env = "XCLOG_ACCEPT_OFFSET_GAPS")]
+    pub accept_offset_gaps: bool,
     /// Address of the ops server (/healthz, /readyz, /metrics); `off` disables. Loopback by
     /// default; another address (`0.0.0.0:9187` in a container) is allowed and logged.
     #[arg(long, env = "XCLOG_HTTP_ADDR", default_value = "127.0.0.1:9187")]
@@ -119,6 +127,8 @@ impl ProjectArgs {
             config.dead_letter_topic = dlq.clone();
         }
         config.batch_max_records = self.batch_max_records;
+        config.batch_max_bytes = self.batch_max_mib.saturating_mul(1 << 20);
+        config.accept_offset_gaps = self.accept_offset_gaps;
         config.batch_max_latency = Duration::from_millis(self.batch_max_latency_ms);
         // The linger is at most the max latency (a shorter max latency lowers both).
         config.batch_linger =

@@ -128,6 +128,53 @@ pub(crate) fn snapshot_plan(records: &[SinkRecord]) -> SnapshotPlan<'_> {
     }
 }
 
+/// Longest id, instance id, machine or component name, state or `causedBy` entry the stores
+/// take, in bytes. These are btree index keys, two to an entry in `(parent_id, child_id)` and
+/// `(machine_name, current_state)`, and PostgreSQL refuses an entry above about 2,700 bytes
+/// (SQLSTATE 54000); FerretDB keeps its collections' indexes in PostgreSQL too. The TypeScript
+/// package refuses the same at publish time (docs/WIRE-FORMAT.md, section 3.2).
+pub const INDEX_KEY_MAX_BYTES: usize = 1300;
+
+/// Why a store would refuse one of the record's index keys ([`INDEX_KEY_MAX_BYTES`]), checked
+/// by both sinks before writing, so such a record is dead-lettered instead of failing batches.
+pub(crate) fn check_index_keys(record: &Record) -> Result<(), String> {
+    fn key(field: &str, s: &str) -> Result<(), String> {
+        if s.len() > INDEX_KEY_MAX_BYTES {
+            Err(format!(
+                "{field} is {} bytes long; the stores index it and take at most \
+                 {INDEX_KEY_MAX_BYTES} bytes",
+                s.len()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    match record {
+        Record::Event(e) => {
+            for (f, s) in [
+                ("id", &e.id),
+                ("instanceId", &e.instance_id),
+                ("machineName", &e.machine_name),
+                ("componentName", &e.component_name),
+                ("stateBefore", &e.state_before),
+                ("stateAfter", &e.state_after),
+            ] {
+                key(f, s)?;
+            }
+            e.caused_by
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, p)| key(&format!("causedBy[{i}]"), p))
+        }
+        Record::Snapshot(s) => {
+            key("instance.id", &s.instance.id)?;
+            key("instance.machineName", &s.instance.machine_name)?;
+            key("instance.currentState", &s.instance.current_state)
+        }
+        Record::SnapshotDeletion(d) => key("instanceId", &d.instance_id),
+    }
+}
+
 /// What the pipeline does about a failed write. Decided in one place per sink
 /// ([`SinkError::class`]); the retry loop, the metrics and the tests all use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

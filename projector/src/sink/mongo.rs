@@ -1370,7 +1370,15 @@ pub fn classify(error: mongodb::error::Error, context: &'static str) -> SinkErro
 
 /// [`classify`] for a server error code read from a bulk reply's `writeErrors`.
 fn classify_code(code: i32, message: String, context: &'static str) -> SinkError {
-    match code_class(code) {
+    let class = match code_class(code) {
+        // FerretDB answers InternalError both while its PostgreSQL backend is unreachable and
+        // for a PostgreSQL error it does not translate; the latter quotes the SQLSTATE, and a
+        // data-class one (22 data exception, 23 integrity, 54 program limit such as an index
+        // entry too large) is the record's content, not an outage: retrying would never end.
+        CodeClass::Transient if code == 1 && names_content_sqlstate(&message) => CodeClass::Content,
+        class => class,
+    };
+    match class {
         CodeClass::Transient => SinkError::Transient {
             context,
             source: format!("code {code}: {message}").into(),
@@ -1391,6 +1399,16 @@ enum CodeClass {
     Transient,
     Content,
     Fatal,
+}
+
+/// Whether a server message quotes a PostgreSQL SQLSTATE of class 22, 23 or 54.
+fn names_content_sqlstate(message: &str) -> bool {
+    message.match_indices("SQLSTATE ").any(|(at, m)| {
+        let code = &message[at + m.len()..];
+        ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
 }
 
 fn code_class(code: i32) -> CodeClass {
@@ -1423,6 +1441,33 @@ mod tests {
 
     fn set(ids: &[&str]) -> BTreeSet<String> {
         ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_internal_error_quoting_a_data_class_sqlstate_is_the_records_content_else_transient() {
+        let too_long = "ERROR: index row size 3016 exceeds btree version 4 maximum 2704 for \
+                        index \"events_x\" (SQLSTATE 54000)";
+        assert_eq!(
+            classify_code(1, too_long.into(), "t").class(),
+            ErrorClass::Rejected
+        );
+        assert_eq!(
+            classify_code(1, "invalid byte sequence (SQLSTATE 22021)".into(), "t").class(),
+            ErrorClass::Rejected
+        );
+        assert_eq!(
+            classify_code(
+                1,
+                "failed to connect to `host=127.0.0.1` (SQLSTATE 08006)".into(),
+                "t"
+            )
+            .class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify_code(1, "connection refused".into(), "t").class(),
+            ErrorClass::Transient
+        );
     }
 
     #[tokio::test]

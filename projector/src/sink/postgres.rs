@@ -432,8 +432,9 @@ impl Sink for PgSink {
 ///
 /// * connection-level failures, shutdowns, serialization failures, deadlocks, lock and
 ///   resource exhaustion: [`SinkError::Transient`] (retry the same batch);
-/// * data exceptions (class 22) and integrity violations (class 23): the content of a record
-///   is refused, [`SinkError::Rejected`] (isolate and dead-letter it);
+/// * data exceptions (class 22), integrity violations (class 23) and program limits (class
+///   54: an index entry or a value too large): the content of a record is refused,
+///   [`SinkError::Rejected`] (isolate and dead-letter it);
 /// * everything else (undefined table or column, permissions, bad configuration):
 ///   [`SinkError::Fatal`].
 pub fn classify(error: sqlx::Error, context: &'static str) -> SinkError {
@@ -487,7 +488,9 @@ fn sqlstate_class(code: &str) -> SqlStateClass {
         _ => match code.get(..2) {
             // connection exceptions, insufficient resources, system errors, transaction rollback
             Some("08") | Some("53") | Some("58") | Some("40") => SqlStateClass::Transient,
-            Some("22") | Some("23") => SqlStateClass::Content,
+            // data exceptions, integrity violations, and program limits (an index entry or a
+            // value too large): the content of a record; splitting finds it
+            Some("22") | Some("23") | Some("54") => SqlStateClass::Content,
             _ => SqlStateClass::Fatal,
         },
     }
@@ -504,7 +507,7 @@ mod tests {
         ] {
             assert_eq!(sqlstate_class(code), SqlStateClass::Transient, "{code}");
         }
-        for code in ["22P02", "22021", "23502", "23514", "22003"] {
+        for code in ["22P02", "22021", "23502", "23514", "22003", "54000"] {
             assert_eq!(sqlstate_class(code), SqlStateClass::Content, "{code}");
         }
         for code in ["42P01", "42703", "42501", "3D000", ""] {

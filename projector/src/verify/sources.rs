@@ -168,23 +168,19 @@ impl TopicSource {
                             continue;
                         };
                         if offset < next {
-                            let headers: Vec<(&str, &[u8])> = m
-                                .headers()
-                                .map(|h| {
-                                    use rdkafka::message::Headers as _;
-                                    h.iter()
-                                        .map(|x| (x.key, x.value.unwrap_or_default()))
-                                        .collect()
-                                })
-                                .unwrap_or_default();
-                            let decoded = xclog_schema::decode(
-                                &headers,
-                                m.key(),
-                                m.payload().unwrap_or_default(),
-                                &this.limits,
-                            )
-                            .map(|d| d.record)
-                            .map_err(|e| e.to_string());
+                            let decoded = crate::kafka_record::ReadRecord::from_message(&m)
+                                .decode(&this.limits);
+                            if let Err(e) = &decoded
+                                && e.is_unsupported_version()
+                            {
+                                // The projector stops before such a record; so does verify.
+                                return Err(VerifyError::Invalid(format!(
+                                    "topic {} partition {p} offset {offset}: {e}; upgrade \
+                                     xclog to verify this topic",
+                                    this.topic
+                                )));
+                            }
+                            let decoded = decoded.map(|d| d.record).map_err(|e| e.to_string());
                             f(&mut state, p, offset, decoded);
                         }
                         if offset + 1 >= next {

@@ -11,10 +11,12 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
 use sqlx::PgPool;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::{CancellationToken, Projector, ProjectorConfig};
-use xclog_schema::{Encoding, InstanceSnapshot, PersistedEvent, Record};
+use xclog_schema::{Encoding, FsmEvent, InstanceSnapshot, PersistedEvent, Record};
 use xclog_tests::{brokers, wait_until};
 
 /// A record as published: where it landed.
@@ -461,4 +463,48 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
+}
+
+/// An event of instance `instance` with parents `parents`, persisted at `at`.
+pub fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
+    PersistedEvent {
+        id: id.to_owned(),
+        instance_id: instance.to_owned(),
+        machine_name: "Order".to_owned(),
+        component_name: "OrderComponent".to_owned(),
+        event: FsmEvent {
+            event_type: "SUBMIT".to_owned(),
+            payload: json!({"orderId": id}),
+            timestamp: Some(at),
+            extra: Default::default(),
+        },
+        state_before: "Draft".to_owned(),
+        state_after: "Submitted".to_owned(),
+        persisted_at: at,
+        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
+        caused: vec![],
+        source_component_name: None,
+        target_component_name: None,
+        public_member_snapshot: None,
+        sequence: None,
+    }
+}
+
+/// A plain HTTP GET of the projector's ops server: the status and the whole response.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, response))
 }

@@ -526,6 +526,7 @@ fn size_bound(value: &Value) -> usize {
 ///
 /// Payload content never fails here: it is encoded losslessly (see the module docs).
 pub fn check(record: &Record) -> Result<(), String> {
+    crate::sink::check_index_keys(record)?;
     fn plain(field: &str, s: &str) -> Result<(), String> {
         if s.contains('\0') {
             Err(format!(

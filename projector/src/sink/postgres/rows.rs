@@ -214,6 +214,7 @@ pub(crate) fn columns(
 /// poison records never cost a failed batch: NUL characters (TEXT and JSONB reject them) and
 /// sequences beyond BIGINT.
 pub(crate) fn check(record: &Record) -> Result<(), String> {
+    crate::sink::check_index_keys(record)?;
     fn text(field: &str, s: &str) -> Result<(), String> {
         if s.contains('\0') {
             Err(format!(
