@@ -70,9 +70,9 @@ pub enum DeadLetterError {
         offset: i64,
         /// What to do about it.
         hint: &'static str,
-        /// Kafka's error.
+        /// Kafka's error (boxed: it would make every result of the dead-letter path large).
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
 }
 
@@ -219,7 +219,7 @@ impl DeadLetterProducer {
                 partition: dead.partition,
                 offset: dead.offset,
                 hint,
-                source,
+                source: Box::new(source),
             };
             match classify(&error) {
                 Failure::TooLarge if !truncated => {
