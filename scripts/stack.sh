@@ -5,6 +5,7 @@
 #   scripts/stack.sh down               stop all three
 #   scripts/stack.sh status             what runs where (exit 1 if any service is not healthy)
 #   scripts/stack.sh env                print `export XCLOG_KAFKA_BROKERS=... DATABASE_URL=... MONGODB_URI=...`
+#                                       and the SASL_SSL listener's XCLOG_KAFKA_SECURE_* settings
 #   scripts/stack.sh start|stop|restart kafka|postgres|ferretdb    one service (fault tests use these)
 #   scripts/stack.sh kafka-stop | kafka-start | pg-restart | ferretdb-restart   short forms of the above
 #   scripts/stack.sh logs [SERVICE]     tail the logs
@@ -12,8 +13,10 @@
 # Everything lives under $XCLOG_HOME (default /var/tmp/xclog):
 #   cache/   downloaded and built software (Kafka jars, the FerretDB binary): kept between runs
 #   run/<service>/   data, pid file and log (run/<service>/<service>.log) of each service
-# Everything listens on 127.0.0.1. Ports: XCLOG_KAFKA_PORT (9092; controller on +1),
-# XCLOG_PG_PORT (5432), XCLOG_MONGO_PORT (27017).
+# Everything listens on 127.0.0.1. Ports: XCLOG_KAFKA_PORT (9092; controller on +1, SASL_SSL
+# listener on +2), XCLOG_PG_PORT (5432), XCLOG_MONGO_PORT (27017).
+# Kafka's SASL_SSL listener uses a throwaway CA, broker certificate and SCRAM-SHA-512 user made
+# once under run/kafka/tls/ (test-only credentials; `env` prints them).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +28,9 @@ KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$SCRI
 FERRETDB_VERSION=$(sed -n 's:^require github.com/FerretDB/FerretDB \(v[0-9.]*\)$:\1:p' "$SCRIPT_DIR/ferretdb/go.mod")
 KAFKA_PORT=${XCLOG_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+KAFKA_SECURE_PORT=$((KAFKA_PORT + 2))
+KAFKA_TLS=$RUN/kafka/tls
+KAFKA_SCRAM_USER=xclog
 PG_PORT=${XCLOG_PG_PORT:-5432}
 MONGO_PORT=${XCLOG_MONGO_PORT:-27017}
 PG_USER=xclog
@@ -197,31 +203,93 @@ kafka_java() { # JVM options, then main class and args
         -Dlog4j2.configurationFile="$RUN/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"
 }
 
+# The SASL_SSL listener's material, made once: a CA, a broker certificate for 127.0.0.1 and
+# localhost signed by it (in a PKCS12 keystore for the broker), and the SCRAM user's password.
+ensure_kafka_tls() {
+    [[ -f $KAFKA_TLS/broker.p12 && -f $KAFKA_TLS/scram-password && -f $KAFKA_TLS/keystore-password ]] && return 0
+    command -v openssl >/dev/null || apt_install openssl
+    say "making a throwaway CA, broker certificate and SCRAM password in $KAFKA_TLS"
+    rm -rf "$KAFKA_TLS.tmp"
+    mkdir -p "$KAFKA_TLS.tmp"
+    (
+        cd "$KAFKA_TLS.tmp"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=xclog local stack CA" \
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >broker.ext
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile broker.ext -out broker.pem
+        openssl rand -hex 16 >keystore-password
+        openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+            -passout "file:keystore-password" -out broker.p12
+        openssl rand -hex 16 >scram-password
+        chmod 600 ca.key broker.key keystore-password scram-password
+    ) >"$RUN/kafka/tls.log" 2>&1 || { cat "$RUN/kafka/tls.log" >>"$RUN/kafka/kafka.log"; fail "make Kafka TLS material" kafka "openssl failed"; }
+    rm -rf "$KAFKA_TLS"
+    mv "$KAFKA_TLS.tmp" "$KAFKA_TLS"
+}
+
+# The SCRAM user lives in the cluster's metadata: added once per formatted cluster (the marker
+# is named after the cluster id), whether the storage was formatted before the listener existed
+# or just now.
+ensure_kafka_scram_user() {
+    local cluster marker
+    cluster=$(sed -n 's/^cluster.id=//p' "$RUN/kafka/data/meta.properties")
+    marker=$KAFKA_TLS/scram-user-$cluster
+    [[ -f $marker ]] && return 0
+    say "adding SCRAM-SHA-512 user $KAFKA_SCRAM_USER to the Kafka cluster"
+    java -Xmx256m -Dlog4j2.configurationFile="$RUN/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" kafka.admin.ConfigCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
+        --add-config "SCRAM-SHA-512=[password=$(cat "$KAFKA_TLS/scram-password")]" >>"$RUN/kafka/kafka.log" 2>&1 \
+        || fail "add the SCRAM user" kafka "kafka-configs --alter --add-config SCRAM-SHA-512 failed"
+    touch "$marker"
+}
+
+# A TLS handshake with the SASL_SSL listener that verifies its certificate against the CA.
+kafka_secure_ready() {
+    [[ -f $KAFKA_TLS/ca.pem ]] || return 1
+    openssl s_client -connect "127.0.0.1:$KAFKA_SECURE_PORT" -CAfile "$KAFKA_TLS/ca.pem" -verify_return_error </dev/null 2>&1 \
+        | grep -q 'Verify return code: 0 (ok)'
+}
+
 start_kafka() {
     need_java
     local dir=$RUN/kafka
     mkdir -p "$dir/data"
     if pid_alive "$dir/kafka.pid" && kafka_ready >/dev/null 2>&1; then
         say "kafka already running (pid $(cat "$dir/kafka.pid"))"
-        return 0
+        if grep -q '^listeners=.*SASL_SSL://' "$dir/server.properties" 2>/dev/null; then
+            wait_for 30 kafka "TLS handshake on the SASL_SSL listener 127.0.0.1:$KAFKA_SECURE_PORT" kafka_secure_ready
+            ensure_kafka_scram_user
+            return 0
+        fi
+        say "kafka runs without the SASL_SSL listener on 127.0.0.1:$KAFKA_SECURE_PORT (started by an older stack.sh); restarting it with the listener"
+        stop_pidfile kafka
     fi
     if pid_alive "$dir/kafka.pid"; then
         say "kafka process $(cat "$dir/kafka.pid") exists but does not answer yet; waiting"
         wait_for 90 kafka "Kafka metadata request" kafka_ready
         return 0
     fi
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SECURE_PORT"; do
         port_open "$p" && fail "start kafka" kafka "port $p on 127.0.0.1 is taken by $(port_owner "$p") (set XCLOG_KAFKA_PORT)"
     done
+    ensure_kafka_tls
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SECURE_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SECURE_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$(cat "$KAFKA_TLS/keystore-password")
+listener.name.sasl_ssl.ssl.client.auth=none
 log.dirs=$dir/data
 auto.create.topics.enable=false
 delete.topic.enable=true
@@ -258,6 +326,8 @@ EOF
         >>"$dir/kafka.log" 2>&1 </dev/null &
     echo $! >"$dir/kafka.pid"
     wait_for 120 kafka "Kafka metadata request" kafka_ready
+    wait_for 30 kafka "TLS handshake on the SASL_SSL listener 127.0.0.1:$KAFKA_SECURE_PORT" kafka_secure_ready
+    ensure_kafka_scram_user
 }
 
 stop_pidfile() { # stop_pidfile SERVICE: SIGTERM the process group, wait, then SIGKILL
@@ -305,6 +375,16 @@ export XCLOG_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 export MONGODB_URI=mongodb://127.0.0.1:$MONGO_PORT/
 EOF
+    # The SASL_SSL listener, with its throwaway test credentials (made by `up`).
+    if [[ -f $KAFKA_TLS/scram-password ]]; then
+        cat <<EOF
+export XCLOG_KAFKA_SECURE_BROKERS=127.0.0.1:$KAFKA_SECURE_PORT
+export XCLOG_KAFKA_SECURE_CA_FILE=$KAFKA_TLS/ca.pem
+export XCLOG_KAFKA_SECURE_USERNAME=$KAFKA_SCRAM_USER
+export XCLOG_KAFKA_SECURE_PASSWORD=$(cat "$KAFKA_TLS/scram-password")
+export XCLOG_KAFKA_SECURE_PASSWORD_FILE=$KAFKA_TLS/scram-password
+EOF
+    fi
 }
 
 status() {
@@ -312,6 +392,12 @@ status() {
     printf '%-9s %-8s %-22s %s\n' SERVICE STATE ADDRESS DETAIL
     if pid_alive "$RUN/kafka/kafka.pid" && out=$(kafka_ready 2>&1); then
         printf '%-9s %-8s %-22s %s\n' kafka healthy "127.0.0.1:$KAFKA_PORT" "pid $(cat "$RUN/kafka/kafka.pid"), Kafka $KAFKA_VERSION, $out"
+        if kafka_secure_ready; then
+            printf '%-9s %-8s %-22s %s\n' kafka healthy "127.0.0.1:$KAFKA_SECURE_PORT" "SASL_SSL listener (SCRAM-SHA-512), CA $KAFKA_TLS/ca.pem"
+        else
+            printf '%-9s %-8s %-22s %s\n' kafka down "127.0.0.1:$KAFKA_SECURE_PORT" "no verified TLS handshake on the SASL_SSL listener (scripts/stack.sh restart kafka)"
+            bad=1
+        fi
     else
         printf '%-9s %-8s %-22s %s\n' kafka down "127.0.0.1:$KAFKA_PORT" "log: $RUN/kafka/kafka.log"
         bad=1
@@ -349,7 +435,7 @@ stop_one() {
     esac
 }
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 cmd=${1:-}
 case $cmd in

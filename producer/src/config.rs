@@ -382,7 +382,11 @@ pub struct Security {
 }
 
 impl Security {
-    fn validate(&self) -> Result<(), Error> {
+    /// Checks that the TLS files come in pairs and SASL has a username and a password.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<(), Error> {
         if let Some(tls) = &self.tls {
             if tls.certificate_location.is_some() != tls.key_location.is_some() {
                 return Err(Error::config(
@@ -408,7 +412,10 @@ impl Security {
         Ok(())
     }
 
-    fn apply(&self, config: &mut ClientConfig) {
+    /// Sets `security.protocol` and the TLS and SASL settings on a librdkafka configuration
+    /// (for clients other than the producer's own, such as consumers, that connect the same
+    /// way).
+    pub fn apply(&self, config: &mut ClientConfig) {
         let protocol = match (&self.tls, &self.sasl) {
             (None, None) => "plaintext",
             (Some(_), None) => "ssl",

@@ -53,6 +53,17 @@ pub enum Error {
         source: KafkaError,
     },
 
+    /// The brokers answered but refused the connection: the SASL credentials or mechanism
+    /// are wrong, or the TLS handshake failed (an untrusted or mismatched certificate). Fix
+    /// the security settings; retrying as is fails the same way.
+    #[error("Kafka brokers {brokers} refused the connection: {reason}")]
+    Refused {
+        /// The configured bootstrap brokers.
+        brokers: String,
+        /// What failed and what to check, with librdkafka's own words (never a secret).
+        reason: String,
+    },
+
     /// The topic does not exist (automatic creation is off). Create it with
     /// [`crate::ensure_topic`] (or `xclog produce --partitions N`), or fix the topic name.
     #[error(
@@ -204,7 +215,8 @@ impl Error {
             Error::Config { .. }
             | Error::TopicMissing { .. }
             | Error::TopicUnsafe { .. }
-            | Error::NotAuthorized { .. } => NextMove::FixConfig,
+            | Error::NotAuthorized { .. }
+            | Error::Refused { .. } => NextMove::FixConfig,
             Error::Unreachable { .. }
             | Error::QueueFull { .. }
             | Error::Delivery { .. }

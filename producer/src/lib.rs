@@ -15,10 +15,14 @@
 //! - [`workload`] generates a realistic, reproducible FSM workload (`xclog produce`,
 //!   tests and benchmarks use it).
 //!
+//! - [`connection`] tells brokers that refuse the client's credentials or certificate from
+//!   brokers that do not answer, for every Kafka client (the `xclog` binary's too).
+//!
 //! Errors are [`Error`]; [`Error::next_move`] says whether to retry, fix the config, give
 //! up on the record, or recreate the producer.
 
 mod config;
+pub mod connection;
 mod error;
 mod producer;
 mod sequence;

@@ -20,8 +20,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -30,6 +28,7 @@ use rdkafka::types::RDKafkaRespErr;
 use xclog_schema::{Encoding, InstanceSnapshot, PersistedEvent, Record, SnapshotDeletion};
 
 use crate::config::ProducerConfig;
+use crate::connection::{WatchedContext, create_error, fetch_metadata};
 use crate::error::Error;
 
 /// Where an acknowledged record landed.
@@ -41,32 +40,7 @@ pub struct Position {
     pub offset: i64,
 }
 
-/// Routes librdkafka's own log lines and errors to `tracing`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TracingContext;
-
-impl ClientContext for TracingContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        // Transient broker-down errors are retried by the client; report them as warnings.
-        tracing::warn!(error = %error, "librdkafka: {reason}");
-    }
-}
-
-type Client = FutureProducer<TracingContext>;
+type Client = FutureProducer<WatchedContext>;
 
 /// Publishes [`PersistedEvent`]s and [`InstanceSnapshot`]s to one topic.
 ///
@@ -108,23 +82,27 @@ impl Producer {
     /// when access is refused.
     pub async fn connect(config: ProducerConfig) -> Result<Self, Error> {
         let client_config = config.client_config()?;
+        let context = WatchedContext::default();
+        let watch = context.watch();
         let client: Client = client_config
-            .create_with_context(TracingContext)
-            .map_err(|error| config_error_from_client(&error))?;
+            .create_with_context(context)
+            .map_err(|error| create_error(&error))?;
         let probe = client.clone();
         let topic = config.topic.clone();
+        let brokers = config.brokers.clone();
         let metadata = tokio::task::spawn_blocking(move || {
-            probe.client().fetch_metadata(Some(&topic), CONNECT_TIMEOUT)
+            fetch_metadata(
+                probe.client(),
+                &watch,
+                &brokers,
+                Some(&topic),
+                CONNECT_TIMEOUT,
+            )
         })
         .await
         .map_err(|join| Error::Fatal {
             reason: format!("metadata task failed: {join}"),
-        })?
-        .map_err(|source| Error::Unreachable {
-            brokers: config.brokers.clone(),
-            waited: CONNECT_TIMEOUT,
-            source,
-        })?;
+        })??;
         let found = metadata
             .topics()
             .iter()
@@ -464,27 +442,6 @@ impl Future for PendingAck {
             Poll::Pending => Poll::Pending,
             Poll::Ready(outcome) => Poll::Ready(self.resolve(outcome)),
         }
-    }
-}
-
-/// Maps a client-creation error (a librdkafka setting it refused) to [`Error::Config`].
-fn config_error_from_client(error: &KafkaError) -> Error {
-    match error {
-        KafkaError::ClientConfig(_, description, key, value) => {
-            let shown = if key.contains("password") || key.contains("secret") {
-                "<redacted>"
-            } else {
-                value.as_str()
-            };
-            Error::config(
-                key.clone(),
-                format!("= {shown:?} was refused: {description}"),
-            )
-        }
-        other => Error::config(
-            "(client)",
-            format!("librdkafka refused the config: {other}"),
-        ),
     }
 }
 

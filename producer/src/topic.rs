@@ -14,8 +14,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::{ProducerConfig, check_topic_name};
+use crate::connection::{WatchedContext, connect, create_error};
 use crate::error::Error;
-use crate::producer::TracingContext;
 
 /// How long topic records must be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,10 +105,21 @@ pub async fn ensure_topic(
             ms
         }
     };
-    let admin: AdminClient<TracingContext> = config
-        .connection_config()?
-        .create_with_context(TracingContext)
-        .map_err(|error| Error::config("(admin client)", error.to_string()))?;
+    let connection = config.connection_config()?;
+    // A refused password or certificate fails here at once, not after the admin timeout.
+    {
+        let (connection, brokers) = (connection.clone(), config.brokers.clone());
+        tokio::task::spawn_blocking(move || {
+            connect(&connection, &brokers, None, ADMIN_TIMEOUT).map(drop)
+        })
+        .await
+        .map_err(|join| Error::Fatal {
+            reason: format!("metadata task failed: {join}"),
+        })??;
+    }
+    let admin: AdminClient<WatchedContext> = connection
+        .create_with_context(WatchedContext::default())
+        .map_err(|error| create_error(&error))?;
     let admin = Arc::new(admin);
     let admin_error = |operation: &'static str, problem: String| Error::Admin {
         topic: spec.name.clone(),
@@ -187,7 +198,7 @@ fn create_problem(code: RDKafkaErrorCode, spec: &TopicSpec) -> String {
 }
 
 async fn check_existing(
-    admin: &AdminClient<TracingContext>,
+    admin: &AdminClient<WatchedContext>,
     spec: &TopicSpec,
     retention_ms: i64,
     options: &AdminOptions,
@@ -265,7 +276,7 @@ fn check_settings(
 /// Waits until the topic's metadata shows every partition with a leader; returns the
 /// partition count.
 async fn wait_for_leaders(
-    admin: Arc<AdminClient<TracingContext>>,
+    admin: Arc<AdminClient<WatchedContext>>,
     spec: &TopicSpec,
 ) -> Result<usize, Error> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;

@@ -34,29 +34,66 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host/...` URL with `***`; anything that
-/// is not such a URL is replaced entirely (it may be a bare secret).
+/// Query parameters whose value is a credential (compared in lower case, as parts of the
+/// name): `password`, PostgreSQL's `sslpassword`, MongoDB's `tlsCertificateKeyFilePassword`
+/// and `authMechanismProperties` (which can carry an AWS session token), and the like.
+const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "password",
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "credential",
+    "authmechanismproperties",
+];
+
+/// The form of a credential-bearing string that is safe to log: for a URL with a host
+/// (`scheme://user:password@host/...`), the URL with its password and every credential query
+/// parameter (case-insensitive) replaced by `***`; anything else, a URL the parser refuses
+/// included, is replaced entirely (`scheme://***`, or `***` when it has no scheme), since it
+/// may be a bare secret or a password the parser split in the wrong place.
 pub fn redact_url(value: &str) -> String {
-    match value.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, tail) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            let tail = match tail.split_once('?') {
-                Some((path, query)) if query.contains("password") => format!("{path}?***"),
-                _ => tail.to_owned(),
-            };
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    format!("{scheme}://{user}:***@{host}{tail}")
-                }
-                None => format!("{scheme}://{authority}{tail}"),
-            }
-        }
-        None => "***".to_owned(),
+    let scheme = value
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
+    let Some(scheme) = scheme else {
+        return "***".to_owned();
+    };
+    let whole = || format!("{scheme}://***");
+    let Ok(mut url) = url::Url::parse(value) else {
+        return whole();
+    };
+    if !url.has_host() {
+        return whole();
     }
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return whole();
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let lower = key.to_ascii_lowercase();
+                let secret = CREDENTIAL_PARAMETERS
+                    .iter()
+                    .any(|word| lower.contains(word));
+                let value = if secret {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// The defaults of [`ProjectorConfig::new`], which `xclog project` shows and uses: one place
@@ -167,7 +204,9 @@ pub struct ProjectorConfig {
     pub session_timeout: Duration,
     /// `/readyz` answers 200 once assigned and every assigned partition lags by at most this.
     pub ready_max_lag: i64,
-    /// Address of the `/healthz`, `/readyz`, `/metrics` server (`None`: no server).
+    /// Address of the `/healthz`, `/readyz`, `/metrics` server (`None`: no server). Loopback
+    /// unless the operator asks otherwise (a container's probes need `0.0.0.0`); a
+    /// non-loopback address is logged as such at start.
     pub http_addr: Option<SocketAddr>,
     /// Decoding limits for records read from the topic.
     pub limits: xclog_schema::Limits,
@@ -308,16 +347,6 @@ impl ProjectorConfig {
         if self.ready_max_lag < 0 {
             return bad("ready_max_lag", "must not be negative".into());
         }
-        if let Some(addr) = self.http_addr
-            && !addr.ip().is_loopback()
-        {
-            return bad(
-                "http_addr",
-                format!(
-                    "{addr} is not a loopback address; the ops server listens on 127.0.0.1 only"
-                ),
-            );
-        }
         Ok(())
     }
 }
@@ -342,9 +371,72 @@ mod tests {
         let s = Secret::new("postgres://xclog:hunter2@127.0.0.1:5432/xclog");
         assert_eq!(format!("{s}"), "postgres://xclog:***@127.0.0.1:5432/xclog");
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(!format!("{}", Secret::new("hunter2")).contains("hunter2"));
-        let q = Secret::new("postgres://h/db?user=a&password=hunter2");
-        assert!(!q.to_string().contains("hunter2"));
+        assert_eq!(Secret::new("hunter2").to_string(), "***");
+    }
+
+    #[test]
+    fn awkward_urls_are_redacted_down_to_what_is_safe() {
+        // (URL, what is shown); the password is always some form of "hunter2".
+        let table = [
+            (
+                "postgres://xclog:hunter2@127.0.0.1:5432/xclog",
+                "postgres://xclog:***@127.0.0.1:5432/xclog",
+            ),
+            // A `/` in the password ends the authority early: the parser refuses the rest.
+            (
+                "postgres://xclog:hun/ter2@127.0.0.1/xclog",
+                "postgres://***",
+            ),
+            (
+                "postgres://xclog:hun@ter2@127.0.0.1/xclog",
+                "postgres://xclog:***@127.0.0.1/xclog",
+            ),
+            (
+                "postgres://xclog:hun:ter2@127.0.0.1/xclog",
+                "postgres://xclog:***@127.0.0.1/xclog",
+            ),
+            (
+                "postgres://xclog:hun%2Fter2@127.0.0.1/xclog",
+                "postgres://xclog:***@127.0.0.1/xclog",
+            ),
+            (
+                "postgres://127.0.0.1/xclog?user=xclog&PASSWORD=hunter2&sslmode=verify-full",
+                "postgres://127.0.0.1/xclog?user=xclog&PASSWORD=***&sslmode=verify-full",
+            ),
+            (
+                "postgres://xclog@127.0.0.1/xclog?sslpassword=hunter2&sslrootcert=%2Fca.pem",
+                "postgres://xclog@127.0.0.1/xclog?sslpassword=***&sslrootcert=%2Fca.pem",
+            ),
+            (
+                "mongodb://app:hunter2@127.0.0.1:27017/?tls=true&tlsCertificateKeyFilePassword=hunter2",
+                "mongodb://app:***@127.0.0.1:27017/?tls=true&tlsCertificateKeyFilePassword=***",
+            ),
+            (
+                "mongodb://127.0.0.1/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:hunter2",
+                "mongodb://127.0.0.1/?authMechanism=MONGODB-AWS&authMechanismProperties=***",
+            ),
+            // No password: unchanged.
+            (
+                "postgres://xclog@127.0.0.1:5432/xclog",
+                "postgres://xclog@127.0.0.1:5432/xclog",
+            ),
+            ("mongodb://127.0.0.1:27017/", "mongodb://127.0.0.1:27017/"),
+            // Several hosts: the parser refuses them, so nothing but the scheme is shown.
+            (
+                "mongodb://app:hunter2@h1:27017,h2:27017/?replicaSet=rs",
+                "mongodb://***",
+            ),
+            // Not a URL with a host: a bare secret, or a scheme followed by anything.
+            ("hunter2", "***"),
+            ("sasl:hunter2", "***"),
+            ("postgres://:hunter2@/xclog", "postgres://***"),
+        ];
+        for (url, shown) in table {
+            let redacted = redact_url(url);
+            assert_eq!(redacted, shown, "{url}");
+            assert!(!redacted.contains("hunter2"), "{url} -> {redacted}");
+            assert!(!redacted.contains("ter2"), "{url} -> {redacted}");
+        }
     }
 
     #[test]
@@ -358,7 +450,10 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "dead_letter_topic");
         let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
         c.http_addr = Some("0.0.0.0:9000".parse().unwrap());
-        assert_eq!(c.validate().unwrap_err().field, "http_addr");
+        assert!(
+            c.validate().is_ok(),
+            "an explicit non-loopback ops address is allowed"
+        );
         for writers in [0, defaults::WRITERS_MAX + 1] {
             let mut c = ProjectorConfig::new("127.0.0.1:9092", "log", "g");
             c.writers = writers;

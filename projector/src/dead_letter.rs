@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
+use xclog_producer::connection::create_error;
 
 use crate::batch::DeadLetter;
 use crate::config::ProjectorConfig;
@@ -42,7 +42,7 @@ const HEADER_ROOM_BYTES: usize = 16 * 1024;
 pub enum DeadLetterError {
     /// The producer could not be created (bad Kafka settings): fix the configuration.
     #[error("cannot create the dead-letter producer; check the Kafka settings")]
-    Client(#[source] rdkafka::error::KafkaError),
+    Client(#[source] xclog_producer::Error),
     /// The dead-letter topic does not exist and could not be created: create it or grant rights.
     #[error("cannot create the dead-letter topic {topic:?}; create it or allow topic creation")]
     CreateTopic {
@@ -70,9 +70,9 @@ pub enum DeadLetterError {
         offset: i64,
         /// What to do about it.
         hint: &'static str,
-        /// Kafka's error.
+        /// Kafka's error (boxed: it would make every result of the dead-letter path large).
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
 }
 
@@ -135,31 +135,23 @@ impl std::fmt::Debug for DeadLetterProducer {
     }
 }
 
-pub(crate) fn client_config(config: &ProjectorConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    for (k, v) in &config.kafka_settings {
-        c.set(k, v.expose());
-    }
-    c
-}
-
 impl DeadLetterProducer {
     /// Creates the producer (idempotent, acks=all).
     pub fn new(config: &ProjectorConfig) -> Result<Self, DeadLetterError> {
-        let producer: FutureProducer = client_config(config)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            // Room for any record the decoder accepts, with the dead-letter headers on top.
-            .set(
-                "message.max.bytes",
-                (config.limits.max_record_bytes + HEADER_ROOM_BYTES)
-                    .max(1_000_000)
-                    .to_string(),
-            )
-            .create()
-            .map_err(DeadLetterError::Client)?;
+        let producer: FutureProducer =
+            crate::kafka::client_config(&config.brokers, &config.kafka_settings)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("message.timeout.ms", "30000")
+                // Room for any record the decoder accepts, with the dead-letter headers on top.
+                .set(
+                    "message.max.bytes",
+                    (config.limits.max_record_bytes + HEADER_ROOM_BYTES)
+                        .max(1_000_000)
+                        .to_string(),
+                )
+                .create()
+                .map_err(|e| DeadLetterError::Client(create_error(&e)))?;
         Ok(Self {
             producer,
             topic: config.dead_letter_topic.clone(),
@@ -173,9 +165,10 @@ impl DeadLetterProducer {
         config: &ProjectorConfig,
         partitions: i32,
     ) -> Result<(), DeadLetterError> {
-        let admin: AdminClient<DefaultClientContext> = client_config(config)
-            .create()
-            .map_err(DeadLetterError::Client)?;
+        let admin: AdminClient<DefaultClientContext> =
+            crate::kafka::client_config(&config.brokers, &config.kafka_settings)
+                .create()
+                .map_err(|e| DeadLetterError::Client(create_error(&e)))?;
         let topic = NewTopic::new(
             &config.dead_letter_topic,
             partitions.max(1),
@@ -226,7 +219,7 @@ impl DeadLetterProducer {
                 partition: dead.partition,
                 offset: dead.offset,
                 hint,
-                source,
+                source: Box::new(source),
             };
             match classify(&error) {
                 Failure::TooLarge if !truncated => {

@@ -1,6 +1,6 @@
 //! The operations server: `/healthz` (process alive), `/readyz` (assigned and caught up),
-//! `/metrics` (Prometheus text). Listens on a loopback address only (checked by
-//! `ProjectorConfig::validate`).
+//! `/metrics` (Prometheus text). Listens on a loopback address unless the operator configured
+//! another one (the projector then logs that it listens beyond loopback).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,6 +15,7 @@
 //! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) and its
 //!   PostgreSQL implementation; cross-component traces.
 //! * [`verify`]: `xclog verify`, the comparison of the topic and the stores.
+//! * [`kafka`]: the one place every Kafka client's settings (brokers, TLS, SASL) come from.
 //! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! The design and its invariants are in `docs/DESIGN.md`; operating it in `docs/OPERATIONS.md`.
@@ -33,6 +34,7 @@ pub use sink::{ErrorClass, Sink, SinkError};
 mod consumer;
 pub mod dead_letter;
 mod http;
+pub mod kafka;
 mod kafka_record;
 mod projector;
 mod wait;

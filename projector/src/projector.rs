@@ -9,11 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ProjectorConfig, defaults};
 use crate::consumer::{ConsumerLoop, OffsetLoader, ProjectorContext, RecordCheck, Shared};
-use crate::dead_letter::{DeadLetterError, DeadLetterProducer, client_config};
+use crate::dead_letter::{DeadLetterError, DeadLetterProducer};
+use crate::kafka;
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::watermarks::{self, Watermarks};
 use crate::writer::{LaneSenders, Writer};
+use xclog_producer::connection::create_error;
 
 /// Why the projector stopped (or could not start).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,10 @@ pub enum ProjectorError {
     /// Kafka client setup failed: check brokers and Kafka settings.
     #[error("cannot set up the Kafka consumer; check brokers and Kafka settings")]
     Kafka(#[source] rdkafka::error::KafkaError),
+    /// The brokers refused the connection (credentials, certificate) or a Kafka client could
+    /// not be created from the settings: fix the Kafka security settings.
+    #[error("cannot connect to Kafka")]
+    Connect(#[source] xclog_producer::Error),
     /// The dead-letter topic or producer could not be set up.
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
@@ -85,7 +91,15 @@ impl<S: Sink> Projector<S> {
             let (local, serve) = crate::http::bind(addr, metrics.clone(), stop.clone())
                 .await
                 .map_err(|source| ProjectorError::Http { addr, source })?;
-            tracing::info!(addr = %local, "ops server listening (/healthz, /readyz, /metrics)");
+            if local.ip().is_loopback() {
+                tracing::info!(addr = %local, "ops server listening (/healthz, /readyz, /metrics)");
+            } else {
+                tracing::warn!(
+                    addr = %local,
+                    "ops server listening beyond loopback (/healthz, /readyz, /metrics): other \
+                     hosts can read the metrics"
+                );
+            }
             http_task = Some(tokio::spawn(serve));
         }
 
@@ -111,49 +125,71 @@ impl<S: Sink> Projector<S> {
             backoff_max: config.retry_backoff_max,
             shutdown: stop.clone(),
         };
-        let consumer: BaseConsumer<ProjectorContext> = client_config(&config)
-            .set("group.id", &config.group_id)
-            // Group offsets, for lag tools only: each committed batch stores its offsets
-            // locally and librdkafka commits what is stored once a second (and on revoke and
-            // close), instead of one `OffsetCommit` request per batch.
-            .set("enable.auto.commit", "true")
-            .set(
-                "auto.commit.interval.ms",
-                defaults::GROUP_COMMIT_INTERVAL_MS.to_string(),
-            )
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "roundrobin")
-            .set(
-                "queued.max.messages.kbytes",
-                config.fetch_buffer_kbytes.to_string(),
-            )
-            .set(
-                "fetch.queue.backoff.ms",
-                defaults::FETCH_QUEUE_BACKOFF_MS.to_string(),
-            )
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                defaults::HEARTBEAT_INTERVAL_MS.to_string(),
-            )
-            .create_with_context(context)
-            .map_err(ProjectorError::Kafka)?;
+        // Connect first: a refused password or certificate stops the projector here, with
+        // what to check, instead of a consumer that retries for ever. Brokers that are down
+        // are waited for by the consumer, as before.
+        let partitions = {
+            let (brokers, settings, topic) = (
+                config.brokers.clone(),
+                config.kafka_settings.clone(),
+                config.topic.clone(),
+            );
+            let connected = tokio::task::spawn_blocking(move || {
+                kafka::connect(&brokers, &settings, Some(&topic), Duration::from_secs(10)).map(
+                    |(_, metadata)| {
+                        metadata
+                            .topics()
+                            .iter()
+                            .find(|t| t.name() == topic)
+                            .map(|t| t.partitions().len() as i32)
+                    },
+                )
+            })
+            .await
+            .map_err(|e| ProjectorError::Task(e.to_string()))?;
+            match connected {
+                Ok(partitions) => partitions.unwrap_or(1),
+                Err(error @ xclog_producer::Error::Unreachable { .. }) => {
+                    tracing::warn!(error = %error, "Kafka does not answer yet; starting anyway");
+                    1
+                }
+                Err(error) => return Err(ProjectorError::Connect(error)),
+            }
+        };
+        let consumer: BaseConsumer<ProjectorContext> =
+            kafka::client_config(&config.brokers, &config.kafka_settings)
+                .set("group.id", &config.group_id)
+                // Group offsets, for lag tools only: each committed batch stores its offsets
+                // locally and librdkafka commits what is stored once a second (and on revoke and
+                // close), instead of one `OffsetCommit` request per batch.
+                .set("enable.auto.commit", "true")
+                .set(
+                    "auto.commit.interval.ms",
+                    defaults::GROUP_COMMIT_INTERVAL_MS.to_string(),
+                )
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("partition.assignment.strategy", "roundrobin")
+                .set(
+                    "queued.max.messages.kbytes",
+                    config.fetch_buffer_kbytes.to_string(),
+                )
+                .set(
+                    "fetch.queue.backoff.ms",
+                    defaults::FETCH_QUEUE_BACKOFF_MS.to_string(),
+                )
+                .set(
+                    "session.timeout.ms",
+                    config.session_timeout.as_millis().to_string(),
+                )
+                .set(
+                    "heartbeat.interval.ms",
+                    defaults::HEARTBEAT_INTERVAL_MS.to_string(),
+                )
+                .create_with_context(context)
+                .map_err(|e| ProjectorError::Connect(create_error(&e)))?;
         let consumer = Arc::new(consumer);
 
-        let partitions = consumer
-            .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
-            .ok()
-            .and_then(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == config.topic)
-                    .map(|t| t.partitions().len() as i32)
-            })
-            .unwrap_or(1);
         DeadLetterProducer::ensure_topic(&config, partitions).await?;
         let dead_letters = DeadLetterProducer::new(&config)?;
 
@@ -183,10 +219,11 @@ impl<S: Sink> Projector<S> {
         drop(handoff);
         drop(dead_letters);
         let watermarks = Arc::new(Watermarks::default());
-        let probe_client: BaseConsumer = client_config(&config)
-            .set("group.id", format!("{}-watermarks", config.group_id))
-            .create()
-            .map_err(ProjectorError::Kafka)?;
+        let probe_client: BaseConsumer =
+            kafka::client_config(&config.brokers, &config.kafka_settings)
+                .set("group.id", format!("{}-watermarks", config.group_id))
+                .create()
+                .map_err(|e| ProjectorError::Connect(create_error(&e)))?;
         let probe_topic = config.topic.clone();
         let probe_marks = watermarks.clone();
         let consumer_loop = ConsumerLoop {

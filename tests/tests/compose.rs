@@ -1,6 +1,6 @@
 //! compose/docker-compose.yml cannot run here (no Docker engine), so this test checks that it
 //! agrees with scripts/stack.sh: the same host ports on 127.0.0.1, the same credentials, and
-//! projector services configured through the same environment variable names.
+//! projector services configured through variables the binary reads, with values it accepts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -144,6 +144,7 @@ fn compose_projectors_are_configured_with_variables_the_binary_reads() -> anyhow
     for (name, store_var) in [
         ("projector-postgres", "DATABASE_URL"),
         ("projector-mongo", "MONGODB_URI"),
+        ("projector-postgres-secured", "DATABASE_URL"),
     ] {
         let vars = env_of(service(&compose, name));
         for key in vars.keys() {
@@ -160,6 +161,77 @@ fn compose_projectors_are_configured_with_variables_the_binary_reads() -> anyhow
             );
         }
     }
+    Ok(())
+}
+
+/// `${NAME:-default}` of a compose value, as compose interpolates it with NAME unset.
+fn interpolate_defaults(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').map_or(rest.len(), |e| start + e);
+        let inner = &rest[start + 2..end];
+        out.push_str(inner.split_once(":-").map_or("", |(_, default)| default));
+        rest = &rest[(end + 1).min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn compose_projectors_start_with_the_values_compose_gives_them() -> anyhow::Result<()> {
+    let compose = compose()?;
+    // Secrets are mounted under /run/secrets/<name>; stand-ins here, so the check reads files.
+    let secrets =
+        std::env::temp_dir().join(format!("xclog-compose-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets)?;
+    for name in ["kafka_password", "kafka_ca"] {
+        assert!(
+            compose["secrets"][name]["file"].is_string(),
+            "compose declares no secret {name}"
+        );
+        std::fs::write(secrets.join(name), "stand-in\n")?;
+    }
+    for name in [
+        "projector-postgres",
+        "projector-mongo",
+        "projector-postgres-secured",
+    ] {
+        let svc = service(&compose, name);
+        let args: Vec<String> = svc["command"]
+            .as_sequence()
+            .with_context(|| format!("{name} has no command"))?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        let mut command = Command::new(xclog_tests::xclog_binary()?);
+        command.env_clear().args(&args).arg("--check-config");
+        for (key, value) in env_of(svc) {
+            let value = interpolate_defaults(&value);
+            let value = match value.strip_prefix("/run/secrets/") {
+                Some(secret) => secrets.join(secret).display().to_string(),
+                None => value,
+            };
+            command.env(key, value);
+        }
+        let out = command
+            .output()
+            .context("running xclog project --check-config")?;
+        assert!(
+            out.status.success(),
+            "{name}: `xclog {}` refuses the environment compose gives it: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        let http = interpolate_defaults(&env_of(svc)["XCLOG_HTTP_ADDR"]);
+        assert!(
+            said.contains(&format!("ops server {http}")),
+            "{name}: the ops server is not on {http}: {said}"
+        );
+    }
+    std::fs::remove_dir_all(&secrets)?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! whose doc comments are the `--help` text.
 
 mod events;
+mod kafka;
 mod produce;
 mod project;
 mod project_mongo;
@@ -77,6 +78,8 @@ pub struct StreamArgs {
     /// Name under which the projector stores its offsets (default: the group).
     #[arg(long, env = "XCLOG_PROJECTION")]
     pub projection: Option<String>,
+    #[command(flatten)]
+    pub kafka: kafka::KafkaSecurityArgs,
 }
 
 impl StreamArgs {
@@ -96,10 +99,10 @@ pub struct DbArgs {
     pub target: String,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
     /// Required with `--target postgres`.
-    #[arg(long, env = "DATABASE_URL", value_parser = parse_secret)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<xclog_projector::Secret>,
     /// MongoDB connection string (with `--target mongo`); never logged.
-    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/", value_parser = parse_secret)]
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = parse_secret)]
     pub mongodb_uri: xclog_projector::Secret,
     /// MongoDB database (with `--target mongo`).
     #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
@@ -113,7 +116,7 @@ impl DbArgs {
         let url = self
             .database_url
             .as_ref()
-            .context("--database-url (XCLOG_DATABASE_URL) is required with --target postgres")?;
+            .context("--database-url (DATABASE_URL) is required with --target postgres")?;
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))

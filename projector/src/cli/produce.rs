@@ -20,6 +20,8 @@ pub struct ProduceArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    #[command(flatten)]
+    pub kafka: super::kafka::KafkaSecurityArgs,
     /// Topic to publish to.
     #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
     pub topic: String,
@@ -70,6 +72,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         .parse::<Encoding>()
         .map_err(|problem| anyhow::anyhow!("--encoding: {problem}"))?;
     config.compression = args.compression.parse::<Compression>()?;
+    args.kafka.apply_to_producer(&mut config)?;
     config.validate()?;
 
     if let Some(partitions) = args.partitions {

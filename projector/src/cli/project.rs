@@ -28,12 +28,14 @@ pub struct ProjectArgs {
     /// Name under which offsets are stored in the target (default: the group).
     #[arg(long, env = "XCLOG_PROJECTION")]
     pub projection: Option<String>,
+    #[command(flatten)]
+    pub kafka: super::kafka::KafkaSecurityArgs,
     /// Dead-letter topic (default: `<topic>.dlq`); created if missing.
     #[arg(long, env = "XCLOG_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
     /// Required with `--target postgres`.
-    #[arg(long, env = "DATABASE_URL", value_parser = super::parse_secret)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = super::parse_secret)]
     pub database_url: Option<Secret>,
     #[command(flatten)]
     pub mongo: super::project_mongo::MongoArgs,
@@ -87,9 +89,14 @@ pub struct ProjectArgs {
     /// `xclog_projector_offsets_skipped`) instead of stopping the partition.
     #[arg(long, env = "XCLOG_ACCEPT_OFFSET_GAPS")]
     pub accept_offset_gaps: bool,
-    /// Address of the ops server (/healthz, /readyz, /metrics); loopback only; `off` disables.
+    /// Address of the ops server (/healthz, /readyz, /metrics); `off` disables. Loopback by
+    /// default; another address (`0.0.0.0:9187` in a container) is allowed and logged.
     #[arg(long, env = "XCLOG_HTTP_ADDR", default_value = "127.0.0.1:9187")]
     pub http_addr: String,
+    /// Check the configuration (flags, environment, secret files) and exit without connecting
+    /// to anything: 0 when the projector would start with it.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl ProjectArgs {
@@ -99,7 +106,7 @@ impl ProjectArgs {
         let database_url = self
             .database_url
             .clone()
-            .context("--database-url (XCLOG_DATABASE_URL) is required with --target postgres")?;
+            .context("--database-url (DATABASE_URL) is required with --target postgres")?;
         let sink = PgSinkConfig {
             database_url,
             projection: self
@@ -134,6 +141,7 @@ impl ProjectArgs {
         config.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
         config.session_timeout = Duration::from_millis(self.session_timeout_ms);
         config.ready_max_lag = self.ready_max_lag;
+        config.kafka_settings = self.kafka.settings()?;
         config.http_addr = match self.http_addr.as_str() {
             "off" | "" => None,
             addr => Some(addr.parse::<SocketAddr>().with_context(|| {
@@ -147,6 +155,24 @@ impl ProjectArgs {
 
 /// Runs the projector until SIGINT/SIGTERM.
 pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
+    if args.check_config {
+        let config = if args.target == "mongo" {
+            args.projector_config()?
+        } else {
+            args.to_config()?.0
+        };
+        println!(
+            "configuration valid: target {}, brokers {}, topic {}, group {}, ops server {}",
+            args.target,
+            config.brokers,
+            config.topic,
+            config.group_id,
+            config
+                .http_addr
+                .map_or_else(|| "off".to_owned(), |addr| addr.to_string())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.target == "mongo" {
         return super::project_mongo::run(args).await;
     }

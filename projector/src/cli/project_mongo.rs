@@ -11,7 +11,7 @@ use xclog_projector::{ErrorClass, Projector, Secret};
 #[derive(Debug, clap::Args)]
 pub struct MongoArgs {
     /// MongoDB connection string (`mongodb://user:password@127.0.0.1:27017/`); never logged.
-    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
     pub mongodb_uri: Secret,
     /// MongoDB database holding `events`, `snapshots`, `instances` and `xclog_offsets`.
     #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]

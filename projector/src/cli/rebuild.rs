@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::Producer as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
 use xclog_projector::sink::postgres::PgSink;
@@ -42,15 +41,15 @@ pub struct RebuildArgs {
 }
 
 /// Low and high watermarks of every partition of `topic`.
-pub(super) fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("creating a Kafka client")?;
+pub(super) fn watermarks(
+    brokers: &str,
+    settings: &[(String, xclog_projector::Secret)],
+    topic: &str,
+) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the metadata of topic {topic} from {brokers}"))?;
+    let (client, metadata) =
+        xclog_projector::kafka::connect(brokers, settings, Some(topic), timeout)
+            .with_context(|| format!("reading the metadata of topic {topic} from {brokers}"))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -64,7 +63,8 @@ pub(super) fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<
     partitions
         .into_iter()
         .map(|p| {
-            consumer
+            client
+                .client()
                 .fetch_watermarks(topic, p, timeout)
                 .map(|w| (p, w))
                 .with_context(|| format!("reading the offsets of {topic} partition {p}"))
@@ -173,8 +173,9 @@ impl Plan {
         keep_old: &str,
     ) -> anyhow::Result<Self> {
         let marks = {
-            let (brokers, topic) = (p.brokers.clone(), p.topic.clone());
-            tokio::task::spawn_blocking(move || watermarks(&brokers, &topic)).await??
+            let (brokers, settings, topic) =
+                (p.brokers.clone(), p.kafka.settings()?, p.topic.clone());
+            tokio::task::spawn_blocking(move || watermarks(&brokers, &settings, &topic)).await??
         };
         let low: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(l, _))| (p, l)).collect();
         let high: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(_, h))| (p, h)).collect();

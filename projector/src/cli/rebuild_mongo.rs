@@ -147,8 +147,9 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         let old = rebuild::old_schema_name(unix_now());
         let locked = rb.lock_live(&plan.partitions(), &old).await?;
         let high: BTreeMap<i32, i64> = {
-            let (brokers, topic) = (p.brokers.clone(), p.topic.clone());
-            tokio::task::spawn_blocking(move || watermarks(&brokers, &topic))
+            let (brokers, settings, topic) =
+                (p.brokers.clone(), p.kafka.settings()?, p.topic.clone());
+            tokio::task::spawn_blocking(move || watermarks(&brokers, &settings, &topic))
                 .await??
                 .into_iter()
                 .map(|(p, (_, h))| (p, h))

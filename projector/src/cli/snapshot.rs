@@ -24,6 +24,8 @@ pub struct SnapshotArgs {
     /// With --delete: Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    #[command(flatten)]
+    pub kafka: super::kafka::KafkaSecurityArgs,
     /// With --delete: the log topic.
     #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
     pub topic: String,
@@ -55,7 +57,9 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             snapshot_deleted_at: now_ms(),
             sequence: args.sequence,
         });
-        let producer = Producer::connect(ProducerConfig::new(&args.brokers, &args.topic)).await?;
+        let mut config = ProducerConfig::new(&args.brokers, &args.topic);
+        args.kafka.apply_to_producer(&mut config)?;
+        let producer = Producer::connect(config).await?;
         let at = producer.publish(&record).await?;
         producer.close(Duration::from_secs(30)).await?;
         if args.json {

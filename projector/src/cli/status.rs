@@ -138,9 +138,15 @@ impl Status {
 /// caught up or not waiting, 1 when `--wait` ran out.
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let projection = args.stream.projection();
-    let (brokers, topic) = (args.stream.brokers.clone(), args.stream.topic.clone());
-    let marks =
-        tokio::task::spawn_blocking(move || super::rebuild::watermarks(&brokers, &topic)).await??;
+    let (brokers, settings, topic) = (
+        args.stream.brokers.clone(),
+        args.stream.kafka.settings()?,
+        args.stream.topic.clone(),
+    );
+    let marks = tokio::task::spawn_blocking(move || {
+        super::rebuild::watermarks(&brokers, &settings, &topic)
+    })
+    .await??;
     let ends: BTreeMap<i32, i64> = marks.iter().map(|(p, (_, high))| (*p, *high)).collect();
     let partitions: Vec<i32> = ends.keys().copied().collect();
     let loader = Loader::connect(&args.db, &projection).await?;

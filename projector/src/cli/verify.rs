@@ -20,10 +20,10 @@ pub struct VerifyArgs {
     #[arg(long, env = "XCLOG_MONGO_PROJECTION")]
     pub mongo_projection: Option<String>,
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
-    #[arg(long, env = "DATABASE_URL", value_parser = super::parse_secret)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = super::parse_secret)]
     pub database_url: Option<xclog_projector::Secret>,
     /// MongoDB connection string; never logged.
-    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
     pub mongodb_uri: xclog_projector::Secret,
     /// MongoDB database holding `events`, `snapshots` and `xclog_offsets`.
     #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
@@ -87,6 +87,7 @@ async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
             topic: args.stream.topic.clone(),
             limits: xclog_schema::Limits::default(),
             idle_timeout: Duration::from_secs(args.topic_timeout_secs),
+            kafka_settings: args.stream.kafka.settings()?,
         },
         postgres,
         postgres_projection: projection.clone(),

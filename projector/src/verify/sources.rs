@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use xclog_schema::{Limits, Record};
 
 use super::VerifyError;
@@ -54,6 +54,8 @@ pub struct TopicSource {
     pub limits: Limits,
     /// Longest wait for the topic to make progress while reading it.
     pub idle_timeout: Duration,
+    /// TLS, SASL and other librdkafka settings (`xclog_projector::kafka::client_config`).
+    pub kafka_settings: Vec<(String, crate::Secret)>,
 }
 
 fn kafka_error(what: String) -> impl FnOnce(rdkafka::error::KafkaError) -> VerifyError {
@@ -65,17 +67,16 @@ fn kafka_error(what: String) -> impl FnOnce(rdkafka::error::KafkaError) -> Verif
 
 impl TopicSource {
     fn consumer(&self) -> Result<BaseConsumer, VerifyError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        crate::kafka::client_config(&self.brokers, &self.kafka_settings)
             .set("group.id", format!("xclog-verify-{}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .create()
-            .map_err(kafka_error(format!(
-                "creating a Kafka consumer for {}",
-                self.brokers
-            )))
+            .map_err(|e| VerifyError::Source {
+                what: format!("creating a Kafka consumer for {}", self.brokers),
+                source: Box::new(xclog_producer::connection::create_error(&e)),
+            })
     }
 
     /// The partitions of the topic (fails when the brokers do not answer or the topic does not
@@ -83,13 +84,19 @@ impl TopicSource {
     pub async fn partitions(&self) -> Result<Vec<i32>, VerifyError> {
         let this = self.clone();
         blocking(move || {
-            let consumer = this.consumer()?;
-            let metadata = consumer
-                .fetch_metadata(Some(&this.topic), Duration::from_secs(10))
-                .map_err(kafka_error(format!(
+            let (_, metadata) = crate::kafka::connect(
+                &this.brokers,
+                &this.kafka_settings,
+                Some(&this.topic),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| VerifyError::Source {
+                what: format!(
                     "reading the metadata of topic {:?} from {}",
                     this.topic, this.brokers
-                )))?;
+                ),
+                source: Box::new(e),
+            })?;
             let topic = metadata
                 .topics()
                 .iter()
