@@ -22,6 +22,8 @@ use rdkafka::message::OwnedMessage;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgPool};
 
+pub mod soak;
+
 /// Kafka bootstrap servers (`XCLOG_KAFKA_BROKERS`, default `127.0.0.1:9092`).
 pub fn brokers() -> String {
     std::env::var("XCLOG_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
@@ -482,6 +484,35 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     let bin = profile_dir.join("xclog");
     anyhow::ensure!(bin.exists(), "{} not found after building", bin.display());
     Ok(bin)
+}
+
+/// A small deterministic pseudo-random sequence (xorshift).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the clock (the seed is printed, so a failing run can be replayed).
+    pub fn from_time() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+        eprintln!("rng seed {seed}");
+        Self::seeded(seed)
+    }
+
+    /// The sequence of `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// The next value, below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
 }
 
 #[cfg(test)]
