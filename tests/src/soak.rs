@@ -257,11 +257,7 @@ impl SoakReport {
             self.elapsed.as_secs_f64(),
             self.log.display()
         );
-        let _ = writeln!(
-            out,
-            "{}",
-            if self.passed() { "PASSED" } else { "FAILED" }
-        );
+        let _ = writeln!(out, "{}", if self.passed() { "PASSED" } else { "FAILED" });
         out
     }
 }
@@ -426,7 +422,9 @@ impl Run {
 /// Runs a soak and returns its report (an `Err` when the run itself could not be carried out:
 /// a restart that failed, a deadline passed).
 pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
-    let seed = config.seed.unwrap_or_else(|| Rng::from_time().below(u64::MAX));
+    let seed = config
+        .seed
+        .unwrap_or_else(|| Rng::from_time().below(u64::MAX));
     let started = Instant::now();
     let topic = TestTopic::create(config.partitions).await?;
     let pg = TestPg::create().await?;
@@ -468,16 +466,8 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let publisher = tokio::spawn(publish(run.clone(), seed, stop_rx));
-    let pg_loop = tokio::spawn(kill_loop(
-        run.clone(),
-        Store::Postgres,
-        seed ^ 0x9e37,
-    ));
-    let mongo_loop = tokio::spawn(kill_loop(
-        run.clone(),
-        Store::Mongo,
-        seed ^ 0x7f4a,
-    ));
+    let pg_loop = tokio::spawn(kill_loop(run.clone(), Store::Postgres, seed ^ 0x9e37));
+    let mongo_loop = tokio::spawn(kill_loop(run.clone(), Store::Mongo, seed ^ 0x7f4a));
     let restarts = tokio::spawn(restart_services(run.clone()));
 
     // The fault phase ends when both stores have their kills and every restart is done.
@@ -493,7 +483,8 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     .context("the kill loops did not reach their kills within the soak's bound")??;
     let fault_phase = started.elapsed();
     let _ = stop_tx.send(true);
-    run.log.note(started, "fault phase over; stopping publishing");
+    run.log
+        .note(started, "fault phase over; stopping publishing");
     let published = tokio::time::timeout(run.config.catch_up, publisher)
         .await
         .context("publishing did not drain within the catch-up bound")???;
@@ -504,10 +495,9 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     ] {
         finish(&run, store, state).await?;
     }
-    pg_state.figures.apply_ids(
-        &published.events,
-        stored_pg_ids(&run.pg.pool).await?,
-    );
+    pg_state
+        .figures
+        .apply_ids(&published.events, stored_pg_ids(&run.pg.pool).await?);
     mongo_state
         .figures
         .apply_ids(&published.events, stored_mongo_ids(&run.mongo).await?);
@@ -551,11 +541,7 @@ struct KillState {
 
 /// Keeps 1 to `max_members` members of `store`'s group alive and kills one at a time, until
 /// `kills_per_store` kills and every service restart are done; then returns the survivors (at least one) for the final catch-up.
-async fn kill_loop(
-    run: Arc<Run>,
-    store: Store,
-    seed: u64,
-) -> anyhow::Result<KillState> {
+async fn kill_loop(run: Arc<Run>, store: Store, seed: u64) -> anyhow::Result<KillState> {
     let mut rng = Rng::seeded(seed);
     let mut state = KillState {
         members: Vec::new(),
@@ -576,7 +562,8 @@ async fn kill_loop(
         slot.store(state.members.len() as i64, Ordering::SeqCst);
         // Two kills in three wait for a member caught mid-batch; the others (and those that
         // see no batch in time) come at a random moment of a member's life.
-        let life = Duration::from_millis(200 + rng.below(run.config.max_life.as_millis() as u64));
+        let max_life_ms = run.config.max_life.as_millis() as u64;
+        let life = Duration::from_millis(200 + rng.below(max_life_ms.saturating_sub(200)));
         let mid = if rng.below(3) < 2 {
             run.wait_mid_batch(store, &state.members, life).await
         } else {
@@ -652,8 +639,10 @@ async fn finish(run: &Run, store: Store, state: &mut KillState) -> anyhow::Resul
         .env("XCLOG_MONGODB_DATABASE", &run.mongo.name);
     let (caught_up, out, err) =
         run_to_end(run.config.catch_up + Duration::from_secs(60), status).await?;
-    run.log
-        .note(run.started, &format!("{} status:\n{out}{err}", store.name()));
+    run.log.note(
+        run.started,
+        &format!("{} status:\n{out}{err}", store.name()),
+    );
     for m in &mut state.members {
         let _ = Command::new("kill").arg(m.child.id().to_string()).status();
     }
@@ -796,8 +785,7 @@ async fn restart_services(run: Arc<Run>) -> anyhow::Result<Restarts> {
             }
             tokio::time::sleep(run.config.restart_interval).await;
             let under = run.alive.iter().all(|a| a.load(Ordering::SeqCst) > 0);
-            run.log
-                .note(run.started, &format!("restarting {service}"));
+            run.log.note(run.started, &format!("restarting {service}"));
             let mut c = Command::new("bash");
             c.arg(run.config.root.join("scripts/stack.sh"))
                 .args(["restart", service]);
@@ -809,10 +797,7 @@ async fn restart_services(run: Arc<Run>) -> anyhow::Result<Restarts> {
             );
             run.log.note(
                 run.started,
-                &format!(
-                    "restarted {service} in {:.1} s",
-                    t.elapsed().as_secs_f64()
-                ),
+                &format!("restarted {service} in {:.1} s", t.elapsed().as_secs_f64()),
             );
             *out.done.entry(service).or_default() += 1;
             if under {

@@ -46,14 +46,24 @@ fn assert_nothing_lost_or_doubled(r: &SoakReport) {
     for (store, s) in [("postgres", &r.postgres), ("mongo", &r.mongo)] {
         assert_eq!(s.lost, 0, "{store} lost events:\n{}", r.to_text());
         assert_eq!(s.duplicated, 0, "{store} doubled events:\n{}", r.to_text());
-        assert_eq!(s.unexpected, 0, "{store} holds events never published:\n{}", r.to_text());
         assert_eq!(
-            s.distinct, r.published_events,
+            s.unexpected,
+            0,
+            "{store} holds events never published:\n{}",
+            r.to_text()
+        );
+        assert_eq!(
+            s.distinct,
+            r.published_events,
             "{store} does not hold every published event:\n{}",
             r.to_text()
         );
     }
-    assert!(r.verify_agreed, "xclog verify found differences:\n{}", r.verify_output);
+    assert!(
+        r.verify_agreed,
+        "xclog verify found differences:\n{}",
+        r.verify_output
+    );
 }
 
 #[test]
@@ -67,7 +77,8 @@ fn sigkills_mid_batch_under_continuous_publishing_lose_and_duplicate_nothing() {
             r.to_text()
         );
         assert_eq!(
-            s.unclean_stops, 0,
+            s.unclean_stops,
+            0,
             "{store}: a member did not stop cleanly on SIGTERM:\n{}",
             r.to_text()
         );
@@ -96,7 +107,11 @@ fn a_member_killed_while_another_member_is_live_hands_its_partitions_over_withou
 fn a_kafka_broker_restart_under_running_projectors_loses_nothing() {
     let r = report();
     assert!(
-        r.restarts_under_projectors.get("kafka").copied().unwrap_or(0) >= 1,
+        r.restarts_under_projectors
+            .get("kafka")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
         "Kafka was not restarted under running projectors:\n{}",
         r.to_text()
     );
@@ -108,7 +123,11 @@ fn postgres_and_ferretdb_restarts_under_running_projectors_lose_nothing() {
     let r = report();
     for service in ["postgres", "ferretdb"] {
         assert!(
-            r.restarts_under_projectors.get(service).copied().unwrap_or(0) >= 1,
+            r.restarts_under_projectors
+                .get(service)
+                .copied()
+                .unwrap_or(0)
+                >= 1,
             "{service} was not restarted under running projectors:\n{}",
             r.to_text()
         );

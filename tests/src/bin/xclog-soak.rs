@@ -12,7 +12,7 @@ use xclog_tests::soak::{SoakConfig, run};
 /// The fault soak: continuous publishing while projector processes are SIGKILLed and Kafka,
 /// PostgreSQL and FerretDB are restarted; then nothing may be lost or doubled.
 #[derive(Debug, Parser)]
-#[command(name = "xclog-soak", about, long_about = None)]
+#[command(name = "xclog-soak", long_about = None)]
 struct Args {
     /// SIGKILLs per store (PostgreSQL projector and MongoDB projector).
     #[arg(long, env = "XCLOG_SOAK_KILLS", default_value_t = 100)]
@@ -38,9 +38,9 @@ struct Args {
     /// Seed of the kill schedule and the workload (default: from the clock; printed).
     #[arg(long, env = "XCLOG_SOAK_SEED")]
     seed: Option<u64>,
-    /// The `xclog` binary the members run.
-    #[arg(long, env = "XCLOG_TEST_BINARY", default_value = "target/debug/xclog")]
-    xclog: PathBuf,
+    /// The `xclog` binary the members run (default: the one beside this binary).
+    #[arg(long, env = "XCLOG_TEST_BINARY")]
+    xclog: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +53,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut config = SoakConfig::full(root.join(&args.xclog), root);
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("xclog")));
+    let Some(xclog) = args.xclog.or(beside).filter(|bin| bin.exists()) else {
+        eprintln!(
+            "error: no xclog binary; cargo build -p xclog-projector --bin xclog, or --xclog PATH"
+        );
+        return ExitCode::from(2);
+    };
+    let mut config = SoakConfig::full(xclog, root);
     config.kills_per_store = args.kills;
     config.kafka_restarts = args.restarts;
     config.postgres_restarts = args.restarts;

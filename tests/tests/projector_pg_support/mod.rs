@@ -441,4 +441,5 @@ pub fn spawn_binary(
         .context("spawning xclog project")
 }
 
+#[allow(unused_imports)] // each test file uses a subset
 pub use xclog_tests::Rng;
