@@ -170,6 +170,10 @@ pub struct SoakReport {
     pub published_records: u64,
     /// Distinct event ids acknowledged by Kafka.
     pub published_events: u64,
+    /// Deliveries that failed (the record was published again).
+    pub failed_deliveries: u64,
+    /// Producers replaced after acknowledging nothing for a minute while deliveries failed.
+    pub producer_replacements: u64,
     /// PostgreSQL figures.
     pub postgres: StoreFigures,
     /// MongoDB figures.
@@ -209,8 +213,11 @@ impl SoakReport {
         let _ = writeln!(out, "soak seed {}", self.seed);
         let _ = writeln!(
             out,
-            "published: {} records, {} events",
-            self.published_records, self.published_events
+            "published: {} records, {} events ({} deliveries failed and published again, {} producers replaced)",
+            self.published_records,
+            self.published_events,
+            self.failed_deliveries,
+            self.producer_replacements
         );
         for (name, s) in [("postgres", &self.postgres), ("mongo", &self.mongo)] {
             let _ = writeln!(
@@ -507,6 +514,8 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         seed,
         published_records: published.records,
         published_events: published.events.len() as u64,
+        failed_deliveries: published.failed_deliveries,
+        producer_replacements: published.producer_replacements,
         postgres: pg_state.figures,
         mongo: mongo_state.figures,
         restarts: restarts.done,
@@ -664,10 +673,38 @@ async fn finish(run: &Run, store: Store, state: &mut KillState) -> anyhow::Resul
     Ok(())
 }
 
-/// What the publisher got acknowledged.
+/// What the publisher got acknowledged, and what it took.
 struct Published {
     records: u64,
     events: HashSet<String>,
+    /// Deliveries that failed (each record published again).
+    failed_deliveries: u64,
+    /// Producers replaced because they had acknowledged nothing for [`PRODUCER_STUCK_AFTER`].
+    producer_replacements: u64,
+}
+
+/// A producer that has failed deliveries and acknowledged nothing for this long is replaced by
+/// a new one, as an application's health check would, and counted in the report. librdkafka
+/// 2.12 can keep a partition's leader unknown for good after the single KRaft broker restarts
+/// (its log says "new leader-1 not found in cache"; confluentinc/librdkafka#5430): that
+/// producer then times out every record while other clients work.
+const PRODUCER_STUCK_AFTER: Duration = Duration::from_secs(60);
+
+async fn connect_producer(run: &Run) -> anyhow::Result<Producer> {
+    let mut last = None;
+    for _ in 0..60 {
+        match Producer::connect(ProducerConfig::new(brokers(), &run.topic)).await {
+            Ok(p) => return Ok(p),
+            Err(error) => {
+                last = Some(error);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+    .context("connecting the soak's producer")
 }
 
 /// Publishes the workload at `records_per_sec` until `stop`, then waits until every record is
@@ -678,9 +715,12 @@ async fn publish(
     seed: u64,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Published> {
-    let producer = Producer::connect(ProducerConfig::new(brokers(), &run.topic))
-        .await
-        .context("connecting the soak's producer")?;
+    let mut producer = connect_producer(&run).await?;
+    // Replaced producers are kept (not dropped) until the end: dropping one blocks while it
+    // purges, and their pending acknowledgements still resolve.
+    let mut replaced = Vec::new();
+    let mut last_ack = Instant::now();
+    let mut failing_since: Option<Instant> = None;
     let bound = run.config.max_duration.as_secs() * run.config.records_per_sec;
     let mut workload = Workload::new(WorkloadConfig {
         seed,
@@ -694,10 +734,11 @@ async fn publish(
     let mut out = Published {
         records: 0,
         events: HashSet::new(),
+        failed_deliveries: 0,
+        producer_replacements: 0,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut budget = 0.0_f64;
-    let mut failures = 0_u64;
     loop {
         let stopping = *stop.borrow();
         if stopping && pending.is_empty() && retry.is_empty() {
@@ -710,14 +751,29 @@ async fn publish(
                 match acked {
                     Ok(_) => {
                         out.records += 1;
+                        last_ack = Instant::now();
+                        failing_since = None;
                         if let Record::Event(e) = &record {
                             out.events.insert(e.id.clone());
                         }
                     }
                     Err(error) => {
-                        failures += 1;
-                        run.log.note(run.started, &format!("publish failed, publishing again: {error}"));
+                        out.failed_deliveries += 1;
+                        if out.failed_deliveries <= 20 || out.failed_deliveries % 1000 == 0 {
+                            run.log.note(run.started, &format!("delivery {} failed, publishing again: {error}", out.failed_deliveries));
+                        }
                         retry.push_back(record);
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= PRODUCER_STUCK_AFTER && last_ack.elapsed() >= PRODUCER_STUCK_AFTER {
+                            run.log.note(run.started, &format!(
+                                "the producer acknowledged nothing for {:.0} s while its deliveries failed; replacing it",
+                                last_ack.elapsed().as_secs_f64()
+                            ));
+                            replaced.push(std::mem::replace(&mut producer, connect_producer(&run).await?));
+                            out.producer_replacements += 1;
+                            failing_since = None;
+                            last_ack = Instant::now();
+                        }
                     }
                 }
             }
@@ -751,11 +807,14 @@ async fn publish(
     run.log.note(
         run.started,
         &format!(
-            "published {} records ({} events), {failures} deliveries failed and were published again",
+            "published {} records ({} events), {} deliveries failed and were published again, {} producers replaced",
             out.records,
-            out.events.len()
+            out.events.len(),
+            out.failed_deliveries,
+            out.producer_replacements
         ),
     );
+    drop(replaced);
     Ok(out)
 }
 
