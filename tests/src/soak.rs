@@ -759,7 +759,7 @@ async fn publish(
                     }
                     Err(error) => {
                         out.failed_deliveries += 1;
-                        if out.failed_deliveries <= 20 || out.failed_deliveries % 1000 == 0 {
+                        if out.failed_deliveries <= 20 || out.failed_deliveries.is_multiple_of(1000) {
                             run.log.note(run.started, &format!("delivery {} failed, publishing again: {error}", out.failed_deliveries));
                         }
                         retry.push_back(record);
