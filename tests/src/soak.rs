@@ -97,7 +97,7 @@ impl SoakConfig {
         }
     }
 
-    /// The short run of `make test`: 10 kills per store, one restart of each service.
+    /// The short run of `make test`: one restart of each service, at least 10 kills per store.
     pub fn short(xclog: PathBuf, root: PathBuf) -> Self {
         Self {
             kills_per_store: 10,

@@ -1,6 +1,6 @@
 //! The short fault soak ([`SoakConfig::short`], `make soak` in small): continuous publishing
-//! while `xclog project` processes of both stores are SIGKILLed (10 per store, 1 to 3 members
-//! per consumer group, most of them mid-batch) and Kafka, PostgreSQL and FerretDB are each
+//! while `xclog project` processes of both stores are SIGKILLed (at least 10 per store, 1 to 3
+//! members per consumer group, some of them mid-batch) and Kafka, PostgreSQL and FerretDB are each
 //! restarted once; afterwards every acknowledged event is in both stores exactly once and
 //! `xclog verify --sources topic,postgres,mongo` agrees.
 //!
