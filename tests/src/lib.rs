@@ -6,6 +6,8 @@
 //! - [`TestPg`]: a fresh PostgreSQL database, dropped when dropped;
 //! - [`TestMongo`]: a fresh MongoDB (FerretDB) database, dropped when dropped.
 //!
+//! [`soak`] is the fault soak (`make soak`, and its short run in `tests/fault_soak.rs`).
+//!
 //! Service addresses come from `XCLOG_KAFKA_BROKERS`, `DATABASE_URL` and `MONGODB_URI`, with
 //! the local stack's defaults (`scripts/stack.sh env`). Waiting is done on conditions with a
 //! deadline ([`wait_until`]), never by sleeping a fixed time.
