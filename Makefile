@@ -6,7 +6,7 @@ SHELL := /bin/bash
 STACK := scripts/stack.sh
 WITH_ENV := eval "$$($(STACK) env)" &&
 
-.PHONY: test test-ts demo lint stack-up stack-down stack-status bench
+.PHONY: test test-ts demo lint stack-up stack-down stack-status bench soak
 
 ## make test: start the stack, then run every test of the workspace against it: the Rust
 ## crates, then the TypeScript package (scripts/ts.sh installs its Node dependencies first)
@@ -34,6 +34,14 @@ lint:
 bench: stack-up
 	$(WITH_ENV) scripts/bench.sh
 	$(WITH_ENV) scripts/bench-ts.sh
+
+## make soak: the fault soak (docs/RELIABILITY.md): publishes for the whole run while it SIGKILLs
+## projector processes (100 per store) and restarts Kafka, PostgreSQL and FerretDB (3 each);
+## exits non-zero on any lost or doubled event or a verify difference. SOAK_ARGS passes flags
+## (`make soak SOAK_ARGS="--kills 20 --restarts 1"`; `--help` lists them)
+soak: stack-up
+	cargo build -q -p xclog-projector --bin xclog -p xclog-tests --bin xclog-soak
+	$(WITH_ENV) cargo run -q -p xclog-tests --bin xclog-soak -- $(SOAK_ARGS)
 
 stack-up:
 	$(STACK) up

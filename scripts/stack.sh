@@ -330,16 +330,21 @@ EOF
     ensure_kafka_scram_user
 }
 
-stop_pidfile() { # stop_pidfile SERVICE: SIGTERM the process group, wait, then SIGKILL
+# Any process of the group led by PID (the service started with setsid), or PID itself, alive.
+group_alive() { kill -0 -- "-$1" 2>/dev/null || kill -0 "$1" 2>/dev/null; }
+
+stop_pidfile() { # stop_pidfile SERVICE: SIGTERM the process group, wait for all of it, then SIGKILL
     local service=$1 pidfile=$RUN/$1/$1.pid
     pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
     local pid
     pid=$(cat "$pidfile")
     say "stopping $service (pid $pid)"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    # The pid file holds the group leader (Kafka's is the bash that runs java): wait until the
+    # whole group is gone, or a restart finds the ports still held by the exiting JVM.
     local deadline=$((SECONDS + 60))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.3; done
-    if kill -0 "$pid" 2>/dev/null; then
+    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.3; done
+    if group_alive "$pid"; then
         say "$service did not stop in 60 s; killing it"
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi

@@ -441,6 +441,9 @@ fn class_name(class: ErrorClass) -> &'static str {
 }
 
 #[cfg(test)]
+mod retry_tests;
+
+#[cfg(test)]
 mod tests {
     use std::sync::Mutex as StdMutex;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,6 +6,8 @@
 //! - [`TestPg`]: a fresh PostgreSQL database, dropped when dropped;
 //! - [`TestMongo`]: a fresh MongoDB (FerretDB) database, dropped when dropped.
 //!
+//! [`soak`] is the fault soak (`make soak`, and its short run in `tests/fault_soak.rs`).
+//!
 //! Service addresses come from `XCLOG_KAFKA_BROKERS`, `DATABASE_URL` and `MONGODB_URI`, with
 //! the local stack's defaults (`scripts/stack.sh env`). Waiting is done on conditions with a
 //! deadline ([`wait_until`]), never by sleeping a fixed time.
@@ -21,6 +23,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgPool};
+
+pub mod soak;
 
 /// Kafka bootstrap servers (`XCLOG_KAFKA_BROKERS`, default `127.0.0.1:9092`).
 pub fn brokers() -> String {
@@ -495,6 +499,35 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     let bin = profile_dir.join("xclog");
     anyhow::ensure!(bin.exists(), "{} not found after building", bin.display());
     Ok(bin)
+}
+
+/// A small deterministic pseudo-random sequence (xorshift).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the clock (the seed is printed, so a failing run can be replayed).
+    pub fn from_time() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+        eprintln!("rng seed {seed}");
+        Self::seeded(seed)
+    }
+
+    /// The sequence of `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// The next value, below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
 }
 
 #[cfg(test)]

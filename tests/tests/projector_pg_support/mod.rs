@@ -443,27 +443,8 @@ pub fn spawn_binary(
         .context("spawning xclog project")
 }
 
-/// A small deterministic pseudo-random sequence (xorshift), seeded per run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_time() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7)
-            | 1;
-        eprintln!("rng seed {seed}");
-        Self(seed)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
+#[allow(unused_imports)] // each test file uses a subset
+pub use xclog_tests::Rng;
 
 /// An event of instance `instance` with parents `parents`, persisted at `at`.
 pub fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
