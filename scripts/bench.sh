@@ -334,7 +334,7 @@ delay_levels() {
         pg:*) where=(--pg-url "$PG_BASE/${store#pg:}")
             # Start every side from a quiet disk and a vacuumed, analyzed store, so that no
             # side measures while an earlier load is written back (ours follow the COPY of
-            # 2 GB into another database; docs/BENCHMARKS.md, "Our delay at 50%").
+            # 2 GB into another database; docs/DESIGN.md, "The bench must not load what it measures").
             psql_db "${store#pg:}" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
             sync ;;
         mongo:*) where=(--mongo-uri "$MONGODB_URI" --db "${store#mongo:}") poll_ms=$M_POLL_MS ;;

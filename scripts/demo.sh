@@ -13,7 +13,7 @@
 #     xcomponent-ai docs' queries), one instance's history, one cross-component trace, one
 #     snapshot; then `xclog verify` compares the topic and both stores.
 # The default size is small (3,000 events) because FerretDB 1.24, the local MongoDB stand-in,
-# stores about 50 events/s on this 2-core machine (docs/DESIGN.md, "FerretDB"); PostgreSQL alone
+# stores about 50 events/s on 2 cores (docs/DESIGN.md, "FerretDB 1.24"); PostgreSQL alone
 # takes 20,000 in about 10 s (DEMO_EVENTS=20000 DEMO_MONGO=0).
 #
 # Settings (environment): DEMO_EVENTS (default 3000), DEMO_INSTANCES (100), DEMO_PARTITIONS (6),

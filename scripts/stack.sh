@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# xclog's local service stack, run natively (no Docker): Kafka (KRaft), PostgreSQL, FerretDB.
+# xclog's local service stack, run natively (Docker not needed): Kafka (KRaft), PostgreSQL, FerretDB.
 #
 #   scripts/stack.sh up                 install what is missing, start all three, wait until each answers
 #   scripts/stack.sh down               stop all three

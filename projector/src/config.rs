@@ -105,7 +105,7 @@ pub mod defaults {
     /// Records per batch (a backlog drains in batches of this size). Each lane holds the batch
     /// being filled, one queued and, while its queue is full, one held back; each of the
     /// [`WRITERS`] one in flight. 2 writers x 2,500 drained faster than 1 x 5,000
-    /// (docs/BENCHMARKS.md, "Two writers, once they are fed").
+    /// (docs/DESIGN.md, "Two writers sharing three lanes").
     pub const BATCH_MAX_RECORDS: usize = 2500;
     /// Record bytes (key, value and headers as read) per batch, in MiB: a batch is cut at this
     /// size even below [`BATCH_MAX_RECORDS`], so the projector's memory is bounded by bytes
@@ -129,8 +129,8 @@ pub mod defaults {
     /// How long librdkafka waits before it fetches again once its prefetch was full
     /// (`fetch.queue.backoff.ms`), in ms. librdkafka's default, 1000 ms, starved the writer:
     /// a 4 MiB prefetch is about one batch, which the consumer decodes in a tenth of that
-    /// second, and then it waited for the rest (docs/BENCHMARKS.md, "The consumer waited a
-    /// second for Kafka"). A check of a full prefetch costs no request, so a short wait is free.
+    /// second, and then it waited for the rest (docs/DESIGN.md, "The consumer's fetch backoff:
+    /// 10 ms"). A check of a full prefetch costs no request, so a short wait is free.
     pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
     /// First backoff after a transient store error, in ms.
     pub const RETRY_BACKOFF_INITIAL_MS: u64 = 100;
@@ -151,7 +151,7 @@ pub mod defaults {
     /// sent hundreds of `OffsetCommit` requests a second at a steady moderate rate (small
     /// batches), and the broker answers a member's requests in order: the likely reason why
     /// heartbeats went unanswered past the session timeout in the 1,000,000-event bench
-    /// (docs/BENCHMARKS.md, "Our delay at 50%").
+    /// (docs/DESIGN.md, "Group offsets committed once a second").
     pub const GROUP_COMMIT_INTERVAL_MS: u64 = 1_000;
     /// `/readyz` lag threshold, in records.
     pub const READY_MAX_LAG: i64 = 1000;
@@ -255,8 +255,8 @@ impl ProjectorConfig {
     /// The lanes the assigned partitions are dealt out over: one more than the writers when
     /// there are several, so that a partition count that does not divide by the writers (3
     /// partitions, 2 writers) still keeps every writer busy: with one lane per writer, one
-    /// writer had twice the other's records and the other waited (docs/BENCHMARKS.md, "The
-    /// writers share the lanes"). Each lane holds its own batches, so memory grows with the lanes.
+    /// writer had twice the other's records and the other waited (docs/DESIGN.md, "Two writers
+    /// sharing three lanes"). Each lane holds its own batches, so memory grows with the lanes.
     pub fn lanes(&self) -> usize {
         if self.writers > 1 {
             self.writers + 1

@@ -46,9 +46,10 @@ pub const STORE_TABLES: &[&str] = &[
 const DEFERRED_INDEXES: &str = "xclog_rebuild_deferred_indexes";
 
 /// Deferred indexes built at once at the end of the bulk. Two halve the time of building them
-/// one by one on the 1,000,000-event bench here (2 cores: 15.0 s -> 7.6 s, see
-/// docs/BENCHMARKS.md); each also uses the server's parallel maintenance workers if it has any,
-/// and up to `maintenance_work_mem`. The rebuild's own pool has one connection more than this.
+/// one by one on the 1,000,000-event bench (2 cores: 15.0 s -> 7.6 s; docs/DESIGN.md, "The
+/// rebuild builds its indexes two at a time"); each also uses the server's parallel
+/// maintenance workers if it has any, and up to `maintenance_work_mem`. The rebuild's own pool
+/// has one connection more than this.
 const INDEX_BUILDS: usize = 2;
 
 /// Offsets the topic no longer holds on one partition: `from..to` (exclusive) were deleted

@@ -19,9 +19,9 @@ use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
 const CATCH_UP: Duration = Duration::from_secs(300);
 
 /// The tests of this file run one at a time: they share one FerretDB and one restarts it, so
-/// each catch-up deadline measures that test's own recovery only. (The stall seen in CI on
-/// 2026-11-28 was a FerretDB behaviour the sink now avoids: docs/DESIGN.md, "an unordered
-/// command stops at its first failed statement".)
+/// each catch-up deadline measures that test's own recovery only. (The sink sends no statement
+/// of an unordered command that can fail, which FerretDB 1.24 would end there: docs/DESIGN.md,
+/// "FerretDB 1.24: the rules the sink follows".)
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn stored_events(db: &Database) -> u64 {

@@ -395,9 +395,9 @@ async fn verify_agrees_on_a_projected_store_and_names_each_injected_difference_i
     Ok(())
 }
 
-/// Writes `published` into MongoDB with the sink directly (the Mongo projector stalls FerretDB
-/// under sustained load: docs/DESIGN.md, known issue), partition by partition in log order,
-/// storing offsets under `projection`.
+/// Writes `published` into MongoDB with the sink directly (FerretDB is slow under sustained
+/// load: docs/DESIGN.md, "FerretDB 1.24: the rules the sink follows"), partition by partition
+/// in log order, storing offsets under `projection`.
 async fn write_mongo(
     m: &TestMongo,
     projection: &str,

@@ -118,7 +118,7 @@ impl PgSink {
         // generic plan of a prepared statement made while the tables were tiny (a sequential
         // scan of `fsm_events` for the `caused` update) until the next `ANALYZE`. Seen on a
         // fresh store at a steady 7,000 events/s: that update took 1.3 s, then 3 s, growing
-        // with the table (docs/BENCHMARKS.md, "Our delay at 50%"). `SET LOCAL`, not a
+        // with the table (docs/DESIGN.md, "Custom plans"). `SET LOCAL`, not a
         // connection option, so that it works through connection poolers (PgBouncer refuses
         // startup options); needs PostgreSQL 12 or later.
         sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
