@@ -15,7 +15,7 @@ use xclog_projector::read::{EventStore, Page, SnapshotStore, StoredEvent};
 use xclog_schema::{Encoding, InstanceSnapshot};
 use xclog_tests::{TestMongo, TestPg, TestTopic, unique_suffix};
 
-/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s here (docs/DESIGN.md).
+/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s on 2 cores (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(240);
 
 async fn events<S: EventStore>(store: &S) -> anyhow::Result<Vec<StoredEvent>> {

@@ -19,7 +19,7 @@ use xclog_projector::sink::mongo::MongoSink;
 use xclog_schema::{Encoding, PersistedEvent, Record};
 use xclog_tests::{TestMongo, TestTopic, unique_suffix};
 
-/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s here (docs/DESIGN.md).
+/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s on 2 cores (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

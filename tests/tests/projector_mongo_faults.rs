@@ -15,7 +15,7 @@ use xclog_projector::sink::mongo::MongoSink;
 use xclog_schema::Encoding;
 use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
 
-/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s here (docs/DESIGN.md).
+/// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s on 2 cores (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(300);
 
 /// The tests of this file run one at a time: they share one FerretDB and one restarts it, so
