@@ -1,4 +1,4 @@
-//! Sinks: where decoded records are materialized (PostgreSQL today, MongoDB next).
+//! Sinks: where decoded records are materialized (PostgreSQL and MongoDB).
 //!
 //! A [`Sink`] receives a [`WriteBatch`]: decoded records in log order plus, for every
 //! partition the batch covers, the offset the batch started from and the next offset after it.
@@ -19,12 +19,15 @@
 //! target-independent pipeline and only sees the sink through this trait and [`SinkError::class`].
 
 pub mod mongo;
+pub mod order;
 pub mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 
 use xclog_schema::{InstanceSnapshot, Record};
+
+use order::InstanceOrder;
 
 /// Where a record came from in the log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,9 +98,7 @@ pub(crate) struct SnapshotPlan<'a> {
 }
 
 /// Reduces a batch's snapshot records and deletions to [`SnapshotPlan`]: a deletion drops the
-/// snapshots before it, snapshots after it compete by [`snapshot_is_newer`].
-///
-/// [`snapshot_is_newer`]: postgres::rows::snapshot_is_newer
+/// snapshots before it, snapshots after it compete by their [`InstanceOrder`].
 pub(crate) fn snapshot_plan(records: &[SinkRecord]) -> SnapshotPlan<'_> {
     let mut deleted: BTreeSet<&str> = BTreeSet::new();
     let mut newest: BTreeMap<&str, (&InstanceSnapshot, &SinkRecord)> = BTreeMap::new();
@@ -107,10 +108,8 @@ pub(crate) fn snapshot_plan(records: &[SinkRecord]) -> SnapshotPlan<'_> {
             Record::Snapshot(s) => {
                 let id = s.instance.id.as_str();
                 let replace = newest.get(id).is_none_or(|(old, old_r)| {
-                    postgres::rows::snapshot_is_newer(
-                        (s, r.source.offset),
-                        (old, old_r.source.offset),
-                    )
+                    InstanceOrder::of_snapshot(s, &r.source)
+                        > InstanceOrder::of_snapshot(old, &old_r.source)
                 });
                 if replace {
                     newest.insert(id, (s, r));

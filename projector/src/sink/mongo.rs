@@ -16,14 +16,16 @@
 //!    by two workers always meet (docs/DESIGN.md, "MongoDB"). No two writers of one sink
 //!    update one parent at once ([`CausedClaims`]: FerretDB 1.24 would lose one of two
 //!    concurrent updates of a document).
-//! 4. **Instance view**: per instance, only events at an offset above the stored
-//!    `lastEventOffset` are folded in, with a compare-and-set on that offset; a lost race is
-//!    [`SinkError::Transient`] (the batch is retried and the fold recomputed).
+//! 4. **Instance view**: per instance and partition, only events above the offset folded last
+//!    are counted, and the fields shown are those of the latest event in the instance order
+//!    ([`InstanceOrder`], valid across partitions), with a compare-and-set on what was read
+//!    ([`instances`]); a lost race is [`SinkError::Transient`] (the batch is retried and the
+//!    fold recomputed).
 //! 5. **Snapshots**: first, one `delete` of the stored snapshots (matched by `instance.id`) of
 //!    the instances the batch has a snapshot deletion for; then, of each instance, the newest
 //!    snapshot after its last deletion in the batch ([`crate::sink::snapshot_plan`]) as an
 //!    upsert (`$set` of every field) whose filter only matches an older stored snapshot
-//!    (by sequence, else `snapshotAt`, then log offset); a duplicate-key error means the stored
+//!    (by [`InstanceOrder`]: sequence, `snapshotAt`, partition, offset); a duplicate-key error means the stored
 //!    one is as new or newer. Then the instance view takes the status of the stored snapshot.
 //! 6. **Offsets**: advanced last, only after every write above was acknowledged, each with a
 //!    compare-and-set on the offset the batch started from (a mismatch is
@@ -38,6 +40,7 @@
 //! chunked under the 16 MiB message limit), never one document at a time.
 
 pub mod document;
+mod instances;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -49,6 +52,7 @@ use mongodb::{Client, Database};
 use xclog_schema::{InstanceSnapshot, PersistedEvent, Record};
 
 use crate::config::Secret;
+use crate::sink::order::{self, InstanceOrder};
 use crate::sink::{Sink, SinkError, SinkRecord, SourcePosition, WriteBatch, WriteOutcome};
 
 /// Collection of event documents.
@@ -126,6 +130,8 @@ pub struct MongoSink {
     /// document without a lock, so two writers adding children to one parent at once would
     /// lose one addition (docs/DESIGN.md, "Causality with several workers").
     caused_claims: Arc<CausedClaims>,
+    /// Instances being folded into the instance view by a writer of this sink.
+    instance_claims: Arc<CausedClaims>,
 }
 
 /// Parents claimed by the writers of one sink for their `caused` statements: a writer
@@ -228,6 +234,7 @@ impl MongoSink {
             write_concern: majority_writes.then(|| doc! { "w": "majority" }),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             caused_claims: Arc::default(),
+            instance_claims: Arc::default(),
         }
     }
 
@@ -688,7 +695,9 @@ impl MongoSink {
         Ok(inserted)
     }
 
-    /// Step 4: fold stored events into the instance view, once each (by log offset).
+    /// Step 4: fold stored events into the instance view, once each: per instance and
+    /// partition, only events above the offset folded last (`foldedOffsets`); the fields shown
+    /// are those of the event latest in the instance order ([`InstanceOrder`]).
     async fn fold_instances(
         &self,
         stored: &[(&PersistedEvent, &SourcePosition)],
@@ -696,7 +705,6 @@ impl MongoSink {
         if stored.is_empty() {
             return Ok(());
         }
-        let ctx = "updating the instance view";
         let mut by_instance: BTreeMap<&str, Vec<(&PersistedEvent, &SourcePosition)>> =
             BTreeMap::new();
         for x in stored {
@@ -705,60 +713,50 @@ impl MongoSink {
                 .or_default()
                 .push(*x);
         }
+        // An instance spread over partitions (keyless records) can be folded by two writers of
+        // this sink at once: they take turns, as for `caused` (FerretDB 1.24 would lose one of
+        // two concurrent updates of a document). Keyed instances never meet here.
+        let mut wanted: BTreeSet<String> = by_instance.keys().map(|k| (*k).to_owned()).collect();
+        while !wanted.is_empty() {
+            let claim = self.instance_claims.claim(&mut wanted).await;
+            let round: BTreeMap<&str, &[(&PersistedEvent, &SourcePosition)]> = claim
+                .parents()
+                .iter()
+                .filter_map(|id| by_instance.get_key_value(id.as_str()))
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect();
+            self.fold_round(&round).await?;
+        }
+        Ok(())
+    }
+
+    async fn fold_round(
+        &self,
+        by_instance: &BTreeMap<&str, &[(&PersistedEvent, &SourcePosition)]>,
+    ) -> Result<(), SinkError> {
+        let ctx = "updating the instance view";
         let ids: Vec<&str> = by_instance.keys().copied().collect();
-        let mut last_offset: HashMap<String, Option<i64>> = HashMap::new();
-        for d in self
+        let stored: HashMap<String, Document> = self
             .find_all(
                 INSTANCES,
                 doc! {"_id": {"$in": &ids}},
-                doc! {"lastEventOffset": 1},
+                doc! {
+                    "foldedOffsets": 1, "lastEventOffset": 1, "lastEventId": 1,
+                    "lastEventSequence": 1, "lastEventPersistedAt": 1, "lastEventPartition": 1,
+                },
                 ctx,
             )
             .await?
-        {
-            if let Ok(id) = d.get_str("_id") {
-                last_offset.insert(
-                    id.to_owned(),
-                    match d.get("lastEventOffset") {
-                        Some(Bson::Int64(o)) => Some(*o),
-                        Some(Bson::Int32(o)) => Some(i64::from(*o)),
-                        _ => None,
-                    },
-                );
-            }
-        }
+            .into_iter()
+            .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), d)))
+            .collect();
         let mut statements = Vec::new();
-        for (instance, mut list) in by_instance {
-            let stored_offset = last_offset.get(instance).copied().flatten();
-            list.retain(|(_, s)| stored_offset.is_none_or(|o| s.offset > o));
-            list.sort_by_key(|(_, s)| s.offset);
-            let Some((last, last_source)) = list.last().copied() else {
-                continue;
-            };
-            let first_at = list.iter().map(|(e, _)| e.persisted_at).min().unwrap_or(0);
-            let last_at = list.iter().map(|(e, _)| e.persisted_at).max().unwrap_or(0);
-            let filter = match stored_offset {
-                Some(o) => doc! {"_id": instance, "lastEventOffset": o},
-                None => doc! {"_id": instance, "lastEventOffset": Bson::Null},
-            };
-            statements.push(by_id(
-                filter,
-                doc! {
-                    "$inc": {"eventCount": list.len() as i64},
-                    "$min": {"firstEventAt": first_at},
-                    "$max": {"lastEventAt": last_at},
-                    "$set": {
-                        "instanceId": instance,
-                        "machineName": &last.machine_name,
-                        "componentName": &last.component_name,
-                        "currentState": &last.state_after,
-                        "lastEventId": &last.id,
-                        "lastEventOffset": last_source.offset,
-                    },
-                    "$setOnInsert": {"status": "active"},
-                },
-                true,
-            ));
+        for (instance, list) in by_instance {
+            if let Some(statement) =
+                instances::fold_statement(instance, stored.get(*instance), list)
+            {
+                statements.push(statement);
+            }
         }
         let expected = statements.len() as u64;
         let (n, errors) = self.update(INSTANCES, statements, ctx).await?;
@@ -768,7 +766,7 @@ impl MongoSink {
         if n != expected || !errors.is_empty() {
             return Err(SinkError::Transient {
                 context: ctx,
-                source: "another writer moved an instance's lastEventOffset concurrently".into(),
+                source: "another writer folded events into an instance concurrently".into(),
             });
         }
         Ok(())
@@ -823,7 +821,7 @@ impl MongoSink {
                 SNAPSHOTS,
                 doc! {"_id": {"$in": &ids}},
                 doc! {
-                    "sequence": 1, "snapshotAt": 1, "source.offset": 1,
+                    "sequence": 1, "snapshotAt": 1, "source.partition": 1, "source.offset": 1,
                     "instance.status": 1, "instance.machineName": 1, "instance.currentState": 1,
                 },
                 ctx,
@@ -844,7 +842,9 @@ impl MongoSink {
                     stored.push((id, instance_fields(&document)));
                     inserts.push(document);
                 }
-                Some(old) if stored_snapshot_is_older(old, s, source.offset) => {
+                Some(old)
+                    if stored_snapshot_is_older(old, InstanceOrder::of_snapshot(s, source)) =>
+                {
                     // `$set` of every field rather than a replacement document, because a
                     // replacement cannot be `multi` (see [`by_id`]); the snapshot document
                     // always holds the same fields, so this replaces the stored one entirely.
@@ -852,7 +852,7 @@ impl MongoSink {
                     fields.remove("_id");
                     stored.push((id, instance_fields(&fields)));
                     updates.push(by_id(
-                        older_snapshot_filter(s, source.offset),
+                        older_snapshot_filter(id, InstanceOrder::of_snapshot(s, source)),
                         doc! {"$set": fields},
                         false,
                     ));
@@ -949,52 +949,76 @@ fn instance_fields(snapshot: &Document) -> Document {
     fields
 }
 
-/// Whether the stored snapshot document `stored` (its `sequence`, `snapshotAt` and
-/// `source.offset`) is older than `s` at log offset `offset`: exactly the documents that
-/// [`older_snapshot_filter`] matches, so an update decided by this matches unless the stored
-/// document changed in between.
-fn stored_snapshot_is_older(stored: &Document, s: &InstanceSnapshot, offset: i64) -> bool {
+/// The order key of a stored snapshot document. A document not written by this sink may lack
+/// fields: an absent sequence ranks below every present one (as everywhere), an absent time
+/// below every time and an absent log position below every position, as in the PostgreSQL
+/// sink's `COALESCE`s.
+fn stored_snapshot_order(stored: &Document) -> InstanceOrder {
     let int = |b: Option<&Bson>| b.and_then(document::as_i64);
-    let stored_offset = stored
-        .get_document("source")
-        .ok()
-        .and_then(|d| int(d.get("offset")));
-    let by_time = match int(stored.get("snapshotAt")) {
-        Some(at) => {
-            at < s.snapshot_at || (at == s.snapshot_at && stored_offset.is_some_and(|o| o < offset))
-        }
-        None => false,
-    };
-    match s.sequence.and_then(|q| i64::try_from(q).ok()) {
-        Some(seq) => match stored.get("sequence") {
-            None | Some(Bson::Null) => by_time,
-            other => int(other).is_some_and(|stored_seq| stored_seq < seq),
-        },
-        None => by_time,
+    let source = stored.get_document("source").ok();
+    let position = |key: &str| int(source.and_then(|s| s.get(key)));
+    InstanceOrder {
+        sequence: int(stored.get("sequence")).unwrap_or(order::NO_SEQUENCE),
+        at: int(stored.get("snapshotAt")).unwrap_or(i64::MIN),
+        partition: position("partition")
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(-1),
+        offset: position("offset").unwrap_or(-1),
     }
 }
 
-/// The filter that matches the stored snapshot of `s`'s instance only if it is older than `s`:
-/// by sequence when both have one, else by `snapshotAt`, ties by log offset (the rule of the
-/// PostgreSQL sink).
-fn older_snapshot_filter(s: &InstanceSnapshot, offset: i64) -> Document {
-    let id = s.instance.id.as_str();
-    let at = s.snapshot_at;
-    let by_time = [
-        doc! {"snapshotAt": {"$lt": at}},
-        doc! {"snapshotAt": at, "source.offset": {"$lt": offset}},
-    ];
-    match s.sequence.and_then(|q| i64::try_from(q).ok()) {
-        Some(seq) => doc! {
-            "_id": id,
-            "$or": [
-                {"sequence": {"$lt": seq}},
-                {"sequence": Bson::Null, "snapshotAt": {"$lt": at}},
-                {"sequence": Bson::Null, "snapshotAt": at, "source.offset": {"$lt": offset}},
+/// Whether the stored snapshot document `stored` is older than `key` in the instance order:
+/// exactly the documents that [`older_snapshot_filter`] matches, so an update decided by this
+/// matches unless the stored document changed in between.
+fn stored_snapshot_is_older(stored: &Document, key: InstanceOrder) -> bool {
+    stored_snapshot_order(stored) < key
+}
+
+/// The filter that matches the stored snapshot of instance `id` only if it is older than `key`
+/// in the instance order (sequence, `snapshotAt`, partition, offset), the rule of the
+/// PostgreSQL sink, with the absent fields of [`stored_snapshot_order`].
+fn older_snapshot_filter(id: &str, key: InstanceOrder) -> Document {
+    let sequence = if key.sequence == order::NO_SEQUENCE {
+        Bson::Null
+    } else {
+        Bson::Int64(key.sequence)
+    };
+    // `field` below `value`, or absent (ranks below every value).
+    let below = |field: &str, value: Bson| {
+        doc! {"$or": [{field: {"$lt": value}}, {field: {"$exists": false}}]}
+    };
+    let with = |mut d: Document, equal: &[(&str, Bson)]| {
+        for (k, v) in equal {
+            d.insert(*k, v.clone());
+        }
+        d
+    };
+    let mut alternatives = vec![
+        with(
+            below("snapshotAt", key.at.into()),
+            &[("sequence", sequence.clone())],
+        ),
+        with(
+            below("source.partition", key.partition.into()),
+            &[
+                ("sequence", sequence.clone()),
+                ("snapshotAt", key.at.into()),
             ],
-        },
-        None => doc! {"_id": id, "$or": by_time.to_vec()},
+        ),
+        with(
+            below("source.offset", key.offset.into()),
+            &[
+                ("sequence", sequence.clone()),
+                ("snapshotAt", key.at.into()),
+                ("source.partition", key.partition.into()),
+            ],
+        ),
+    ];
+    if key.sequence != order::NO_SEQUENCE {
+        alternatives.push(doc! {"sequence": {"$lt": key.sequence}});
+        alternatives.push(doc! {"sequence": Bson::Null});
     }
+    doc! {"_id": id, "$or": alternatives}
 }
 
 /// For every event of the batch that is a parent of others in the batch: those children's ids
@@ -1582,88 +1606,91 @@ mod tests {
     }
 
     #[test]
-    fn the_snapshot_filter_compares_sequence_first_then_time_then_offset() {
-        let f = older_snapshot_filter(&snapshot("i", 5, Some(3)), 9);
+    fn the_snapshot_filter_compares_sequence_first_then_time_then_position() {
+        let key = InstanceOrder::new(Some(3), 5, 1, 9);
+        let f = older_snapshot_filter("i", key);
         assert_eq!(f.get_str("_id").unwrap(), "i");
+        let or = f.get_array("$or").unwrap();
+        assert_eq!(or.len(), 5);
+        assert_eq!(
+            or[3].as_document().unwrap(),
+            &doc! {"sequence": {"$lt": 3i64}}
+        );
+        let last_tie = or[2].as_document().unwrap();
+        assert_eq!(last_tie.get_i64("sequence").ok(), Some(3));
+        assert_eq!(last_tie.get_i64("snapshotAt").ok(), Some(5));
+        assert_eq!(last_tie.get_i32("source.partition").ok(), Some(1));
+        let f = older_snapshot_filter("i", InstanceOrder::new(None, 5, 1, 9));
         let or = f.get_array("$or").unwrap();
         assert_eq!(or.len(), 3);
         assert_eq!(
-            or[0].as_document().unwrap(),
-            &doc! {"sequence": {"$lt": 3i64}}
+            or[0].as_document().unwrap().get("sequence"),
+            Some(&Bson::Null)
         );
-        let f = older_snapshot_filter(&snapshot("i", 5, None), 9);
-        assert_eq!(f.get_array("$or").unwrap().len(), 2);
     }
 
     #[test]
-    fn a_stored_snapshot_is_older_by_sequence_first_then_time_then_offset() {
-        let stored = |seq: Option<i64>, at: i64, offset: i64| {
+    fn a_stored_snapshot_is_older_by_sequence_then_time_then_partition_then_offset() {
+        let stored = |seq: Option<i64>, at: i64, partition: i32, offset: i64| {
             doc! {
                 "_id": "i",
                 "sequence": seq.map_or(Bson::Null, Bson::Int64),
                 "snapshotAt": at,
-                "source": {"offset": offset},
+                "source": {"topic": "t", "partition": partition, "offset": offset},
             }
         };
-        let new = |seq: Option<u64>, at: i64| snapshot("i", at, seq);
-        // Both have a sequence: only the sequence counts.
+        let key = |seq: Option<u64>, at: i64, p: i32, o: i64| InstanceOrder::new(seq, at, p, o);
+        // Sequences first, whatever the time.
         assert!(stored_snapshot_is_older(
-            &stored(Some(2), 9, 9),
-            &new(Some(3), 1),
-            1
+            &stored(Some(2), 9, 0, 9),
+            key(Some(3), 1, 0, 1)
         ));
         assert!(!stored_snapshot_is_older(
-            &stored(Some(3), 1, 1),
-            &new(Some(3), 9),
-            9
+            &stored(Some(4), 1, 0, 1),
+            key(Some(3), 9, 0, 9)
         ));
-        assert!(!stored_snapshot_is_older(
-            &stored(Some(4), 1, 1),
-            &new(Some(3), 9),
-            9
-        ));
-        // The stored one has none: time, then log offset.
+        // An absent sequence ranks below every present one.
         assert!(stored_snapshot_is_older(
-            &stored(None, 4, 9),
-            &new(Some(3), 5),
-            1
+            &stored(None, 9, 0, 9),
+            key(Some(0), 1, 0, 1)
+        ));
+        assert!(!stored_snapshot_is_older(
+            &stored(Some(0), 1, 0, 1),
+            key(None, 9, 0, 9)
+        ));
+        // Same sequence: time, then partition, then offset.
+        assert!(stored_snapshot_is_older(
+            &stored(None, 4, 2, 9),
+            key(None, 5, 0, 0)
         ));
         assert!(stored_snapshot_is_older(
-            &stored(None, 5, 8),
-            &new(Some(3), 5),
-            9
+            &stored(None, 5, 0, 9),
+            key(None, 5, 1, 0)
         ));
         assert!(!stored_snapshot_is_older(
-            &stored(None, 5, 9),
-            &new(Some(3), 5),
-            9
+            &stored(None, 5, 2, 0),
+            key(None, 5, 1, 9)
         ));
-        assert!(!stored_snapshot_is_older(
-            &stored(None, 6, 1),
-            &new(Some(3), 5),
-            9
-        ));
-        // The new one has none: time, then offset, whatever the stored sequence.
         assert!(stored_snapshot_is_older(
-            &stored(Some(10), 4, 9),
-            &new(None, 5),
-            1
+            &stored(Some(3), 5, 1, 8),
+            key(Some(3), 5, 1, 9)
         ));
         assert!(!stored_snapshot_is_older(
-            &stored(Some(1), 5, 9),
-            &new(None, 5),
-            9
+            &stored(Some(3), 5, 1, 9),
+            key(Some(3), 5, 1, 9)
         ));
-        // A field missing (not written by this sink) never reads as older.
-        assert!(!stored_snapshot_is_older(
+        // Fields a document not written by this sink lacks rank below every value.
+        assert!(stored_snapshot_is_older(
             &doc! {"_id": "i", "snapshotAt": 5i64},
-            &new(None, 5),
-            9
+            key(None, 5, 0, 0)
+        ));
+        assert!(stored_snapshot_is_older(
+            &doc! {"_id": "i"},
+            key(None, 5, 0, 0)
         ));
         assert!(!stored_snapshot_is_older(
-            &doc! {"_id": "i"},
-            &new(None, 5),
-            9
+            &doc! {"_id": "i", "snapshotAt": 6i64},
+            key(None, 5, 0, 0)
         ));
     }
 

@@ -324,35 +324,50 @@ WITH ins AS (
              target_component_name, sequence, event_timestamp, event_extra,
              public_member_snapshot, source_topic, source_partition, source_offset, caused)
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, instance_id, machine_name, component_name, state_after, persisted_at, source_offset
+    RETURNING id, instance_id, machine_name, component_name, state_after, persisted_at, sequence,
+        source_partition, source_offset
+), latest AS (
+    -- Per instance, the inserted event latest in the instance order (sink/order.rs).
+    SELECT DISTINCT ON (instance_id) instance_id, machine_name, component_name, state_after, id,
+           sequence, persisted_at, source_partition, source_offset
+    FROM ins
+    ORDER BY instance_id, COALESCE(sequence, -1) DESC, persisted_at DESC, source_partition DESC,
+             source_offset DESC
 ), agg AS (
-    SELECT instance_id,
-           (array_agg(machine_name ORDER BY source_offset DESC))[1] AS machine_name,
-           (array_agg(component_name ORDER BY source_offset DESC))[1] AS component_name,
-           (array_agg(state_after ORDER BY source_offset DESC))[1] AS current_state,
-           count(*) AS n, min(persisted_at) AS first_at, max(persisted_at) AS last_at,
-           (array_agg(id ORDER BY source_offset DESC))[1] AS last_id,
-           max(source_offset) AS last_offset
-    FROM ins GROUP BY instance_id
+    SELECT l.*, a.n, a.first_at, a.last_at
+    FROM latest l
+    JOIN (SELECT instance_id, count(*) AS n, min(persisted_at) AS first_at,
+                 max(persisted_at) AS last_at
+          FROM ins GROUP BY instance_id) a USING (instance_id)
 ), inst AS (
     INSERT INTO fsm_instances AS f (instance_id, machine_name, component_name, current_state,
-        event_count, first_event_at, last_event_at, last_event_id, last_event_offset)
-    SELECT instance_id, machine_name, component_name, current_state, n, first_at, last_at,
-           last_id, last_offset
+        event_count, first_event_at, last_event_at, last_event_id, last_event_sequence,
+        last_event_persisted_at, last_event_partition, last_event_offset)
+    SELECT instance_id, machine_name, component_name, state_after, n, first_at, last_at, id,
+           sequence, persisted_at, source_partition, source_offset
     FROM agg ORDER BY instance_id
     ON CONFLICT (instance_id) DO UPDATE SET
         event_count = f.event_count + EXCLUDED.event_count,
         first_event_at = LEAST(f.first_event_at, EXCLUDED.first_event_at),
         last_event_at = GREATEST(f.last_event_at, EXCLUDED.last_event_at),
-        machine_name = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
-                            THEN EXCLUDED.machine_name ELSE f.machine_name END,
-        component_name = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
-                              THEN EXCLUDED.component_name ELSE f.component_name END,
-        current_state = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
-                             THEN EXCLUDED.current_state ELSE f.current_state END,
-        last_event_id = CASE WHEN EXCLUDED.last_event_offset >= COALESCE(f.last_event_offset, -1)
-                             THEN EXCLUDED.last_event_id ELSE f.last_event_id END,
-        last_event_offset = GREATEST(f.last_event_offset, EXCLUDED.last_event_offset)
+        -- The fields of whichever is later in the instance order: the stored last event or the
+        -- batch's (a row from a snapshot alone has no last event and takes the batch's).
+        (machine_name, component_name, current_state, last_event_id, last_event_sequence,
+         last_event_persisted_at, last_event_partition, last_event_offset) = (
+            SELECT v.machine_name, v.component_name, v.current_state, v.id, v.seq, v.at, v.p, v.o
+            FROM (VALUES
+                (EXCLUDED.machine_name, EXCLUDED.component_name, EXCLUDED.current_state,
+                 EXCLUDED.last_event_id, EXCLUDED.last_event_sequence,
+                 EXCLUDED.last_event_persisted_at, EXCLUDED.last_event_partition,
+                 EXCLUDED.last_event_offset, true),
+                (f.machine_name, f.component_name, f.current_state, f.last_event_id,
+                 f.last_event_sequence, f.last_event_persisted_at, f.last_event_partition,
+                 f.last_event_offset, f.last_event_id IS NOT NULL))
+                AS v(machine_name, component_name, current_state, id, seq, at, p, o, has_event)
+            ORDER BY v.has_event DESC, COALESCE(v.seq, -1) DESC,
+                     COALESCE(v.at, -9223372036854775808) DESC, COALESCE(v.p, -1) DESC,
+                     COALESCE(v.o, -1) DESC
+            LIMIT 1)
     RETURNING 1
 )
 SELECT COALESCE(array_agg(id), '{}') FROM ins
@@ -381,9 +396,11 @@ WITH up AS (
         instance_updated_at = EXCLUDED.instance_updated_at,
         source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
         source_offset = EXCLUDED.source_offset, updated_at = CURRENT_TIMESTAMP
-    WHERE (EXCLUDED.sequence IS NOT NULL AND s.sequence IS NOT NULL AND EXCLUDED.sequence > s.sequence)
-       OR ((EXCLUDED.sequence IS NULL OR s.sequence IS NULL)
-           AND (EXCLUDED.snapshot_at, EXCLUDED.source_offset) > (s.snapshot_at, COALESCE(s.source_offset, -1)))
+    -- Only forward in the instance order (sink/order.rs).
+    WHERE (COALESCE(EXCLUDED.sequence, -1), EXCLUDED.snapshot_at, EXCLUDED.source_partition,
+           EXCLUDED.source_offset)
+        > (COALESCE(s.sequence, -1), s.snapshot_at, COALESCE(s.source_partition, -1),
+           COALESCE(s.source_offset, -1))
     RETURNING instance_id, machine_name, current_state, status
 ), inst AS (
     INSERT INTO fsm_instances AS f (instance_id, machine_name, component_name, current_state, status)
