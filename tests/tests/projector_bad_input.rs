@@ -568,3 +568,176 @@ async fn a_repeated_event_id_with_other_parents_links_nothing_the_first_copy_win
     assert!(out.status.success(), "verify: {stdout}\n{stderr}");
     Ok(())
 }
+
+/// Sends `record` JSON-encoded to `partition` with no key, as hand-written producers do.
+async fn send_keyless(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    record: &Record,
+) -> anyhow::Result<Published> {
+    let encoded = xclog_schema::encode(record, Encoding::Json);
+    let mut headers = OwnedHeaders::new_with_capacity(encoded.headers.len());
+    for (k, v) in &encoded.headers {
+        headers = headers.insert(rdkafka::message::Header {
+            key: k,
+            value: Some(v.as_slice()),
+        });
+    }
+    let sent: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic)
+        .partition(partition)
+        .payload(encoded.value.as_slice())
+        .headers(headers);
+    let delivery = producer
+        .send(sent, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(Published {
+        record: record.clone(),
+        partition,
+        offset: delivery.offset,
+    })
+}
+
+fn keyless_snapshot(instance: &str, at: i64, state: &str) -> Record {
+    Record::Snapshot(xclog_schema::InstanceSnapshot {
+        instance: xclog_schema::FsmInstance {
+            id: instance.into(),
+            machine_name: "Order".into(),
+            current_state: state.into(),
+            context: serde_json::json!({"state": state}),
+            public_member: None,
+            internal_member: None,
+            created_at: 1,
+            updated_at: at,
+            status: xclog_schema::InstanceStatus::Active,
+            is_entry_point: None,
+            parent_instance_id: None,
+            parent_machine_name: None,
+        },
+        snapshot_at: at,
+        last_event_id: String::new(),
+        pending_timeouts: None,
+        sequence: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyless_records_of_one_instance_over_several_partitions_give_both_stores_and_verify_one_latest_state()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(3).await?;
+    let pg = TestPg::create().await?;
+    let db = TestMongo::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let s = unique_suffix();
+    let instance = format!("keyless-{s}");
+    let state = |id: &str, at: i64, state: &str| {
+        let mut e = event(&format!("{id}-{s}"), &instance, &[], at);
+        e.state_after = state.to_owned();
+        Record::Event(e)
+    };
+    // The latest event by time sits at the lowest offset of all, on partition 2; partition 0
+    // holds the highest offsets. Offsets alone would pick "Shipped".
+    let mut published = Vec::new();
+    published.push(send_keyless(&producer, &topic.name, 2, &state("late", 5_000, "Closed")).await?);
+    for (i, (at, st)) in [(1_000, "Submitted"), (2_000, "Paid"), (3_000, "Shipped")]
+        .into_iter()
+        .enumerate()
+    {
+        published
+            .push(send_keyless(&producer, &topic.name, 0, &state(&format!("e{i}"), at, st)).await?);
+    }
+    published
+        .push(send_keyless(&producer, &topic.name, 1, &state("mid", 4_000, "Delivered")).await?);
+    // Two snapshots at the same time on two partitions: the higher partition wins the tie,
+    // though its offset is the lower one.
+    published.push(
+        send_keyless(
+            &producer,
+            &topic.name,
+            0,
+            &keyless_snapshot(&instance, 6_000, "FromZero"),
+        )
+        .await?,
+    );
+    published.push(
+        send_keyless(
+            &producer,
+            &topic.name,
+            1,
+            &keyless_snapshot(&instance, 6_000, "FromOne"),
+        )
+        .await?,
+    );
+
+    let pg_run = start_in_process(config(&topic.name, &group), &pg.url).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 3, CATCH_UP).await?;
+    pg_run.stop().await?;
+    let mongo_run = mongo::start_in_process(config(&topic.name, &group), db.database()).await?;
+    mongo::wait_caught_up(&db.database(), &topic.name, &group, 3, CATCH_UP).await?;
+    mongo_run.stop().await?;
+
+    let view: (String, String, i64) = sqlx::query_as(
+        "SELECT current_state, last_event_id, event_count FROM fsm_instances WHERE instance_id = $1",
+    )
+    .bind(&instance)
+    .fetch_one(&pg.pool)
+    .await?;
+    assert_eq!(view, ("Closed".to_owned(), format!("late-{s}"), 5));
+    let doc = db
+        .database()
+        .collection::<mongodb::bson::Document>("instances")
+        .find_one(mongodb::bson::doc! {"_id": &instance})
+        .await?
+        .context("no instance document")?;
+    assert_eq!(doc.get_str("currentState")?, "Closed");
+    assert_eq!(doc.get_str("lastEventId")?, format!("late-{s}"));
+    assert_eq!(doc.get_i64("eventCount")?, 5);
+    let snapshot_state: String =
+        sqlx::query_scalar("SELECT current_state FROM fsm_snapshots WHERE instance_id = $1")
+            .bind(&instance)
+            .fetch_one(&pg.pool)
+            .await?;
+    assert_eq!(snapshot_state, "FromOne");
+    assert_store_equals(&pg.pool, &published).await?;
+    mongo::assert_store_equals(&db.database(), &published).await?;
+
+    let verify = || {
+        std::process::Command::new(xclog_tests::xclog_binary()?)
+            .args([
+                "verify",
+                "--topic",
+                &topic.name,
+                "--sources",
+                "topic,postgres,mongo",
+            ])
+            .args(["--projection", &group, "--mongodb-database", &db.name])
+            .env("DATABASE_URL", &pg.url)
+            .env("MONGODB_URI", &db.uri)
+            .output()
+            .context("running xclog verify")
+    };
+    let out = verify()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An instance view showing an earlier event is a difference verify names.
+    sqlx::query("UPDATE fsm_instances SET current_state = 'Shipped', last_event_id = $2 WHERE instance_id = $1")
+        .bind(&instance)
+        .bind(format!("e2-{s}"))
+        .execute(&pg.pool)
+        .await?;
+    let out = verify()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "verify passed a stale instance view: {stdout}"
+    );
+    assert!(stdout.contains("instanceView"), "{stdout}");
+    Ok(())
+}

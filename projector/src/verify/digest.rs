@@ -11,6 +11,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::Serialize;
 
+use crate::sink::order::InstanceOrder;
+
 /// Next offset (exclusive) to compare up to, per partition. Partitions not named hold nothing
 /// to compare.
 pub type Bounds = BTreeMap<i32, i64>;
@@ -54,10 +56,24 @@ pub struct EventFacts {
     pub state_before: String,
     /// State after the transition.
     pub state_after: String,
+    /// When the runtime persisted it (epoch ms): part of its instance order.
+    pub persisted_at: i64,
     /// Partition it was published to.
     pub partition: i32,
     /// Its offset there.
     pub offset: i64,
+}
+
+impl EventFacts {
+    /// Its place in its instance's order ([`InstanceOrder`]).
+    pub fn order(&self) -> InstanceOrder {
+        InstanceOrder::new(
+            self.sequence,
+            self.persisted_at,
+            self.partition,
+            self.offset,
+        )
+    }
 }
 
 /// The compared fields of a snapshot, with where it came from in the log.
@@ -81,14 +97,37 @@ pub struct SnapshotFacts {
 }
 
 impl SnapshotFacts {
-    /// The sinks' rule (`docs/DESIGN.md` §3): by sequence when both have one, else by
-    /// (snapshot time, offset).
+    /// The sinks' rule: later in the instance order ([`InstanceOrder`]).
     pub fn is_newer_than(&self, other: &SnapshotFacts) -> bool {
-        match (self.sequence, other.sequence) {
-            (Some(a), Some(b)) => a > b,
-            _ => (self.snapshot_at, self.offset) > (other.snapshot_at, other.offset),
-        }
+        self.order() > other.order()
     }
+
+    fn order(&self) -> InstanceOrder {
+        InstanceOrder::new(self.sequence, self.snapshot_at, self.partition, self.offset)
+    }
+}
+
+/// The instance view's latest event of an instance (`fsm_instances` / `instances`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewFacts {
+    /// Id of the event the view shows.
+    pub last_event_id: String,
+    /// State after it.
+    pub state: String,
+}
+
+/// What a source says about an instance's view.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ViewState {
+    /// No event of the instance inside the compared range.
+    #[default]
+    None,
+    /// This one.
+    Some(ViewFacts),
+    /// The stored view shows an event past the compared range, or one without a log position:
+    /// it cannot be compared.
+    Unknown,
 }
 
 /// What a source says about the latest snapshot of an instance.
@@ -111,8 +150,16 @@ pub struct InstanceDigest {
     pub component: String,
     /// Events (distinct ids) inside the compared range.
     pub events: u64,
-    /// Running hash over (id, sequence, stateBefore, stateAfter) in log order.
+    /// Hash over (id, sequence, stateBefore, stateAfter) of its events in log order, per
+    /// partition (one instance's keyless records span partitions, whose offsets do not
+    /// compare); set by [`SideDigest::finish`].
     pub digest: u64,
+    /// Running hash per partition, until [`SideDigest::finish`].
+    partition_digests: Vec<(i32, u64)>,
+    /// The event latest in the instance order, from the events added.
+    latest: Option<(InstanceOrder, ViewFacts)>,
+    /// The instance view: the stored one (stores), else `latest` (the topic).
+    pub view: ViewState,
     /// Sum of the hashes of the `caused` links of its events (both ends in range).
     pub caused: u64,
     /// Number of those links.
@@ -152,6 +199,7 @@ pub struct SideDigest {
     instance_names: Vec<String>,
     instance_index: HashMap<String, u32>,
     links: Vec<(u64, u64)>,
+    stored_views: bool,
 }
 
 impl SideDigest {
@@ -188,16 +236,37 @@ impl SideDigest {
             inst.component.clone_from(&e.component);
         }
         inst.events += 1;
+        let slot = match inst
+            .partition_digests
+            .iter()
+            .position(|(p, _)| *p == e.partition)
+        {
+            Some(i) => i,
+            None => {
+                inst.partition_digests.push((e.partition, 0));
+                inst.partition_digests.len() - 1
+            }
+        };
         let mut h = DefaultHasher::new();
         (
-            inst.digest,
+            inst.partition_digests[slot].1,
             &e.id,
             e.sequence,
             &e.state_before,
             &e.state_after,
         )
             .hash(&mut h);
-        inst.digest = h.finish();
+        inst.partition_digests[slot].1 = h.finish();
+        let order = e.order();
+        if inst.latest.as_ref().is_none_or(|(k, _)| order > *k) {
+            inst.latest = Some((
+                order,
+                ViewFacts {
+                    last_event_id: e.id.clone(),
+                    state: e.state_after.clone(),
+                },
+            ));
+        }
         *self
             .counts
             .events_per_component
@@ -239,6 +308,17 @@ impl SideDigest {
             .snapshot = s;
     }
 
+    /// Sets the instance view a store holds for an instance; once called, the digest compares
+    /// stored views (instances with none stored have [`ViewState::None`]) instead of the view
+    /// its events imply.
+    pub fn set_store_view(&mut self, instance_id: &str, v: ViewState) {
+        self.stored_views = true;
+        self.instances
+            .entry(instance_id.to_owned())
+            .or_default()
+            .view = v;
+    }
+
     /// Whether an event id is inside this digest (after [`SideDigest::finish`] too).
     pub fn contains_event(&self, id: &str) -> bool {
         self.ids.contains_key(&fingerprint(id))
@@ -264,6 +344,16 @@ impl SideDigest {
             }
         }
         self.links.shrink_to_fit();
+        for inst in self.instances.values_mut() {
+            inst.partition_digests.sort_unstable();
+            let mut h = DefaultHasher::new();
+            inst.partition_digests.hash(&mut h);
+            inst.digest = h.finish();
+            let latest = inst.latest.take();
+            if !self.stored_views {
+                inst.view = latest.map_or(ViewState::None, |(_, v)| ViewState::Some(v));
+            }
+        }
         self.counts.instances = self.instances.len() as u64;
         self.counts.snapshots = self
             .instances
@@ -293,7 +383,8 @@ pub struct Difference {
     pub event_id: Option<String>,
     /// What differs: `eventCount`, `event` (present on one side only), `sequence`,
     /// `stateBefore`, `stateAfter`, `caused`, `logOrder`, `snapshot`, `snapshot.sequence`,
-    /// `snapshot.lastEventId`, `snapshot.state`, `instanceDigest`.
+    /// `snapshot.lastEventId`, `snapshot.state`, `instanceView` (the instance's latest event
+    /// and state), `instanceDigest`.
     pub field: String,
     /// The value on the left source.
     pub left: String,
@@ -383,7 +474,10 @@ pub fn compare(left: &SideDigest, right: &SideDigest) -> Comparison {
         } else {
             &l.component
         };
-        for mut d in compare_snapshots(id, &l.snapshot, &r.snapshot) {
+        let differences = compare_snapshots(id, &l.snapshot, &r.snapshot)
+            .into_iter()
+            .chain(compare_views(id, &l.view, &r.view));
+        for mut d in differences {
             if !component.is_empty() {
                 d.component = Some(component.clone());
             }
@@ -434,6 +528,24 @@ fn compare_snapshots(id: &str, l: &SnapshotState, r: &SnapshotState) -> Vec<Diff
             }
             out
         }
+    }
+}
+
+fn compare_views(id: &str, l: &ViewState, r: &ViewState) -> Vec<Difference> {
+    let describe = |v: &ViewFacts| format!("lastEventId {} state {}", v.last_event_id, v.state);
+    match (l, r) {
+        (ViewState::Unknown, _) | (_, ViewState::Unknown) => vec![],
+        (ViewState::None, ViewState::None) => vec![],
+        (ViewState::Some(v), ViewState::None) => {
+            vec![Difference::new("instanceView", describe(v), "missing").instance(id)]
+        }
+        (ViewState::None, ViewState::Some(v)) => {
+            vec![Difference::new("instanceView", "missing", describe(v)).instance(id)]
+        }
+        (ViewState::Some(a), ViewState::Some(b)) if a != b => {
+            vec![Difference::new("instanceView", describe(a), describe(b)).instance(id)]
+        }
+        (ViewState::Some(_), ViewState::Some(_)) => vec![],
     }
 }
 
@@ -530,16 +642,22 @@ pub fn compare_instance(
             );
         }
     }
-    let l_order: Vec<&str> = left
-        .iter()
-        .map(|e| e.facts.id.as_str())
-        .filter(|id| r_ids.contains_key(id))
-        .collect();
-    let r_order: Vec<&str> = right
-        .iter()
-        .map(|e| e.facts.id.as_str())
-        .filter(|id| l_ids.contains_key(id))
-        .collect();
+    // Log order is compared within each partition (an instance's keyless records span
+    // partitions, and sources may interleave those differently).
+    fn in_log_order<'a>(
+        events: &'a [DetailEvent],
+        other: &HashMap<&str, &DetailEvent>,
+    ) -> Vec<&'a str> {
+        let mut v: Vec<(i32, &str)> = events
+            .iter()
+            .map(|e| (e.facts.partition, e.facts.id.as_str()))
+            .filter(|(_, id)| other.contains_key(id))
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+    let l_order = in_log_order(left, &r_ids);
+    let r_order = in_log_order(right, &l_ids);
     if let Some(i) = (0..l_order.len()).find(|i| l_order[*i] != r_order[*i]) {
         out.push(
             Difference::new(
@@ -598,6 +716,7 @@ mod tests {
                     sequence: Some(n as u64),
                     state_before: format!("s{n}"),
                     state_after: format!("s{}", n + 1),
+                    persisted_at: 0,
                     partition: p,
                     offset,
                 },
@@ -827,6 +946,7 @@ mod tests {
             sequence: None,
             state_before: String::new(),
             state_after: "S".into(),
+            persisted_at: 0,
             partition: 0,
             offset,
         };
@@ -853,6 +973,7 @@ mod tests {
             sequence: None,
             state_before: "a".into(),
             state_after: "b".into(),
+            persisted_at: 0,
             partition: 0,
             offset,
         };
@@ -893,5 +1014,67 @@ mod tests {
         let b: Bounds = [(0, 7), (1, 9), (2, 3)].into();
         assert_eq!(min_bounds(&a, &b), [(0, 7), (1, 5)].into());
         assert!(within(&a, 0, 9) && !within(&a, 0, 10) && !within(&a, 2, 0));
+    }
+
+    fn keyless(id: &str, partition: i32, offset: i64, at: i64, state: &str) -> EventFacts {
+        EventFacts {
+            id: id.into(),
+            instance_id: "i".into(),
+            component: "C".into(),
+            sequence: None,
+            state_before: "A".into(),
+            state_after: state.into(),
+            persisted_at: at,
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn an_instance_spread_over_partitions_agrees_whatever_the_interleaving() {
+        let a = keyless("a", 0, 7, 10, "One");
+        let b = keyless("b", 1, 3, 20, "Two");
+        let c = keyless("c", 0, 8, 30, "Three");
+        let mut topic = SideDigest::new();
+        for e in [&a, &b, &c] {
+            topic.add_event(e, &[], &[]);
+        }
+        topic.finish();
+        // A store reads the instance's rows by offset: b (3), a (7), c (8).
+        let mut store = SideDigest::new();
+        for e in [&b, &a, &c] {
+            store.add_event(e, &[], &[]);
+        }
+        let view = |id: &str, state: &str| {
+            ViewState::Some(ViewFacts {
+                last_event_id: id.into(),
+                state: state.into(),
+            })
+        };
+        store.set_store_view("i", view("c", "Three"));
+        store.finish();
+        assert_eq!(topic.instances()["i"].view, view("c", "Three"));
+        let c_ = compare(&topic, &store);
+        assert!(c_.differences.is_empty(), "{:?}", c_.differences);
+        assert!(c_.instances_to_detail.is_empty());
+        let d = |e: &EventFacts| DetailEvent {
+            facts: e.clone(),
+            caused: BTreeSet::new(),
+        };
+        assert!(
+            compare_instance("i", &[d(&a), d(&b), d(&c)], &[d(&b), d(&a), d(&c)], false).is_empty()
+        );
+
+        // A store whose view shows an earlier event is named.
+        let mut stale = SideDigest::new();
+        for e in [&b, &a, &c] {
+            stale.add_event(e, &[], &[]);
+        }
+        stale.set_store_view("i", view("b", "Two"));
+        stale.finish();
+        let c_ = compare(&topic, &stale);
+        assert_eq!(c_.differences.len(), 1, "{:?}", c_.differences);
+        assert_eq!(c_.differences[0].field, "instanceView");
+        assert_eq!(c_.differences[0].right, "lastEventId b state Two");
     }
 }

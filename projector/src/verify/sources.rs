@@ -14,11 +14,12 @@ use xclog_schema::{Limits, Record};
 
 use super::VerifyError;
 use super::digest::{
-    Bounds, DetailEvent, EventFacts, SideDigest, SnapshotFacts, SnapshotState, within,
+    Bounds, DetailEvent, EventFacts, SideDigest, SnapshotFacts, SnapshotState, ViewFacts,
+    ViewState, within,
 };
 use crate::read::postgres::PgReader;
 use crate::read::{EventStore, Page, StoredEvent};
-use crate::sink::mongo::{EVENTS, MongoSink, SNAPSHOTS, document};
+use crate::sink::mongo::{EVENTS, INSTANCES, MongoSink, SNAPSHOTS, document};
 use crate::sink::postgres::PgSink;
 
 /// Rows per PostgreSQL page / documents per MongoDB cursor batch.
@@ -319,6 +320,7 @@ fn facts(e: &xclog_schema::PersistedEvent, partition: i32, offset: i64) -> Event
         sequence: e.sequence,
         state_before: e.state_before.clone(),
         state_after: e.state_after.clone(),
+        persisted_at: e.persisted_at,
         partition,
         offset,
     }
@@ -559,8 +561,49 @@ pub async fn pg_digest(
             _ => break,
         }
     }
+
+    type ViewRow = (String, Option<String>, String, Option<i32>, Option<i64>);
+    let mut after = String::new();
+    loop {
+        let rows: Vec<ViewRow> = sqlx::query_as(
+            "SELECT instance_id, last_event_id, current_state, last_event_partition, \
+             last_event_offset FROM fsm_instances \
+             WHERE instance_id > $1 ORDER BY instance_id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(i64::from(PAGE))
+        .fetch_all(reader.pool())
+        .await
+        .map_err(pg_error("reading fsm_instances from PostgreSQL".to_owned()))?;
+        for (id, last, state, partition, offset) in &rows {
+            let view = stored_view(last.as_deref(), state, *partition, *offset, bounds);
+            d.set_store_view(id, view);
+        }
+        match rows.last() {
+            Some(last) if rows.len() == PAGE as usize => after = last.0.clone(),
+            _ => break,
+        }
+    }
     d.finish();
     Ok(d)
+}
+
+/// The instance view a store holds, comparable when its last event lies inside `bounds`.
+fn stored_view(
+    last_event_id: Option<&str>,
+    state: &str,
+    partition: Option<i32>,
+    offset: Option<i64>,
+    bounds: &Bounds,
+) -> ViewState {
+    match (last_event_id, partition, offset) {
+        (None, _, _) => ViewState::None,
+        (Some(id), Some(p), Some(o)) if within(bounds, p, o) => ViewState::Some(ViewFacts {
+            last_event_id: id.to_owned(),
+            state: state.to_owned(),
+        }),
+        _ => ViewState::Unknown,
+    }
 }
 
 fn mongo_error(what: String) -> impl FnOnce(mongodb::error::Error) -> VerifyError {
@@ -635,6 +678,22 @@ pub async fn mongo_digest(
         let topic_matches = source.as_ref().is_some_and(|s| s.topic == topic);
         let facts = source.map(|src| snapshot_facts(&s, src.partition, src.offset));
         set_stored_snapshot(&mut d, facts, &s.instance.id, topic_matches, bounds);
+        Ok(())
+    })
+    .await?;
+    each_document(db, INSTANCES, doc! {}, doc! {"_id": 1}, |raw| {
+        let Ok(id) = raw.get_str("_id") else {
+            return Ok(());
+        };
+        let int = |key: &str| raw.get(key).and_then(document::as_i64);
+        let view = stored_view(
+            raw.get_str("lastEventId").ok(),
+            raw.get_str("currentState").unwrap_or_default(),
+            int("lastEventPartition").and_then(|p| i32::try_from(p).ok()),
+            int("lastEventOffset"),
+            bounds,
+        );
+        d.set_store_view(id, view);
         Ok(())
     })
     .await?;

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
+use xclog_projector::sink::order::InstanceOrder;
 
 use anyhow::{Context as _, bail, ensure};
 use mongodb::Database;
@@ -101,7 +102,7 @@ pub async fn wait_caught_up(
 
 /// What the topic says the store must hold: the first copy of every event id with `caused`
 /// set to its children (sorted, as the reader returns them), and the newest snapshot per
-/// instance (by sequence, else time, then offset).
+/// instance in the instance order (sequence, time, partition, offset).
 pub fn expected(
     published: &[Published],
 ) -> (
@@ -109,22 +110,16 @@ pub fn expected(
     BTreeMap<String, InstanceSnapshot>,
 ) {
     let mut events: BTreeMap<String, PersistedEvent> = BTreeMap::new();
-    let mut newest: HashMap<String, (&InstanceSnapshot, i64)> = HashMap::new();
+    let mut newest: HashMap<String, (&InstanceSnapshot, InstanceOrder)> = HashMap::new();
     for p in published {
         match &p.record {
             Record::Event(e) => {
                 events.entry(e.id.clone()).or_insert_with(|| e.clone());
             }
             Record::Snapshot(s) => {
-                let keep = match newest.get(&s.instance.id) {
-                    None => true,
-                    Some((old, old_offset)) => match (s.sequence, old.sequence) {
-                        (Some(a), Some(b)) => a > b,
-                        _ => (s.snapshot_at, p.offset) > (old.snapshot_at, *old_offset),
-                    },
-                };
-                if keep {
-                    newest.insert(s.instance.id.clone(), (s, p.offset));
+                let key = InstanceOrder::new(s.sequence, s.snapshot_at, p.partition, p.offset);
+                if newest.get(&s.instance.id).is_none_or(|(_, old)| key > *old) {
+                    newest.insert(s.instance.id.clone(), (s, key));
                 }
             }
             Record::SnapshotDeletion(d) => {

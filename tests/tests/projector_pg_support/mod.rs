@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use xclog_projector::sink::order::InstanceOrder;
 
 use anyhow::{Context as _, bail, ensure};
 use rdkafka::ClientConfig;
@@ -254,22 +255,16 @@ pub async fn wait_caught_up(
 /// instance, and the instance view's event counts.
 pub async fn assert_store_equals(pool: &PgPool, published: &[Published]) -> anyhow::Result<()> {
     let mut events: BTreeMap<String, &PersistedEvent> = BTreeMap::new();
-    let mut newest: HashMap<String, (&InstanceSnapshot, i64)> = HashMap::new();
+    let mut newest: HashMap<String, (&InstanceSnapshot, InstanceOrder)> = HashMap::new();
     for p in published {
         match &p.record {
             Record::Event(e) => {
                 events.entry(e.id.clone()).or_insert(e);
             }
             Record::Snapshot(s) => {
-                let keep = match newest.get(&s.instance.id) {
-                    None => true,
-                    Some((old, old_offset)) => match (s.sequence, old.sequence) {
-                        (Some(a), Some(b)) => a > b,
-                        _ => (s.snapshot_at, p.offset) > (old.snapshot_at, *old_offset),
-                    },
-                };
-                if keep {
-                    newest.insert(s.instance.id.clone(), (s, p.offset));
+                let key = InstanceOrder::new(s.sequence, s.snapshot_at, p.partition, p.offset);
+                if newest.get(&s.instance.id).is_none_or(|(_, old)| key > *old) {
+                    newest.insert(s.instance.id.clone(), (s, key));
                 }
             }
             Record::SnapshotDeletion(d) => {
