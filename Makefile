@@ -34,6 +34,7 @@ lint:
 bench: stack-up
 	$(WITH_ENV) scripts/bench.sh
 	$(WITH_ENV) scripts/bench-ts.sh
+	$(WITH_ENV) scripts/bench-memory.sh
 
 ## make soak: the fault soak (docs/RELIABILITY.md): publishes for the whole run while it SIGKILLs
 ## projector processes (100 per store) and restarts Kafka, PostgreSQL and FerretDB (3 each);
