@@ -34,13 +34,19 @@ TARGETS = {
 
 
 def producer_rows(path, run):
+    """One JSON line per row of the producer bench's table, with its ratio to that invocation's
+    ProducerPerformance (the mean of the Java tool's two runs) and, for the awaited appends,
+    the latency of one append (p50, p99, ms)."""
     for line in open(path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 5 or not re.match(r"^\d+$", cells[1]):
+        if len(cells) != 7 or not re.match(r"^\d+$", cells[1]):
             continue
-        name, records, rate, mib, _ratio = cells
-        print(json.dumps({"comparison": "producer", "side": name, "run": int(run),
-                          "records": int(records), "rate": float(rate), "mib_s": float(mib)}))
+        name, records, rate, mib, ratio, p50, p99 = cells
+        row = {"comparison": "producer", "side": name, "run": int(run), "records": int(records),
+               "rate": float(rate), "mib_s": float(mib), "ratio": float(ratio)}
+        if p50 and p99:
+            row.update(p50_ms=float(p50), p99_ms=float(p99))
+        print(json.dumps(row))
 
 
 def stats(values):
@@ -137,14 +143,24 @@ def render(args):
         out.append("Producer (the producer's own bench, `cargo bench -p xclog-producer --bench throughput`, "
                    "called once per run; see its section for its settings):")
         out.append("")
-        out.append("| producer run | records/s | MiB/s (values) | ratio to Kafka ProducerPerformance |")
-        out.append("|---|---:|---:|---:|")
-        java = stats([r["rate"] for r in rows if r["comparison"] == "producer" and "Java" in r["side"]])
+        out.append("Each invocation of the bench runs Kafka's `ProducerPerformance` first and last; a ratio is "
+                   "taken against the mean of those two runs in the same invocation, then the median "
+                   "(min-max) of the runs is shown. The latency is that of one awaited `append` (median of "
+                   "the runs' p50 and p99).")
+        out.append("")
+        out.append("| producer run | records/s | MiB/s (values) | ratio to Kafka ProducerPerformance, same invocation "
+                   "| p50 per append | p99 per append |")
+        out.append("|---|---:|---:|---:|---:|---:|")
         for side in prod:
-            s = stats([r["rate"] for r in rows if r["comparison"] == "producer" and r["side"] == side])
-            m = stats([r["mib_s"] for r in rows if r["comparison"] == "producer" and r["side"] == side])
-            ratio = f"{s['median'] / java['median']:.2f}x" if java else "n/a"
-            out.append(f"| {side} | {fmt_rate(s)} | {m['median']:.1f} | {ratio} |")
+            of = [r for r in rows if r["comparison"] == "producer" and r["side"] == side]
+            s = stats([r["rate"] for r in of])
+            m = stats([r["mib_s"] for r in of])
+            ratio = stats([r.get("ratio") for r in of])
+            ratio_text = (f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else "n/a")
+            p50 = stats([r.get("p50_ms") for r in of])
+            p99 = stats([r.get("p99_ms") for r in of])
+            lat = lambda x: f"{x['median']:.2f} ms" if x else ""
+            out.append(f"| {side} | {fmt_rate(s)} | {m['median']:.1f} | {ratio_text} | {lat(p50)} | {lat(p99)} |")
     text = "\n".join(out)
     print(text)
     if args.doc:

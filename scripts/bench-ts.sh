@@ -8,7 +8,8 @@
 #   --fire N              fire-and-forget appends (default 50000)
 #   --flows N             order flows of the example runtime per store (default 40: 480 events)
 #   --producer-records N  records of the Rust producer's bench and of Kafka's ProducerPerformance
-#                         (default 50000; its awaited `append` publishes a hundredth)
+#                         (default 50000; its awaited `append` publishes a fiftieth at
+#                         the default linger of 0, a five-hundredth at 5 ms)
 #   --no-doc              print the table but leave docs/BENCHMARKS.md alone
 #   (environment) BENCH_TS_WORK=DIR keeps the raw measurements in DIR
 #

@@ -35,7 +35,10 @@
 #     in run 1 the end-to-end delay (`xclog-bench delay`: publish acknowledged -> row visible)
 #     of ours and of the peer at 20/50/80% of the max rate each reached in that run, on the
 #     store they just wrote (PostgreSQL and MongoDB), with fresh events on topics of their own;
-#  5. the producer against kafka-producer-perf-test (the producer's own bench, called as is);
+#  5. the producer against kafka-producer-perf-test (the producer's own bench, called as is):
+#     appends awaited one by one (appends/s, p50 and p99 of one append), fire-and-forget and
+#     append_all, at the producer's default linger and at 5 ms, each as a ratio to the Java
+#     tool run in the same invocation;
 #  6. prints the table and rewrites the harness section of docs/BENCHMARKS.md.
 #
 # Needs the stack's XCLOG_KAFKA_BROKERS, DATABASE_URL, MONGODB_URI (`make bench` sets them),

@@ -59,6 +59,11 @@ use crate::prepare::{JdbcRecords, mongo_document};
 
 /// How far behind its schedule a send may fall before the schedule restarts from now.
 const MAX_LAG_S: f64 = 0.1;
+/// The publishers' linger: they publish a steady stream and await no record before the next,
+/// so they batch as bulk publishers do (as `xclog produce`): fewer, larger requests keep the
+/// publisher's and the broker's share of the host's cores small. The delay is counted from
+/// the acknowledgement, so the linger is not in it.
+const PUBLISH_LINGER: Duration = Duration::from_millis(5);
 
 /// The form of the published records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -346,13 +351,14 @@ impl Publisher {
     async fn connect(args: &DelayArgs) -> anyhow::Result<Self> {
         let mut config = ProducerConfig::new(&args.brokers, &args.topic);
         config.client_id = "xclog-bench-delay".to_owned();
+        config.linger = PUBLISH_LINGER;
         match args.format {
             Format::Xclog => {
                 Ok(Self::Xclog(Producer::connect(config).await.with_context(
                     || format!("connecting to {}", args.brokers),
                 )?))
             }
-            // The same delivery guarantees and linger as the xclog producer's defaults.
+            // The same delivery guarantees and linger as the xclog publisher above.
             Format::Jdbc | Format::Mongo => Ok(Self::Peer {
                 producer: ClientConfig::new()
                     .set("bootstrap.servers", &args.brokers)
@@ -663,7 +669,7 @@ pub async fn run(args: DelayArgs) -> anyhow::Result<Value> {
 
     let store = Store::connect(&args).await?;
     let (store_kind, where_) = (store.kind(), store.place());
-    let linger = ProducerConfig::new(&args.brokers, &args.topic).linger;
+    let linger = PUBLISH_LINGER;
     let publisher = Publisher::connect(&args).await?;
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let stop = Arc::new(AtomicBool::new(false));

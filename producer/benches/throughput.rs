@@ -1,5 +1,5 @@
-//! Producer throughput next to Kafka's own perf tool, in one invocation, same broker, same
-//! record size (600-byte values), same `acks=all` and idempotence.
+//! The producer's ways of publishing next to Kafka's own perf tool, in one invocation, same
+//! broker, same record size (600-byte values), same `acks=all` and idempotence.
 //!
 //! ```text
 //! scripts/stack.sh up
@@ -7,12 +7,17 @@
 //! ```
 //!
 //! Environment: `XCLOG_KAFKA_BROKERS` (default `127.0.0.1:9092`), `XCLOG_BENCH_RECORDS`
-//! (records per bulk run, default 200000), `XCLOG_KAFKA_LIBS` (the Kafka `libs/` folder;
-//! by default the newest `kafka-*/libs` under `~/.cache/xclog` or `/var/tmp/xclog/cache`).
+//! (records per bulk run, default 200000), `XCLOG_BENCH_LINGERS_MS` (the lingers measured
+//! beside the default, comma-separated, default `5`), `XCLOG_KAFKA_LIBS` (the Kafka `libs/`
+//! folder; by default the newest `kafka-*/libs` under `~/.cache/xclog` or
+//! `/var/tmp/xclog/cache`).
 //!
-//! Each measurement gets a fresh 3-partition topic (deleted at the end). The Java tool runs
-//! first and last; ratios are against the mean of its two runs. `append` (awaited one by
-//! one) is latency-bound, so it publishes a hundredth of the records.
+//! Each measurement gets a fresh 3-partition topic (deleted at the end) and a producer that
+//! has already published a few warm-up records (connection, producer id and metadata are not
+//! timed). The Java tool runs first and last; ratios are against the mean of its two runs.
+//! `append` awaited one by one is latency-bound, so it publishes a fiftieth of the records
+//! (a five-hundredth when the linger is 1 ms or more); its rows also give the latency of one
+//! `append` (p50, p99).
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -23,12 +28,14 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use xclog_producer::workload::{Workload, WorkloadConfig};
-use xclog_producer::{Producer, ProducerConfig, TopicSpec, ensure_topic};
+use xclog_producer::{DEFAULT_LINGER, Producer, ProducerConfig, TopicSpec, ensure_topic};
 use xclog_schema::{Encoding, PersistedEvent, Record};
 
 const RECORD_SIZE: usize = 600;
 const PARTITIONS: i32 = 3;
 const MIB: f64 = 1024.0 * 1024.0;
+/// Records each producer publishes (awaited) before its measurement starts.
+const WARM_UP: usize = 30;
 
 #[derive(Debug, Clone)]
 struct Measurement {
@@ -36,6 +43,30 @@ struct Measurement {
     records: usize,
     seconds: f64,
     value_bytes: usize,
+    /// Latency of each awaited call, for the runs that await one record at a time.
+    latencies: Option<Latencies>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Latencies {
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Latencies {
+    fn of(mut samples: Vec<Duration>) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        Some(Self {
+            p50: at(0.50),
+            p99: at(0.99),
+        })
+    }
 }
 
 impl Measurement {
@@ -46,6 +77,33 @@ impl Measurement {
     fn mib_per_second(&self) -> f64 {
         self.value_bytes as f64 / MIB / self.seconds
     }
+}
+
+/// The linger a run uses: the producer's default, or an explicit one.
+#[derive(Debug, Clone, Copy)]
+enum Linger {
+    Default,
+    Set(Duration),
+}
+
+impl Linger {
+    fn label(self) -> String {
+        match self {
+            Linger::Default => format!("default linger {}", ms(DEFAULT_LINGER)),
+            Linger::Set(linger) => format!("linger {}", ms(linger)),
+        }
+    }
+
+    fn value(self) -> Duration {
+        match self {
+            Linger::Default => DEFAULT_LINGER,
+            Linger::Set(linger) => linger,
+        }
+    }
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{} ms", duration.as_secs_f64() * 1000.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,68 +119,97 @@ async fn run() -> anyhow::Result<()> {
     let brokers =
         std::env::var("XCLOG_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     let records: usize = match std::env::var("XCLOG_BENCH_RECORDS") {
-        Ok(text) => text
-            .parse()
-            .with_context(|| format!("XCLOG_BENCH_RECORDS={text:?}"))?,
+        Ok(text) => text.parse().ok().filter(|n| *n >= 500).with_context(|| {
+            format!("XCLOG_BENCH_RECORDS={text:?} is not a whole number of at least 500")
+        })?,
         Err(_) => 200_000,
+    };
+    let lingers: Vec<Linger> = match std::env::var("XCLOG_BENCH_LINGERS_MS") {
+        Ok(text) if text.trim().is_empty() => Vec::new(),
+        Ok(text) => text
+            .split(',')
+            .map(|part| {
+                part.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|ms| (0.0..=1000.0).contains(ms))
+                    .map(|ms| Linger::Set(Duration::from_secs_f64(ms / 1000.0)))
+                    .with_context(|| {
+                        format!(
+                            "XCLOG_BENCH_LINGERS_MS={text:?}: {part:?} is not a number of \
+                             milliseconds in 0..=1000 (give a comma-separated list, e.g. 0,5)"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Err(_) => vec![Linger::Set(Duration::from_millis(5))],
     };
     let libs = kafka_libs()?;
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut topics = Vec::new();
 
     eprintln!("generating {records} events with {RECORD_SIZE}-byte protobuf values");
-    let events = events_of_size(records, RECORD_SIZE);
-    let mean_size = events
-        .iter()
-        .map(|e| {
-            xclog_schema::encode(&Record::Event(e.clone()), Encoding::Protobuf)
-                .value
-                .len()
-        })
-        .sum::<usize>()
-        / events.len().max(1);
+    let events = events_of_size(records + WARM_UP, RECORD_SIZE);
+    let (warm_up, events) = events.split_at(WARM_UP);
+    let mean_size = value_bytes(events) / events.len();
     eprintln!("mean encoded value: {mean_size} bytes");
 
-    let mut results = Vec::new();
     let mut new_topic = |mode: &str| {
         let name = format!("xclog-bench-{mode}-{suffix}");
         topics.push(name.clone());
         name
     };
+    let all_lingers: Vec<Linger> = std::iter::once(Linger::Default)
+        .chain(lingers.iter().copied())
+        .collect();
 
-    let java_first = java_perf(&libs, &brokers, &new_topic("java1"), records).await?;
-    let topic = new_topic("ff");
-    let fire_and_forget = fire_and_forget(&brokers, &topic, &events).await?;
-    let topic = new_topic("all");
-    let append_all = append_all(&brokers, &topic, &events, 1_000).await?;
-    let topic = new_topic("one");
-    let append_awaited = append_one(&brokers, &topic, &events[..records / 100], None).await?;
-    let topic = new_topic("one0");
-    let append_one_no_linger = append_one(
-        &brokers,
-        &topic,
-        &events[..records / 100],
-        Some(Duration::ZERO),
-    )
-    .await?;
-    let java_last = java_perf(&libs, &brokers, &new_topic("java2"), records).await?;
-    results.extend([
-        java_first.clone(),
-        fire_and_forget,
-        append_all,
-        append_awaited,
-        append_one_no_linger,
-        java_last.clone(),
-    ]);
+    let mut results = vec![java_perf(&libs, &brokers, &new_topic("java1"), records).await?];
+    for (i, linger) in all_lingers.iter().enumerate() {
+        let topic = new_topic(&format!("ff{i}"));
+        results.push(fire_and_forget(&brokers, &topic, *linger, warm_up, events).await?);
+    }
+    for (i, linger) in all_lingers.iter().enumerate() {
+        let topic = new_topic(&format!("all{i}"));
+        results.push(append_all(&brokers, &topic, *linger, warm_up, events, 1_000).await?);
+    }
+    for (i, linger) in all_lingers.iter().enumerate() {
+        let divisor = if linger.value() >= Duration::from_millis(1) {
+            500
+        } else {
+            50
+        };
+        let topic = new_topic(&format!("one{i}"));
+        results.push(
+            append_one(
+                &brokers,
+                &topic,
+                *linger,
+                warm_up,
+                &events[..records / divisor],
+            )
+            .await?,
+        );
+    }
+    results.push(java_perf(&libs, &brokers, &new_topic("java2"), records).await?);
 
-    let reference = (java_first.per_second() + java_last.per_second()) / 2.0;
-    let reference_mib = (java_first.mib_per_second() + java_last.mib_per_second()) / 2.0;
+    let java: Vec<&Measurement> = results.iter().filter(|m| m.name.contains("Java")).collect();
+    let reference = java.iter().map(|m| m.per_second()).sum::<f64>() / java.len() as f64;
+    let reference_mib = java.iter().map(|m| m.mib_per_second()).sum::<f64>() / java.len() as f64;
     println!();
-    println!("| run | records | events/s | MB/s (values, MiB) | ratio to Java perf tool (mean) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| run | records | events/s | MB/s (values, MiB) | ratio to Java perf tool (mean) | \
+         p50 per append (ms) | p99 per append (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for m in &results {
+        let (p50, p99) = m.latencies.map_or((String::new(), String::new()), |l| {
+            (
+                format!("{:.2}", l.p50.as_secs_f64() * 1000.0),
+                format!("{:.2}", l.p99.as_secs_f64() * 1000.0),
+            )
+        });
         println!(
-            "| {} | {} | {:.0} | {:.1} | {:.2} |",
+            "| {} | {} | {:.0} | {:.1} | {:.2} | {p50} | {p99} |",
             m.name,
             m.records,
             m.per_second(),
@@ -162,27 +249,29 @@ fn events_of_size(count: usize, size: usize) -> Vec<PersistedEvent> {
     let mut payload_bytes = size / 2;
     for _ in 0..4 {
         let sample = generate(payload_bytes, count.min(20_000));
-        let mean = sample
-            .iter()
-            .map(|e| {
-                xclog_schema::encode(&Record::Event(e.clone()), Encoding::Protobuf)
-                    .value
-                    .len()
-            })
-            .sum::<usize>()
-            / sample.len();
+        let mean = value_bytes(&sample) / sample.len();
         payload_bytes = (payload_bytes + size).saturating_sub(mean).max(1);
     }
     generate(payload_bytes, count)
 }
 
-async fn connect(brokers: &str, topic: &str, linger: Option<Duration>) -> anyhow::Result<Producer> {
+/// A producer on a fresh topic that has published `warm_up` (awaited, one by one).
+async fn connect(
+    brokers: &str,
+    topic: &str,
+    linger: Linger,
+    warm_up: &[PersistedEvent],
+) -> anyhow::Result<Producer> {
     let mut config = ProducerConfig::new(brokers, topic);
-    if let Some(linger) = linger {
+    if let Linger::Set(linger) = linger {
         config.linger = linger;
     }
     ensure_topic(&config, &TopicSpec::new(topic, PARTITIONS, 1)).await?;
-    Ok(Producer::connect(config).await?)
+    let producer = Producer::connect(config).await?;
+    for event in warm_up {
+        producer.append(event).await?;
+    }
+    Ok(producer)
 }
 
 fn value_bytes(events: &[PersistedEvent]) -> usize {
@@ -199,9 +288,11 @@ fn value_bytes(events: &[PersistedEvent]) -> usize {
 async fn fire_and_forget(
     brokers: &str,
     topic: &str,
+    linger: Linger,
+    warm_up: &[PersistedEvent],
     events: &[PersistedEvent],
 ) -> anyhow::Result<Measurement> {
-    let producer = connect(brokers, topic, None).await?;
+    let producer = connect(brokers, topic, linger, warm_up).await?;
     let started = Instant::now();
     let mut acks = Vec::with_capacity(events.len());
     for event in events {
@@ -213,20 +304,26 @@ async fn fire_and_forget(
     let seconds = started.elapsed().as_secs_f64();
     producer.close(Duration::from_secs(30)).await?;
     Ok(Measurement {
-        name: "xclog append_nowait (fire-and-forget, awaited at the end)".into(),
+        name: format!(
+            "xclog append_nowait (fire-and-forget, awaited at the end; {})",
+            linger.label()
+        ),
         records: events.len(),
         seconds,
         value_bytes: value_bytes(events),
+        latencies: None,
     })
 }
 
 async fn append_all(
     brokers: &str,
     topic: &str,
+    linger: Linger,
+    warm_up: &[PersistedEvent],
     events: &[PersistedEvent],
     batch: usize,
 ) -> anyhow::Result<Measurement> {
-    let producer = connect(brokers, topic, None).await?;
+    let producer = connect(brokers, topic, linger, warm_up).await?;
     let started = Instant::now();
     for chunk in events.chunks(batch) {
         producer.append_all(chunk).await?;
@@ -234,37 +331,40 @@ async fn append_all(
     let seconds = started.elapsed().as_secs_f64();
     producer.close(Duration::from_secs(30)).await?;
     Ok(Measurement {
-        name: format!("xclog append_all (batches of {batch})"),
+        name: format!("xclog append_all (batches of {batch}; {})", linger.label()),
         records: events.len(),
         seconds,
         value_bytes: value_bytes(events),
+        latencies: None,
     })
 }
 
 async fn append_one(
     brokers: &str,
     topic: &str,
+    linger: Linger,
+    warm_up: &[PersistedEvent],
     events: &[PersistedEvent],
-    linger: Option<Duration>,
 ) -> anyhow::Result<Measurement> {
-    let producer = connect(brokers, topic, linger).await?;
+    let producer = connect(brokers, topic, linger, warm_up).await?;
+    let mut latencies = Vec::with_capacity(events.len());
     let started = Instant::now();
     for event in events {
+        let sent = Instant::now();
         producer.append(event).await?;
+        latencies.push(sent.elapsed());
     }
     let seconds = started.elapsed().as_secs_f64();
     producer.close(Duration::from_secs(30)).await?;
     Ok(Measurement {
-        name: match linger {
-            None => "xclog append (each awaited before the next; default linger 5 ms)".into(),
-            Some(linger) => format!(
-                "xclog append (each awaited; linger {} ms)",
-                linger.as_millis()
-            ),
-        },
+        name: format!(
+            "xclog append (each awaited before the next; {})",
+            linger.label()
+        ),
         records: events.len(),
         seconds,
         value_bytes: value_bytes(events),
+        latencies: Latencies::of(latencies),
     })
 }
 
@@ -321,6 +421,7 @@ async fn java_perf(
         records,
         seconds: records as f64 / per_second,
         value_bytes: records * RECORD_SIZE,
+        latencies: None,
     })
 }
 

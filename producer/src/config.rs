@@ -61,6 +61,10 @@ const GUARDED_KEYS: &[(&str, &str)] = &[
 /// The largest `max_in_flight` the idempotent producer accepts while keeping order.
 pub const MAX_IN_FLIGHT_LIMIT: u32 = 5;
 
+/// The default `linger`: none. Runtimes await each append before their next transition,
+/// and any linger would be added to every one of them (`docs/BENCHMARKS.md`, "Producer").
+pub const DEFAULT_LINGER: Duration = Duration::ZERO;
+
 /// Everything the producer needs to connect and publish. Plain data: build it from your
 /// own configuration source; the library never reads environment variables.
 ///
@@ -75,6 +79,13 @@ pub struct ProducerConfig {
     /// Client id sent to the brokers (shows up in broker logs and quotas).
     pub client_id: String,
     /// How long the client waits to fill a batch before sending it (`linger.ms`).
+    ///
+    /// Default 0: a record is sent as soon as the client's sender thread sees it, so an
+    /// awaited [`Producer::append`](crate::Producer::append) costs one broker round trip
+    /// and nothing more. Batching still happens: what queues while requests are in flight
+    /// (up to `max_in_flight`) leaves together in the next request. A publisher that never
+    /// awaits one record at a time (only `append_nowait` or `append_all`) gets more records
+    /// per request with a few milliseconds; `docs/BENCHMARKS.md`, "Producer", has both.
     pub linger: Duration,
     /// Maximum size of one batch sent to a partition, in bytes (`batch.size`).
     pub batch_bytes: usize,
@@ -110,7 +121,7 @@ impl ProducerConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             client_id: "xclog-producer".to_owned(),
-            linger: Duration::from_millis(5),
+            linger: DEFAULT_LINGER,
             batch_bytes: 1_000_000,
             compression: Compression::None,
             delivery_timeout: Duration::from_secs(120),
@@ -538,6 +549,27 @@ mod tests {
             Some("5")
         );
         assert_eq!(config.get("security.protocol"), Some("plaintext"));
+    }
+
+    #[test]
+    fn the_default_linger_is_zero_and_reaches_librdkafka_as_linger_ms_0() {
+        let config = valid();
+        assert_eq!(config.linger, Duration::ZERO);
+        let client = config.client_config().expect("default config is valid");
+        assert_eq!(client.get("linger.ms"), Some("0"));
+        // librdkafka itself accepts it as given (its own default is 5 ms).
+        let producer: rdkafka::producer::BaseProducer = client
+            .create()
+            .expect("librdkafka accepts the default settings");
+        drop(producer);
+    }
+
+    #[test]
+    fn a_linger_set_in_the_config_reaches_the_client() {
+        let mut config = valid();
+        config.linger = Duration::from_millis(5);
+        let client = config.client_config().unwrap();
+        assert_eq!(client.get("linger.ms"), Some("5"));
     }
 
     #[test]

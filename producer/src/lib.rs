@@ -4,7 +4,8 @@
 //!
 //! What flows where:
 //! - [`ProducerConfig`] (plain data, safe defaults: idempotent, `acks=all`, at most 5
-//!   requests in flight) -> [`Producer::connect`].
+//!   requests in flight, no linger so that an awaited append costs one round trip) ->
+//!   [`Producer::connect`].
 //! - [`Producer::append`] / [`Producer::append_all`] / [`Producer::append_nowait`] /
 //!   [`Producer::save_snapshot`] / [`Producer::delete_snapshot`] encode with `xclog_schema` (protobuf by default) and hand
 //!   the record to librdkafka; the returned [`Position`] means the brokers acknowledged it.
@@ -31,8 +32,8 @@ mod topic;
 pub mod workload;
 
 pub use config::{
-    Compression, MAX_IN_FLIGHT_LIMIT, ProducerConfig, SaslConfig, SaslMechanism, Secret, Security,
-    TlsConfig,
+    Compression, DEFAULT_LINGER, MAX_IN_FLIGHT_LIMIT, ProducerConfig, SaslConfig, SaslMechanism,
+    Secret, Security, TlsConfig,
 };
 pub use error::{Error, NextMove};
 pub use producer::{PendingAck, Position, Producer};

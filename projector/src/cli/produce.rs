@@ -14,6 +14,10 @@ use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{Compression, Encoding, PendingAck, Producer, ProducerConfig, TopicSpec};
 use xclog_schema::RecordKind;
 
+/// The linger of `xclog produce`: fire-and-forget publishing ran 1.2x-1.7x faster with 5 ms
+/// than with none (`docs/BENCHMARKS.md`, "Producer").
+const BULK_LINGER: Duration = Duration::from_millis(5);
+
 /// Options of `xclog produce`.
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -67,6 +71,9 @@ pub struct ProduceArgs {
 pub async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let mut config = ProducerConfig::new(&args.brokers, &args.topic);
     config.client_id = "xclog-produce".to_owned();
+    // A bulk publisher that awaits no record on its own: it lingers to fill larger requests
+    // (the producer's default of none serves runtimes that await each append).
+    config.linger = BULK_LINGER;
     config.encoding = args
         .encoding
         .parse::<Encoding>()
