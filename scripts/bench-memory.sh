@@ -11,6 +11,7 @@
 #   --no-doc           print the table but leave docs/BENCHMARKS.md alone
 #
 # Needs the local stack (`scripts/stack.sh up`; `make bench` runs this after scripts/bench.sh).
+# BENCH_NO_BUILD=1 uses the binaries already built.
 # Peak RSS is what the kernel reports for the process (GNU time's %M), read once the projection
 # has caught up with the whole backlog (`xclog status --wait`).
 set -euo pipefail
@@ -31,7 +32,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 eval "$(scripts/stack.sh env)"
-cargo build -q --profile "$PROFILE" -p xclog-projector -p xclog-bench --bin xclog --bin xclog-bench
+[[ ${BENCH_NO_BUILD:-0} == 1 ]] ||
+    cargo build -q --profile "$PROFILE" -p xclog-projector -p xclog-bench --bin xclog --bin xclog-bench
 dir=$PROFILE; [[ $PROFILE == dev ]] && dir=debug
 XCLOG="target/$dir/xclog"
 BENCH="target/$dir/xclog-bench"
