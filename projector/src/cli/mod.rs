@@ -11,11 +11,13 @@ mod rebuild_mongo;
 mod snapshot;
 mod status;
 mod store;
+mod time;
 mod trace;
 mod verify;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// xclog: the durable event log for FSM runtimes (Kafka -> PostgreSQL / MongoDB).
@@ -31,12 +33,50 @@ pub struct Cli {
 /// Logging options shared by every subcommand.
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
-    /// Log filter, in `tracing_subscriber::EnvFilter` syntax (for example `info,xclog_projector=debug`).
-    #[arg(long, env = "XCLOG_LOG", default_value = "info", global = true)]
-    pub log_filter: String,
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax (for example
+    /// `info,xclog_projector=debug`); wins over -v and RUST_LOG. Default: `info` for `project`,
+    /// `rebuild` and `produce`; for the commands that print a report (`events`, `trace`,
+    /// `snapshot`, `status`, `verify`) warnings only, without librdkafka's connection notices
+    /// (the command's error says what failed).
+    #[arg(long, env = "XCLOG_LOG", global = true)]
+    pub log_filter: Option<String>,
+    /// More log lines: -v info, -vv debug, -vvv trace (wins over RUST_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "XCLOG_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
+}
+
+impl LogArgs {
+    /// The log filter in force and where it came from (for the error when it does not
+    /// parse): `--log-filter` / `XCLOG_LOG`, then `-v`, then `RUST_LOG`, then the command's
+    /// default.
+    fn filter(&self, command: &Command) -> (String, &'static str) {
+        if let Some(filter) = &self.log_filter {
+            return (filter.clone(), "--log-filter (XCLOG_LOG)");
+        }
+        match self.verbose {
+            0 => {}
+            1 => return ("info".to_owned(), "-v"),
+            2 => return ("debug".to_owned(), "-vv"),
+            _ => return ("trace".to_owned(), "-vvv"),
+        }
+        if let Some(filter) = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|f| !f.trim().is_empty())
+        {
+            return (filter, "RUST_LOG");
+        }
+        // A report command ends with its answer or with one error saying what failed, so
+        // librdkafka's running commentary (a broker down, retried every few ms) stays out.
+        let default = if command.prints_a_report() {
+            "warn,librdkafka=off,xclog_producer::connection=off"
+        } else {
+            "info"
+        };
+        (default.to_owned(), "the default")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +99,20 @@ pub enum Command {
     /// Compare the topic, the PostgreSQL store and the MongoDB store (exit 0: they agree,
     /// 1: they differ, 2: the comparison could not be made).
     Verify(verify::VerifyArgs),
+}
+
+impl Command {
+    /// Commands whose output is a report on stdout: they log warnings only unless asked.
+    fn prints_a_report(&self) -> bool {
+        matches!(
+            self,
+            Command::Events(_)
+                | Command::Trace(_)
+                | Command::Snapshot(_)
+                | Command::Status(_)
+                | Command::Verify(_)
+        )
+    }
 }
 
 /// Which topic and which projection of it, for the commands that compare a store with the
@@ -112,18 +166,96 @@ pub struct DbArgs {
 impl DbArgs {
     /// A small pool for one command.
     pub async fn connect(&self) -> anyhow::Result<sqlx::PgPool> {
-        use anyhow::Context as _;
-        let url = self
-            .database_url
-            .as_ref()
-            .context("--database-url (DATABASE_URL) is required with --target postgres")?;
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(url.expose())
-            .await
-            .with_context(|| format!("connecting to {url}"))
+        let url = self.database_url.as_ref().context(
+            "--database-url (DATABASE_URL) is required with --target postgres; \
+             or read MongoDB with --target mongo",
+        )?;
+        connect_postgres(url, 2).await
     }
+
+    /// A client of the MongoDB database, checked with a ping so that an unreachable server
+    /// is named here rather than at the first read.
+    pub async fn connect_mongo(&self) -> anyhow::Result<mongodb::Database> {
+        connect_mongo(&self.mongodb_uri, &self.mongodb_database).await
+    }
+}
+
+/// What to check when a store does not answer.
+const STORE_HINT: &str = "(`scripts/stack.sh status` for the local stack)";
+
+/// A pool of at most `max_connections` to PostgreSQL, connected now: an unreachable or
+/// refusing server fails here, naming the flag to check.
+pub async fn connect_postgres(
+    url: &xclog_projector::Secret,
+    max_connections: u32,
+) -> anyhow::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url.expose())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {url}; check --database-url (DATABASE_URL) and that the server runs {STORE_HINT}"
+            )
+        })
+}
+
+/// The MongoDB `database` at `uri`, after a ping.
+pub async fn connect_mongo(
+    uri: &xclog_projector::Secret,
+    database: &str,
+) -> anyhow::Result<mongodb::Database> {
+    let mut options = mongodb::options::ClientOptions::parse(uri.expose())
+        .await
+        .with_context(|| {
+            format!("--mongodb-uri (MONGODB_URI) {uri} is not a MongoDB connection string")
+        })?;
+    options.server_selection_timeout = Some(std::time::Duration::from_secs(10));
+    let database = mongodb::Client::with_options(options)
+        .with_context(|| format!("connecting to MongoDB at {uri}"))?
+        .database(database);
+    database
+        .run_command(mongodb::bson::doc! { "ping": 1 })
+        .await
+        .with_context(|| {
+            format!(
+                "MongoDB at {uri} does not answer; check --mongodb-uri (MONGODB_URI) and that the server runs {STORE_HINT}"
+            )
+        })?;
+    Ok(database)
+}
+
+/// What to check when Kafka does not answer or lacks the topic.
+pub fn kafka_hint(brokers: &str, topic: &str) -> String {
+    format!(
+        "check --brokers (XCLOG_KAFKA_BROKERS, now {brokers}), --topic (XCLOG_TOPIC, now {topic}) \
+         and the --kafka-* security options; `scripts/stack.sh status` shows the local stack"
+    )
+}
+
+/// A configuration error with the flag and variable that set the field.
+pub fn config_error(error: xclog_projector::ConfigError) -> anyhow::Error {
+    let flag = match error.field {
+        "brokers" => "--brokers (XCLOG_KAFKA_BROKERS)",
+        "topic" => "--topic (XCLOG_TOPIC)",
+        "group_id" => "--group (XCLOG_GROUP)",
+        "dead_letter_topic" => "--dead-letter-topic (XCLOG_DEAD_LETTER_TOPIC)",
+        "batch_max_records" => "--batch-max-records (XCLOG_BATCH_MAX_RECORDS)",
+        "batch_max_bytes" => "--batch-max-mib (XCLOG_BATCH_MAX_MIB)",
+        "batch_max_latency" => "--batch-max-latency-ms (XCLOG_BATCH_MAX_LATENCY_MS)",
+        "batch_linger" => "--batch-linger-ms (XCLOG_BATCH_LINGER_MS)",
+        "max_queued_batches" => "--max-queued-batches (XCLOG_MAX_QUEUED_BATCHES)",
+        "writers" => "--writers (XCLOG_WRITERS)",
+        "fetch_buffer_kbytes" => "--fetch-buffer-kbytes (XCLOG_FETCH_BUFFER_KBYTES)",
+        "retry_backoff_initial" => {
+            "--retry-backoff-initial-ms / --retry-backoff-max-ms (XCLOG_RETRY_BACKOFF_*_MS)"
+        }
+        "session_timeout" => "--session-timeout-ms (XCLOG_SESSION_TIMEOUT_MS)",
+        "ready_max_lag" => "--ready-max-lag (XCLOG_READY_MAX_LAG)",
+        _ => return error.into(),
+    };
+    anyhow::anyhow!("{error}; set {flag}")
 }
 
 /// Parses a secret flag value (kept out of `Debug` output).
@@ -167,16 +299,65 @@ pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
 }
 
 /// Installs the global tracing subscriber (logs go to stderr; stdout is for command output).
-pub fn init_tracing(args: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        builder.json().init();
+/// Fails, naming where the filter came from, when the log filter does not parse.
+pub fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let (filter, from) = cli.log.filter(&cli.command);
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|error| {
+        anyhow::anyhow!(
+            "the log filter {filter:?} from {from} does not parse ({error}); give levels like \
+             `info` or `warn,xclog_projector=debug`"
+        )
+    })?;
+    let routine = RoutineKafkaNotices {
+        show: filter
+            .max_level_hint()
+            .is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(routine);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if cli.log.log_format == "json" {
+        registry.with(layer.json()).try_init()?;
     } else {
-        builder.init();
+        registry.with(layer).try_init()?;
+    }
+    Ok(())
+}
+
+/// librdkafka reports that a broker is still loading its group coordinator (`Coordinator load
+/// in progress`, normal for a few seconds after a broker starts) and retries by itself: the
+/// notice is not a warning for the user, so it shows only when debug logs are on.
+struct RoutineKafkaNotices {
+    show: bool,
+}
+
+impl RoutineKafkaNotices {
+    const NOTICES: &[&str] = &["Coordinator load in progress", "CoordinatorLoadInProgress"];
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RoutineKafkaNotices {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        struct Find(bool);
+        impl tracing::field::Visit for Find {
+            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                let text = format!("{value:?}");
+                self.0 |= RoutineKafkaNotices::NOTICES
+                    .iter()
+                    .any(|n| text.contains(n));
+            }
+        }
+        if self.show {
+            return true;
+        }
+        let mut find = Find(false);
+        event.record(&mut find);
+        !find.0
     }
 }
 
@@ -214,5 +395,55 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+
+    /// The lines a subscriber with [`super::RoutineKafkaNotices`] writes for two warnings.
+    fn written(show: bool) -> String {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(super::RoutineKafkaNotices { show })
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                error = "Message consumption error: CoordinatorLoadInProgress (Broker: Coordinator load in progress)",
+                "kafka consumer error"
+            );
+            tracing::warn!("librdkafka: GroupCoordinator: Coordinator load in progress");
+            tracing::warn!(error = "Broker: Not coordinator", "kafka consumer error");
+        });
+        let bytes = buffer.0.lock().expect("buffer").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn coordinator_load_notices_show_only_with_debug_logs_and_other_warnings_always() {
+        let quiet = written(false);
+        assert!(!quiet.contains("Coordinator load"), "{quiet}");
+        assert!(quiet.contains("Not coordinator"), "{quiet}");
+        let debug = written(true);
+        assert_eq!(
+            debug.matches("Coordinator load in progress").count(),
+            2,
+            "{debug}"
+        );
     }
 }

@@ -148,7 +148,7 @@ impl ProjectArgs {
                 format!("--http-addr {addr:?} is not an address like 127.0.0.1:9187 (or `off`)")
             })?),
         };
-        config.validate()?;
+        config.validate().map_err(super::config_error)?;
         Ok(config)
     }
 }

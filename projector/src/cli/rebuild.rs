@@ -48,8 +48,14 @@ pub(super) fn watermarks(
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let timeout = Duration::from_secs(10);
     let (client, metadata) =
-        xclog_projector::kafka::connect(brokers, settings, Some(topic), timeout)
-            .with_context(|| format!("reading the metadata of topic {topic} from {brokers}"))?;
+        xclog_projector::kafka::connect(brokers, settings, Some(topic), timeout).with_context(
+            || {
+                format!(
+                    "reading the metadata of topic {topic} from {brokers}; {}",
+                    super::kafka_hint(brokers, topic)
+                )
+            },
+        )?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -58,7 +64,10 @@ pub(super) fn watermarks(
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
     if partitions.is_empty() {
-        bail!("topic {topic} does not exist on {brokers}");
+        bail!(
+            "topic {topic} does not exist on {brokers}; {}",
+            super::kafka_hint(brokers, topic)
+        );
     }
     partitions
         .into_iter()

@@ -38,7 +38,7 @@ pub struct SnapshotArgs {
     /// Continue the listing after this instance id.
     #[arg(long)]
     pub after: Option<String>,
-    /// Print JSON instead of text.
+    /// Print JSON (times in epoch milliseconds) instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -69,7 +69,7 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&published)?);
         } else {
             println!(
-                "published the deletion of the snapshot of {id:?}: topic {} partition {} offset {}",
+                "published the deletion of the snapshot of {id}: topic {} partition {} offset {}",
                 args.topic, at.partition, at.offset
             );
         }
@@ -93,7 +93,7 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
                     s.instance.machine_name,
                     s.instance.current_state,
                     s.instance.status.as_str(),
-                    s.snapshot_at
+                    super::time::iso(s.snapshot_at)
                 );
             }
             if let Some(next) = page.next {
@@ -104,7 +104,10 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     }
     let id = args.instance_id.clone().unwrap_or_default();
     let Some(s) = reader.snapshot(&id).await? else {
-        eprintln!("no snapshot for instance {id:?}");
+        eprintln!(
+            "no snapshot for instance {id} in {} (list them with `xclog snapshot --list`)",
+            args.db.target
+        );
         return Ok(ExitCode::FAILURE);
     };
     if args.json {
@@ -114,16 +117,22 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         println!("instance     {}", i.id);
         println!("machine      {}", i.machine_name);
         println!("state        {} [{}]", i.current_state, i.status.as_str());
-        println!(
-            "snapshot at  {}  (sequence {:?})",
-            s.snapshot_at, s.sequence
-        );
+        match s.sequence {
+            Some(sequence) => println!(
+                "snapshot at  {}  (sequence {sequence})",
+                super::time::iso(s.snapshot_at)
+            ),
+            None => println!("snapshot at  {}", super::time::iso(s.snapshot_at)),
+        }
         println!("last event   {}", s.last_event_id);
-        println!("created/upd  {} / {}", i.created_at, i.updated_at);
+        println!("created      {}", super::time::iso(i.created_at));
+        println!("updated      {}", super::time::iso(i.updated_at));
         if let Some(p) = &i.parent_instance_id {
             println!(
                 "parent       {p} ({})",
-                i.parent_machine_name.as_deref().unwrap_or("?")
+                i.parent_machine_name
+                    .as_deref()
+                    .unwrap_or("machine unknown")
             );
         }
         println!("context      {}", i.context);

@@ -55,28 +55,16 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
 async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
     let projection = args.stream.projection();
     let postgres = if args.sources.contains(&SourceKind::Postgres) {
-        let url = args
-            .database_url
-            .as_ref()
-            .context("--database-url (DATABASE_URL) is required with --sources postgres")?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url.expose())
-            .await
-            .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
-        Some(PgReader::new(pool))
+        let url = args.database_url.as_ref().context(
+            "--database-url (DATABASE_URL) is required with --sources postgres; \
+             or compare other sources, e.g. --sources topic,mongo",
+        )?;
+        Some(PgReader::new(super::connect_postgres(url, 2).await?))
     } else {
         None
     };
     let mongo = if args.sources.contains(&SourceKind::Mongo) {
-        let mut options = mongodb::options::ClientOptions::parse(args.mongodb_uri.expose())
-            .await
-            .with_context(|| format!("parsing the MongoDB URI {}", args.mongodb_uri))?;
-        options.server_selection_timeout = Some(Duration::from_secs(10));
-        let client = mongodb::Client::with_options(options)
-            .with_context(|| format!("connecting to MongoDB at {}", args.mongodb_uri))?;
-        Some(client.database(&args.mongodb_database))
+        Some(super::connect_mongo(&args.mongodb_uri, &args.mongodb_database).await?)
     } else {
         None
     };
