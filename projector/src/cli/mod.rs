@@ -32,6 +32,7 @@ pub struct Cli {
 
 /// Logging options shared by every subcommand.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax (for example
     /// `info,xclog_projector=debug`); wins over -v and RUST_LOG. Default: `info` for `project`,
@@ -85,7 +86,7 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Project the log topic into a store (daemon; stops on SIGINT/SIGTERM).
     Project(project::ProjectArgs),
-    /// Rebuild the PostgreSQL store from the topic beside the live one, then swap atomically.
+    /// Rebuild a store (PostgreSQL or MongoDB) from the topic beside the live one, then swap.
     Rebuild(rebuild::RebuildArgs),
     /// Show stored events: one instance's history (log order) or a time range.
     Events(events::EventsArgs),
@@ -115,29 +116,61 @@ impl Command {
     }
 }
 
-/// Which topic and which projection of it, for the commands that compare a store with the
-/// topic (`status`, `verify`).
+/// The store a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// PostgreSQL (`--database-url` / `DATABASE_URL`).
+    Postgres,
+    /// MongoDB or FerretDB (`--mongodb-uri` / `MONGODB_URI`, `--mongodb-database`).
+    Mongo,
+}
+
+impl Target {
+    /// The name `--target` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Postgres => "postgres",
+            Target::Mongo => "mongo",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the log is: the brokers, the topic, and how to connect (every command that talks to
+/// Kafka).
 #[derive(Debug, clap::Args)]
-pub struct StreamArgs {
+pub struct LogTopicArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// The log topic.
     #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
     pub topic: String,
-    /// Consumer group of the projector (its offsets are stored under this name unless
-    /// --projection is given).
-    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
-    pub group: String,
-    /// Name under which the projector stores its offsets (default: the group).
-    #[arg(long, env = "XCLOG_PROJECTION")]
-    pub projection: Option<String>,
     #[command(flatten)]
     pub kafka: kafka::KafkaSecurityArgs,
 }
 
+/// Which projection of the topic: the projector's consumer group and the name its offsets are
+/// stored under (`project`, `rebuild`, `status`, `verify`).
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// Consumer group of the projector; projectors with the same group share the partitions.
+    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
+    pub group: String,
+    /// Name under which the projector stores its offsets in the store (default: the group).
+    #[arg(long, env = "XCLOG_PROJECTION")]
+    pub projection: Option<String>,
+    #[command(flatten)]
+    pub log: LogTopicArgs,
+}
+
 impl StreamArgs {
-    /// The name the offsets are stored under.
+    /// The name the offsets are stored under: `--projection`, or else the group.
     pub fn projection(&self) -> String {
         self.projection
             .clone()
@@ -145,38 +178,55 @@ impl StreamArgs {
     }
 }
 
-/// Where the store is, for the read subcommands.
+/// How to reach each store (`verify` compares them; the other commands use the one
+/// `--target` names, see [`DbArgs`]).
 #[derive(Debug, clap::Args)]
-pub struct DbArgs {
-    /// Store to read: `postgres` or `mongo` (MongoDB / FerretDB).
-    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_parser = ["postgres", "mongo"])]
-    pub target: String,
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
     /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
     /// Required with `--target postgres`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<xclog_projector::Secret>,
-    /// MongoDB connection string (with `--target mongo`); never logged.
+    /// MongoDB connection string (`mongodb://user:password@127.0.0.1:27017/`, with
+    /// `--target mongo`); never logged.
     #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = parse_secret)]
     pub mongodb_uri: xclog_projector::Secret,
-    /// MongoDB database (with `--target mongo`).
+    /// MongoDB database holding `events`, `snapshots`, `instances` and `xclog_offsets`.
     #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
     pub mongodb_database: String,
+}
+
+impl StoreArgs {
+    /// The PostgreSQL URL, or an error naming the flag and the variable.
+    pub fn database_url(&self) -> anyhow::Result<&xclog_projector::Secret> {
+        self.database_url.as_ref().context(
+            "--database-url (DATABASE_URL) is required with --target postgres; \
+             or use the MongoDB store with --target mongo",
+        )
+    }
+}
+
+/// The store a command works on, and how to reach it.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Store")]
+pub struct DbArgs {
+    /// The store.
+    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_enum)]
+    pub target: Target,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 impl DbArgs {
     /// A small pool for one command.
     pub async fn connect(&self) -> anyhow::Result<sqlx::PgPool> {
-        let url = self.database_url.as_ref().context(
-            "--database-url (DATABASE_URL) is required with --target postgres; \
-             or read MongoDB with --target mongo",
-        )?;
-        connect_postgres(url, 2).await
+        connect_postgres(self.store.database_url()?, 2).await
     }
 
     /// A client of the MongoDB database, checked with a ping so that an unreachable server
     /// is named here rather than at the first read.
     pub async fn connect_mongo(&self) -> anyhow::Result<mongodb::Database> {
-        connect_mongo(&self.mongodb_uri, &self.mongodb_database).await
+        connect_mongo(&self.store.mongodb_uri, &self.store.mongodb_database).await
     }
 }
 

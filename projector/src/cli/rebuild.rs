@@ -19,8 +19,6 @@ use xclog_projector::{CancellationToken, Projector, Sink};
 /// projection being rebuilt: topic, group, projection, database).
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
-    #[command(flatten)]
-    pub project: super::project::ProjectArgs,
     /// Schema the live store is in (what readers and the live projector use).
     #[arg(long, env = "XCLOG_PG_SCHEMA", default_value = "public")]
     pub schema: String,
@@ -38,6 +36,8 @@ pub struct RebuildArgs {
     /// Progress display: `auto` (a bar on a terminal, log lines otherwise), `bar` or `log`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log"])]
     pub progress: String,
+    #[command(flatten)]
+    pub project: super::project::ProjectArgs,
 }
 
 /// Low and high watermarks of every partition of `topic`.
@@ -182,8 +182,12 @@ impl Plan {
         keep_old: &str,
     ) -> anyhow::Result<Self> {
         let marks = {
-            let (brokers, settings, topic) =
-                (p.brokers.clone(), p.kafka.settings()?, p.topic.clone());
+            let log = &p.stream.log;
+            let (brokers, settings, topic) = (
+                log.brokers.clone(),
+                log.kafka.settings()?,
+                log.topic.clone(),
+            );
             tokio::task::spawn_blocking(move || watermarks(&brokers, &settings, &topic)).await??
         };
         let low: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(l, _))| (p, l)).collect();
@@ -196,10 +200,10 @@ impl Plan {
         }
         // Read at least to the end of the topic as it is now, and at least to the live store.
         let target = rebuild::target(&high, live);
-        let projection = p.projection.as_ref().unwrap_or(&p.group);
         println!(
-            "rebuild of topic {} (projection {projection}) into {store}",
-            p.topic
+            "rebuild of topic {} (projection {}) into {store}",
+            p.stream.log.topic,
+            p.stream.projection()
         );
         println!("  topic offsets (low..high): {}", {
             marks
@@ -256,7 +260,7 @@ impl ShadowRun {
         progress: Progress,
     ) -> anyhow::Result<Self> {
         let mut config = p.projector_config()?;
-        config.group_id = format!("{}.rebuild", p.group);
+        config.group_id = format!("{}.rebuild", p.stream.group);
         config.http_addr = None;
         // The live projector already dead-lettered the records no store takes; a rebuild
         // meets them again and sends them to a topic of its own rather than doubling the
@@ -339,29 +343,28 @@ pub(super) fn keep_old_text(keep_old: bool, suffix: &str) -> String {
 /// Runs the rebuild until the swap (exit 0), an interruption (130: run again to continue) or
 /// an error.
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    match args.project.target.as_str() {
-        "mongo" => super::rebuild_mongo::run(args).await,
-        _ => run_postgres(args).await,
+    match args.project.db.target {
+        super::Target::Postgres => run_postgres(args).await,
+        super::Target::Mongo => super::rebuild_mongo::run(args).await,
     }
 }
 
 async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let p = &args.project;
-    let url = p
-        .database_url
-        .as_ref()
-        .context("--database-url (DATABASE_URL) is required with --target postgres")?;
-    let options: PgConnectOptions = url
+    let options: PgConnectOptions = p
+        .db
+        .store
+        .database_url()?
         .expose()
         .parse()
-        .context("--database-url is not a PostgreSQL URL")?;
-    let projection = p.projection.clone().unwrap_or_else(|| p.group.clone());
+        .context("--database-url (DATABASE_URL) is not a PostgreSQL URL like postgres://user:password@127.0.0.1:5432/xclog")?;
+    let projection = p.stream.projection();
     let rb = PgRebuild::connect(
         options,
         &args.schema,
         &args.shadow_schema,
         &projection,
-        &p.topic,
+        &p.stream.log.topic,
     )
     .await?;
     rb.check_single_topic().await?;

@@ -21,14 +21,6 @@ pub struct SnapshotArgs {
     /// With --delete: the sequence of the instance's last event, if the runtime numbers them.
     #[arg(long, requires = "delete")]
     pub sequence: Option<u64>,
-    /// With --delete: Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[command(flatten)]
-    pub kafka: super::kafka::KafkaSecurityArgs,
-    /// With --delete: the log topic.
-    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
-    pub topic: String,
     /// List snapshots by instance id.
     #[arg(long, conflicts_with = "instance_id")]
     pub list: bool,
@@ -41,6 +33,9 @@ pub struct SnapshotArgs {
     /// Print JSON (times in epoch milliseconds) instead of text.
     #[arg(long)]
     pub json: bool,
+    // With --delete: the topic the deletion is published to, and its brokers.
+    #[command(flatten)]
+    pub log: super::LogTopicArgs,
     #[command(flatten)]
     pub db: super::DbArgs,
 }
@@ -57,20 +52,20 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             snapshot_deleted_at: now_ms(),
             sequence: args.sequence,
         });
-        let mut config = ProducerConfig::new(&args.brokers, &args.topic);
-        args.kafka.apply_to_producer(&mut config)?;
+        let mut config = ProducerConfig::new(&args.log.brokers, &args.log.topic);
+        args.log.kafka.apply_to_producer(&mut config)?;
         let producer = Producer::connect(config).await?;
         let at = producer.publish(&record).await?;
         producer.close(Duration::from_secs(30)).await?;
         if args.json {
             let published = serde_json::json!({
-                "topic": args.topic, "partition": at.partition, "offset": at.offset, "record": record,
+                "topic": args.log.topic, "partition": at.partition, "offset": at.offset, "record": record,
             });
             println!("{}", serde_json::to_string_pretty(&published)?);
         } else {
             println!(
                 "published the deletion of the snapshot of {id}: topic {} partition {} offset {}",
-                args.topic, at.partition, at.offset
+                args.log.topic, at.partition, at.offset
             );
         }
         return Ok(ExitCode::SUCCESS);

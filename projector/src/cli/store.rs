@@ -20,10 +20,10 @@ pub enum Store {
 impl super::DbArgs {
     /// Connects to the store `--target` names.
     pub async fn store(&self) -> anyhow::Result<Store> {
-        if self.target == "mongo" {
-            return Ok(Store::Mongo(MongoReader::new(self.connect_mongo().await?)));
-        }
-        Ok(Store::Postgres(PgReader::new(self.connect().await?)))
+        Ok(match self.target {
+            super::Target::Postgres => Store::Postgres(PgReader::new(self.connect().await?)),
+            super::Target::Mongo => Store::Mongo(MongoReader::new(self.connect_mongo().await?)),
+        })
     }
 }
 
