@@ -1,4 +1,4 @@
-//! Sinks: where decoded records are materialized (PostgreSQL today, MongoDB next).
+//! Sinks: where decoded records are materialized (PostgreSQL and MongoDB).
 //!
 //! A [`Sink`] receives a [`WriteBatch`]: decoded records in log order plus, for every
 //! partition the batch covers, the offset the batch started from and the next offset after it.
