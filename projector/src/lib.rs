@@ -17,6 +17,7 @@
 //!   and MongoDB; cross-component traces.
 //! * [`rebuild`]: rebuilding a store from the topic beside the live one, then the swap.
 //! * [`verify`]: `xclog verify`, the comparison of the topic and the stores.
+//! * [`time`]: epoch milliseconds as ISO-8601 UTC and back, for people.
 //! * [`kafka`]: the one place every Kafka client's settings (brokers, TLS, SASL) come from.
 //! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod read;
 pub mod rebuild;
 pub mod sink;
+pub mod time;
 pub mod verify;
 
 pub use config::{ConfigError, ProjectorConfig, Secret};

@@ -120,18 +120,8 @@ pub fn remaining(shadow: &BTreeMap<i32, i64>, target: &BTreeMap<i32, i64>) -> i6
 
 /// The dated name the previous store gets after a swap: `xclog_old_YYYYMMDD_HHMMSS` (UTC).
 pub fn old_schema_name(unix_seconds: u64) -> String {
-    let days = (unix_seconds / 86_400) as i64;
+    let (year, month, day) = crate::time::civil_from_days((unix_seconds / 86_400) as i64);
     let secs = unix_seconds % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "xclog_old_{year:04}{month:02}{day:02}_{:02}{:02}{:02}",
         secs / 3600,

@@ -12,18 +12,41 @@ use xclog_tests::{TestPg, TestTopic, unique_suffix};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 
+/// A two-partition topic of `records`, projected into a fresh database under `group` by an
+/// in-process projector that is stopped once the store has caught up.
+struct Projected {
+    topic: TestTopic,
+    pg: TestPg,
+    group: String,
+    published: Vec<Published>,
+}
+
+async fn projected(records: Vec<Record>, encoding: Encoding) -> anyhow::Result<Projected> {
+    let topic = TestTopic::create(2).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let published = publish(&producer()?, &topic.name, &records, encoding).await?;
+    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
+    p.stop().await?;
+    Ok(Projected {
+        topic,
+        pg,
+        group,
+        published,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_read_commands_print_an_instance_history_a_trace_and_a_snapshot() -> anyhow::Result<()>
 {
     let bin = xclog_binary()?;
-    let topic = TestTopic::create(2).await?;
-    let pg = TestPg::create().await?;
-    let group = format!("g-{}", unique_suffix());
-    let records = workload(600, 10, 9);
-    let published = publish(&producer()?, &topic.name, &records, Encoding::Protobuf).await?;
-    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
-    wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
-    p.stop().await?;
+    let Projected {
+        topic: _topic,
+        pg,
+        published,
+        ..
+    } = projected(workload(600, 10, 9), Encoding::Protobuf).await?;
 
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)
@@ -187,19 +210,12 @@ fn is_iso_utc_millis(s: &str) -> bool {
 async fn the_report_commands_print_iso_times_no_debug_formatting_and_no_info_logs_by_default()
 -> anyhow::Result<()> {
     let bin = xclog_binary()?;
-    let topic = TestTopic::create(2).await?;
-    let pg = TestPg::create().await?;
-    let group = format!("g-{}", unique_suffix());
-    let published = publish(
-        &producer()?,
-        &topic.name,
-        &workload(300, 8, 5),
-        Encoding::Json,
-    )
-    .await?;
-    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
-    wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
-    p.stop().await?;
+    let Projected {
+        topic,
+        pg,
+        group,
+        published,
+    } = projected(workload(300, 8, 5), Encoding::Json).await?;
 
     // As a user runs them: no log settings in the environment.
     let run = |args: &[&str]| -> anyhow::Result<(String, String)> {

@@ -12,10 +12,10 @@ pub struct EventsArgs {
     pub instance: Option<String>,
     /// Start of a time range (inclusive), instead of --instance: ISO-8601 UTC
     /// (`2026-01-01T00:00:00Z`) or epoch milliseconds.
-    #[arg(long, value_parser = super::time::parse)]
+    #[arg(long, value_parser = xclog_projector::time::parse)]
     pub from: Option<i64>,
     /// End of a time range (inclusive): ISO-8601 UTC or epoch milliseconds.
-    #[arg(long, value_parser = super::time::parse)]
+    #[arg(long, value_parser = xclog_projector::time::parse)]
     pub to: Option<i64>,
     /// Most events to print.
     #[arg(long, default_value_t = 100)]
@@ -73,7 +73,7 @@ pub fn line(e: &StoredEvent) -> String {
     };
     let mut s = format!(
         "{at}  {comp}/{machine} {inst}  {ty}: {from} -> {to}  id={id}",
-        at = super::time::iso(p.persisted_at),
+        at = xclog_projector::time::iso(p.persisted_at),
         comp = p.component_name,
         machine = p.machine_name,
         inst = p.instance_id,

@@ -11,7 +11,6 @@ mod rebuild_mongo;
 mod snapshot;
 mod status;
 mod store;
-mod time;
 mod trace;
 mod verify;
 

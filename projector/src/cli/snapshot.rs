@@ -88,7 +88,7 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
                     s.instance.machine_name,
                     s.instance.current_state,
                     s.instance.status.as_str(),
-                    super::time::iso(s.snapshot_at)
+                    xclog_projector::time::iso(s.snapshot_at)
                 );
             }
             if let Some(next) = page.next {
@@ -115,13 +115,13 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         match s.sequence {
             Some(sequence) => println!(
                 "snapshot at  {}  (sequence {sequence})",
-                super::time::iso(s.snapshot_at)
+                xclog_projector::time::iso(s.snapshot_at)
             ),
-            None => println!("snapshot at  {}", super::time::iso(s.snapshot_at)),
+            None => println!("snapshot at  {}", xclog_projector::time::iso(s.snapshot_at)),
         }
         println!("last event   {}", s.last_event_id);
-        println!("created      {}", super::time::iso(i.created_at));
-        println!("updated      {}", super::time::iso(i.updated_at));
+        println!("created      {}", xclog_projector::time::iso(i.created_at));
+        println!("updated      {}", xclog_projector::time::iso(i.updated_at));
         if let Some(p) = &i.parent_instance_id {
             println!(
                 "parent       {p} ({})",

@@ -1,6 +1,6 @@
-//! Times as people read and type them: the stores keep epoch milliseconds (and `--json` prints
-//! them as they are); human output shows ISO-8601 UTC with milliseconds, and the time flags
-//! take either form.
+//! Times as people read and type them: the stores keep epoch milliseconds (and `xclog ...
+//! --json` prints them as they are); human output shows ISO-8601 UTC with milliseconds, and
+//! the time flags take either form.
 
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
@@ -101,8 +101,9 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+/// The proleptic Gregorian `(year, month, day)` of a count of days since 1970-01-01 (the
+/// inverse of `days_from_civil`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
