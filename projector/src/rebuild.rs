@@ -147,9 +147,12 @@ pub enum RebuildError {
     /// The live and shadow schemas are the same.
     #[error("the shadow schema must differ from the live schema (both are {0:?})")]
     SameSchema(String),
-    /// The live store also holds other topics, which a rebuild from one topic would drop.
+    /// The live store also holds other topics or projections, which a rebuild from one topic
+    /// would drop.
     #[error(
-        "the live store also holds other topics ({0}); a rebuild from one topic would drop their rows"
+        "the live store also holds other topics or projections ({0}); a rebuild from one topic \
+         would drop their rows: rebuild a store that holds one projection (give each its own \
+         database), or check --topic and --projection"
     )]
     OtherTopics(String),
     /// The topic lost history the rebuild needs.

@@ -225,7 +225,12 @@ impl DbArgs {
     /// A client of the MongoDB database, checked with a ping so that an unreachable server
     /// is named here rather than at the first read.
     pub async fn connect_mongo(&self) -> anyhow::Result<mongodb::Database> {
-        connect_mongo(&self.store.mongodb_uri, &self.store.mongodb_database).await
+        connect_mongo(
+            &self.store.mongodb_uri,
+            &self.store.mongodb_database,
+            "xclog",
+        )
+        .await
     }
 }
 
@@ -250,17 +255,23 @@ pub async fn connect_postgres(
         })
 }
 
-/// The MongoDB `database` at `uri`, after a ping.
+/// The MongoDB `database` at `uri`, after a ping (`app_name` names the client in the
+/// server's logs unless the URI does).
 pub async fn connect_mongo(
     uri: &xclog_projector::Secret,
     database: &str,
+    app_name: &str,
 ) -> anyhow::Result<mongodb::Database> {
     let mut options = mongodb::options::ClientOptions::parse(uri.expose())
         .await
         .with_context(|| {
-            format!("--mongodb-uri (MONGODB_URI) {uri} is not a MongoDB connection string")
+            format!(
+                "--mongodb-uri (MONGODB_URI) {uri} is not a MongoDB connection string like \
+                 mongodb://127.0.0.1:27017/"
+            )
         })?;
     options.server_selection_timeout = Some(std::time::Duration::from_secs(10));
+    options.app_name.get_or_insert_with(|| app_name.to_owned());
     let database = mongodb::Client::with_options(options)
         .with_context(|| format!("connecting to MongoDB at {uri}"))?
         .database(database);

@@ -84,7 +84,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     }
     let producer = Producer::connect(config)
         .await
-        .with_context(|| format!("connecting to {}", args.log.brokers))?;
+        .with_context(|| super::kafka_hint(&args.log.brokers, &args.log.topic))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stop_on_signal = Arc::clone(&stop);

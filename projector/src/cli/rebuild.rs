@@ -366,7 +366,17 @@ async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         &projection,
         &p.stream.log.topic,
     )
-    .await?;
+    .await
+    .with_context(|| {
+        format!(
+            "connecting to PostgreSQL at {}; check --database-url (DATABASE_URL) and that the \
+             server runs (`scripts/stack.sh status` for the local stack)",
+            p.db.store
+                .database_url
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
+        )
+    })?;
     rb.check_single_topic().await?;
 
     let resuming = rb.shadow_exists().await?;

@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mongodb::Client;
-use mongodb::options::ClientOptions;
 use xclog_projector::rebuild::mongo::{LiveOffsets, MongoRebuild, ResumeState};
 use xclog_projector::rebuild::{self, RebuildError};
 
@@ -34,18 +32,11 @@ const MIN_BATCH: usize = 0;
 
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let p = &args.project;
-    let mut options = ClientOptions::parse(p.db.store.mongodb_uri.expose())
-        .await
-        .context("--mongodb-uri (MONGODB_URI) is not a MongoDB connection string like mongodb://127.0.0.1:27017/")?;
-    options.server_selection_timeout = Some(Duration::from_secs(10));
-    options
-        .app_name
-        .get_or_insert_with(|| "xclog-rebuild".to_owned());
-    let client = Client::with_options(options)?;
     let database = &p.db.store.mongodb_database;
+    let db = super::connect_mongo(&p.db.store.mongodb_uri, database, "xclog-rebuild").await?;
     let projection = p.stream.projection();
     let rb = MongoRebuild::new(
-        client.database(database),
+        db,
         &args.shadow_schema,
         &projection,
         &p.stream.log.topic,

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use xclog_producer::{Producer, ProducerConfig};
 use xclog_projector::read::{Page, SnapshotStore};
 use xclog_schema::{Record, SnapshotDeletion};
@@ -54,7 +55,9 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         });
         let mut config = ProducerConfig::new(&args.log.brokers, &args.log.topic);
         args.log.kafka.apply_to_producer(&mut config)?;
-        let producer = Producer::connect(config).await?;
+        let producer = Producer::connect(config)
+            .await
+            .with_context(|| super::kafka_hint(&args.log.brokers, &args.log.topic))?;
         let at = producer.publish(&record).await?;
         producer.close(Duration::from_secs(30)).await?;
         if args.json {

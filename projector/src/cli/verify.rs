@@ -57,7 +57,14 @@ async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
         None
     };
     let mongo = if args.sources.contains(&SourceKind::Mongo) {
-        Some(super::connect_mongo(&args.store.mongodb_uri, &args.store.mongodb_database).await?)
+        Some(
+            super::connect_mongo(
+                &args.store.mongodb_uri,
+                &args.store.mongodb_database,
+                "xclog-verify",
+            )
+            .await?,
+        )
     } else {
         None
     };
