@@ -457,6 +457,31 @@ mod tests {
         assert!(!format!("{cli:?}").contains("hunter2"));
     }
 
+    #[test]
+    fn an_invalid_projector_setting_names_its_flag_and_variable() {
+        use clap::Parser;
+        for (flag, value, named) in [
+            ("--writers", "0", "set --writers (XCLOG_WRITERS)"),
+            (
+                "--batch-max-records",
+                "0",
+                "set --batch-max-records (XCLOG_BATCH_MAX_RECORDS)",
+            ),
+            (
+                "--retry-backoff-initial-ms",
+                "0",
+                "is 0 ms; set --retry-backoff-initial-ms",
+            ),
+        ] {
+            let cli = super::Cli::try_parse_from(["xclog", "project", flag, value]).unwrap();
+            let super::Command::Project(args) = cli.command else {
+                panic!("parsed as another command");
+            };
+            let error = args.projector_config().unwrap_err().to_string();
+            assert!(error.contains(named), "{error}");
+        }
+    }
+
     /// The lines a subscriber with [`super::RoutineKafkaNotices`] writes for two warnings.
     fn written(show: bool) -> String {
         use std::sync::{Arc, Mutex};
