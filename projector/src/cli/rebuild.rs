@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rdkafka::producer::Producer as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
 use xclog_projector::sink::postgres::PgSink;
@@ -40,45 +39,15 @@ pub struct RebuildArgs {
     pub project: super::project::ProjectArgs,
 }
 
-/// Low and high watermarks of every partition of `topic`.
+/// Low and high watermarks of every partition of `topic`; errors say what to check.
 pub(super) fn watermarks(
     brokers: &str,
     settings: &[(String, xclog_projector::Secret)],
     topic: &str,
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let timeout = Duration::from_secs(10);
-    let (client, metadata) =
-        xclog_projector::kafka::connect(brokers, settings, Some(topic), timeout).with_context(
-            || {
-                format!(
-                    "reading the metadata of topic {topic} from {brokers}; {}",
-                    super::kafka_hint(brokers, topic)
-                )
-            },
-        )?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        bail!(
-            "topic {topic} does not exist on {brokers}; {}",
-            super::kafka_hint(brokers, topic)
-        );
-    }
-    partitions
-        .into_iter()
-        .map(|p| {
-            client
-                .client()
-                .fetch_watermarks(topic, p, timeout)
-                .map(|w| (p, w))
-                .with_context(|| format!("reading the offsets of {topic} partition {p}"))
-        })
-        .collect()
+    // The error states its cause; the hint follows it.
+    xclog_projector::kafka::watermarks(brokers, settings, topic, Duration::from_secs(10))
+        .map_err(|error| anyhow::anyhow!("{error}; {}", super::kafka_hint(brokers, topic)))
 }
 
 pub(super) fn fmt_offsets(m: &BTreeMap<i32, i64>) -> String {
@@ -259,19 +228,11 @@ impl ShadowRun {
         min_batch: usize,
         progress: Progress,
     ) -> anyhow::Result<Self> {
-        let mut config = p.projector_config()?;
-        config.group_id = format!("{}.rebuild", p.stream.group);
-        config.http_addr = None;
-        // The live projector already dead-lettered the records no store takes; a rebuild
-        // meets them again and sends them to a topic of its own rather than doubling the
-        // live DLQ.
-        if p.dead_letter_topic.is_none() {
-            config.dead_letter_topic = format!("{}.rebuild", config.dead_letter_topic);
-        }
-        config.batch_max_records = config.batch_max_records.max(min_batch);
-        config.batch_max_latency = config.batch_max_latency.max(Duration::from_millis(500));
-        // A rebuild reads a backlog: big batches even when the writer waits for one.
-        config.batch_linger = config.batch_max_latency;
+        let config = rebuild::shadow_projector_config(
+            &p.projector_config()?,
+            p.dead_letter_topic.is_some(),
+            min_batch,
+        );
         let projector = Projector::new(config, sink)?;
         let token = CancellationToken::new();
         let task = tokio::spawn(projector.run(token.clone()));
