@@ -328,8 +328,9 @@ impl ProjectorConfig {
             return bad(
                 "retry_backoff_initial",
                 format!(
-                    "must be > 0 and <= retry_backoff_max ({:?}), is {:?}",
-                    self.retry_backoff_max, self.retry_backoff_initial
+                    "must be > 0 ms and at most retry_backoff_max ({} ms), is {} ms",
+                    self.retry_backoff_max.as_millis(),
+                    self.retry_backoff_initial.as_millis()
                 ),
             );
         }

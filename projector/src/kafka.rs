@@ -3,11 +3,12 @@
 //! brokers and the security settings (TLS, SASL, other librdkafka options) reach all of them
 //! alike; the caller then sets the keys it owns (group, offsets, idempotence) on top.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::metadata::Metadata;
-use rdkafka::producer::ThreadedProducer;
+use rdkafka::producer::{Producer as _, ThreadedProducer};
 use xclog_producer::connection::WatchedContext;
 
 use crate::config::Secret;
@@ -35,6 +36,83 @@ pub fn connect(
     timeout: Duration,
 ) -> Result<(ThreadedProducer<WatchedContext>, Metadata), xclog_producer::Error> {
     xclog_producer::connection::connect(&client_config(brokers, settings), brokers, topic, timeout)
+}
+
+/// Why [`watermarks`] could not read a topic's offsets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The brokers did not answer or refused the client (the reason says which).
+    #[error("reading the metadata of topic {topic} from {brokers}: {source}")]
+    Connect {
+        /// The topic.
+        topic: String,
+        /// The brokers asked.
+        brokers: String,
+        /// Unreachable or refused.
+        source: Box<xclog_producer::Error>,
+    },
+    /// The brokers answered and do not have the topic.
+    #[error("topic {topic} does not exist on {brokers}")]
+    Missing {
+        /// The topic.
+        topic: String,
+        /// The brokers asked.
+        brokers: String,
+    },
+    /// A partition's offsets could not be read.
+    #[error("reading the offsets of {topic} partition {partition}: {source}")]
+    Offsets {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What librdkafka said.
+        source: Box<rdkafka::error::KafkaError>,
+    },
+}
+
+/// Low and high watermarks of every partition of `topic` (blocking, each query at most
+/// `timeout`): where a reader of the whole topic starts and where it ends now.
+pub fn watermarks(
+    brokers: &str,
+    settings: &[(String, Secret)],
+    topic: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, (i64, i64)>, TopicError> {
+    let (client, metadata) =
+        connect(brokers, settings, Some(topic), timeout).map_err(|source| TopicError::Connect {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
+            source: Box::new(source),
+        })?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(TopicError::Missing {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
+        });
+    }
+    partitions
+        .into_iter()
+        .map(|partition| {
+            client
+                .client()
+                .fetch_watermarks(topic, partition, timeout)
+                .map(|w| (partition, w))
+                .map_err(|source| TopicError::Offsets {
+                    topic: topic.to_owned(),
+                    partition,
+                    source: Box::new(source),
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,16 +5,19 @@
 //! ```text
 //! Kafka topic --(consumer thread: poll, decode, check, batch)--> bounded queue
 //!     --(writer task: dead letters first, then Sink::write = rows + offsets in one commit)-->
-//!     PostgreSQL (sink::postgres) | MongoDB (next)
+//!     PostgreSQL (sink::postgres) | MongoDB (sink::mongo)
 //! ```
 //!
-//! * [`sink`]: the [`sink::Sink`] trait every target implements, and the PostgreSQL sink.
+//! * [`sink`]: the [`sink::Sink`] trait every target implements, and the PostgreSQL and
+//!   MongoDB sinks.
 //! * [`batch`]: pure batching logic; offsets chain from batch to batch so the sink can fence.
 //! * `consumer` / `writer`: the target-independent pipeline (rebalance, seek to stored
 //!   offsets, pause instead of buffering, retries, dead letters, drain on shutdown).
-//! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) and its
-//!   PostgreSQL implementation; cross-component traces.
+//! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) over PostgreSQL
+//!   and MongoDB; cross-component traces.
+//! * [`rebuild`]: rebuilding a store from the topic beside the live one, then the swap.
 //! * [`verify`]: `xclog verify`, the comparison of the topic and the stores.
+//! * [`time`]: epoch milliseconds as ISO-8601 UTC and back, for people.
 //! * [`kafka`]: the one place every Kafka client's settings (brokers, TLS, SASL) come from.
 //! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -26,6 +29,7 @@ pub mod metrics;
 pub mod read;
 pub mod rebuild;
 pub mod sink;
+pub mod time;
 pub mod verify;
 
 pub use config::{ConfigError, ProjectorConfig, Secret};

@@ -9,7 +9,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(&args.log);
+    if let Err(error) = cli::init_tracing(&args) {
+        eprintln!("error: {error:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     match cli::run(args).await {
         Ok(code) => code,
         Err(error) => {

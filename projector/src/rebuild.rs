@@ -28,6 +28,7 @@ use std::fmt;
 use sqlx::Executor as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::config::ProjectorConfig;
 use crate::sink::SinkError;
 use crate::sink::postgres::{MIGRATOR, classify};
 
@@ -118,20 +119,35 @@ pub fn remaining(shadow: &BTreeMap<i32, i64>, target: &BTreeMap<i32, i64>) -> i6
         .sum()
 }
 
+/// The configuration of a rebuild's own projector, from the live projection's: its own
+/// consumer group `<group>.rebuild` (the live projector keeps its partitions), no ops server,
+/// and batches for a backlog (at least `min_batch` records, cut after at least 500 ms whether
+/// the writer is busy or idle). The live projector already dead-lettered the records no store
+/// takes; the rebuild meets them again and sends them to `<dead-letter topic>.rebuild` rather
+/// than doubling the live dead letters, unless `dead_letter_topic_chosen` names the topic.
+pub fn shadow_projector_config(
+    live: &ProjectorConfig,
+    dead_letter_topic_chosen: bool,
+    min_batch: usize,
+) -> ProjectorConfig {
+    let mut config = live.clone();
+    config.group_id = format!("{}.rebuild", live.group_id);
+    config.http_addr = None;
+    if !dead_letter_topic_chosen {
+        config.dead_letter_topic = format!("{}.rebuild", live.dead_letter_topic);
+    }
+    config.batch_max_records = live.batch_max_records.max(min_batch);
+    config.batch_max_latency = live
+        .batch_max_latency
+        .max(std::time::Duration::from_millis(500));
+    config.batch_linger = config.batch_max_latency;
+    config
+}
+
 /// The dated name the previous store gets after a swap: `xclog_old_YYYYMMDD_HHMMSS` (UTC).
 pub fn old_schema_name(unix_seconds: u64) -> String {
-    let days = (unix_seconds / 86_400) as i64;
+    let (year, month, day) = crate::time::civil_from_days((unix_seconds / 86_400) as i64);
     let secs = unix_seconds % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "xclog_old_{year:04}{month:02}{day:02}_{:02}{:02}{:02}",
         secs / 3600,
@@ -157,9 +173,12 @@ pub enum RebuildError {
     /// The live and shadow schemas are the same.
     #[error("the shadow schema must differ from the live schema (both are {0:?})")]
     SameSchema(String),
-    /// The live store also holds other topics, which a rebuild from one topic would drop.
+    /// The live store also holds other topics or projections, which a rebuild from one topic
+    /// would drop.
     #[error(
-        "the live store also holds other topics ({0}); a rebuild from one topic would drop their rows"
+        "the live store also holds other topics or projections ({0}); a rebuild from one topic \
+         would drop their rows: rebuild a store that holds one projection (give each its own \
+         database), or check --topic and --projection"
     )]
     OtherTopics(String),
     /// The topic lost history the rebuild needs.
@@ -648,6 +667,33 @@ mod tests {
     fn remaining_counts_records_up_to_the_target() {
         assert_eq!(remaining(&map(&[(0, 5)]), &map(&[(0, 10), (1, 3)])), 8);
         assert_eq!(remaining(&map(&[(0, 12)]), &map(&[(0, 10)])), 0);
+    }
+
+    #[test]
+    fn the_shadow_projector_has_its_own_group_dead_letters_and_backlog_batches_and_no_ops_server() {
+        let mut live = ProjectorConfig::new("127.0.0.1:9092", "t", "g");
+        live.http_addr = Some("127.0.0.1:9187".parse().unwrap());
+        live.batch_max_records = 100;
+        live.batch_max_latency = std::time::Duration::from_millis(200);
+        live.batch_linger = std::time::Duration::from_millis(5);
+        let shadow = shadow_projector_config(&live, false, 2500);
+        assert_eq!(shadow.group_id, "g.rebuild");
+        assert_eq!(shadow.dead_letter_topic, "t.dlq.rebuild");
+        assert_eq!(shadow.http_addr, None);
+        assert_eq!(shadow.batch_max_records, 2500);
+        assert_eq!(
+            shadow.batch_max_latency,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(shadow.batch_linger, shadow.batch_max_latency);
+        assert_eq!(shadow.topic, "t");
+        live.dead_letter_topic = "chosen.dlq".to_owned();
+        let shadow = shadow_projector_config(&live, true, 0);
+        assert_eq!(shadow.dead_letter_topic, "chosen.dlq");
+        assert_eq!(
+            shadow.batch_max_records, 100,
+            "min_batch 0 keeps the live size"
+        );
     }
 
     #[test]

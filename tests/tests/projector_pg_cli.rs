@@ -12,18 +12,41 @@ use xclog_tests::{TestPg, TestTopic, unique_suffix};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 
+/// A two-partition topic of `records`, projected into a fresh database under `group` by an
+/// in-process projector that is stopped once the store has caught up.
+struct Projected {
+    topic: TestTopic,
+    pg: TestPg,
+    group: String,
+    published: Vec<Published>,
+}
+
+async fn projected(records: Vec<Record>, encoding: Encoding) -> anyhow::Result<Projected> {
+    let topic = TestTopic::create(2).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let published = publish(&producer()?, &topic.name, &records, encoding).await?;
+    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
+    p.stop().await?;
+    Ok(Projected {
+        topic,
+        pg,
+        group,
+        published,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_read_commands_print_an_instance_history_a_trace_and_a_snapshot() -> anyhow::Result<()>
 {
     let bin = xclog_binary()?;
-    let topic = TestTopic::create(2).await?;
-    let pg = TestPg::create().await?;
-    let group = format!("g-{}", unique_suffix());
-    let records = workload(600, 10, 9);
-    let published = publish(&producer()?, &topic.name, &records, Encoding::Protobuf).await?;
-    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
-    wait_caught_up(&pg.pool, &topic.name, &group, 2, CATCH_UP).await?;
-    p.stop().await?;
+    let Projected {
+        topic: _topic,
+        pg,
+        published,
+        ..
+    } = projected(workload(600, 10, 9), Encoding::Protobuf).await?;
 
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)
@@ -166,5 +189,139 @@ async fn xclog_status_says_how_far_behind_the_store_is_and_wait_returns_once_cau
         .map(|p| p["stored"].as_i64().unwrap_or(-1))
         .sum();
     assert_eq!(stored, published.len() as i64, "every record is stored");
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn is_iso_utc_millis(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_report_commands_print_iso_times_no_debug_formatting_and_no_info_logs_by_default()
+-> anyhow::Result<()> {
+    let bin = xclog_binary()?;
+    let Projected {
+        topic,
+        pg,
+        group,
+        published,
+    } = projected(workload(300, 8, 5), Encoding::Json).await?;
+
+    // As a user runs them: no log settings in the environment.
+    let run = |args: &[&str]| -> anyhow::Result<(String, String)> {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .env("DATABASE_URL", &pg.url)
+            .env("XCLOG_KAFKA_BROKERS", xclog_tests::brokers())
+            .env("XCLOG_TOPIC", &topic.name)
+            .env("XCLOG_GROUP", &group)
+            .env_remove("XCLOG_LOG")
+            .env_remove("RUST_LOG")
+            .output()?;
+        let (stdout, stderr) = (
+            String::from_utf8(out.stdout)?,
+            String::from_utf8(out.stderr)?,
+        );
+        anyhow::ensure!(out.status.success(), "xclog {args:?} failed: {stderr}");
+        Ok((stdout, stderr))
+    };
+    let (event, instance) = published
+        .iter()
+        .find_map(|p| match &p.record {
+            Record::Event(e) => Some((e.clone(), e.instance_id.clone())),
+            _ => None,
+        })
+        .expect("the workload has events");
+    let snapshot_of = published
+        .iter()
+        .find_map(|p| match &p.record {
+            Record::Snapshot(s) if s.sequence.is_some() => Some(s.instance.id.clone()),
+            _ => None,
+        })
+        .expect("the workload has snapshots with a sequence");
+
+    // Human output: the event's line starts with its time in ISO-8601 UTC, never the epoch
+    // number; --json keeps the number.
+    let (events, _) = run(&["events", "--instance", &instance])?;
+    let line = events
+        .lines()
+        .find(|l| l.contains(&event.id))
+        .expect("the event is listed");
+    let at = line.split_whitespace().next().unwrap_or_default();
+    assert!(is_iso_utc_millis(at), "{line}");
+    assert!(
+        !events.contains(&event.persisted_at.to_string()),
+        "{events}"
+    );
+    let (json, _) = run(&["events", "--instance", &instance, "--json"])?;
+    let page: serde_json::Value = serde_json::from_str(&json)?;
+    let stored = page["events"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == event.id.as_str()))
+        .expect("the event is in the JSON page");
+    assert_eq!(stored["persistedAt"].as_i64(), Some(event.persisted_at));
+    // The printed time is the stored millisecond: as --from and --to it finds the event.
+    let (json, _) = run(&["events", "--from", at, "--to", at, "--json"])?;
+    let page: serde_json::Value = serde_json::from_str(&json)?;
+    let found = page["events"].as_array().expect("events array");
+    assert!(
+        !found.is_empty()
+            && found
+                .iter()
+                .all(|e| e["persistedAt"].as_i64() == Some(event.persisted_at)),
+        "{json}"
+    );
+
+    let (snapshot, _) = run(&["snapshot", &snapshot_of])?;
+    let snapshot_line = snapshot
+        .lines()
+        .find(|l| l.starts_with("snapshot at"))
+        .expect("a snapshot at line");
+    assert!(
+        snapshot_line.split_whitespace().any(is_iso_utc_millis),
+        "{snapshot}"
+    );
+    assert!(snapshot_line.contains("(sequence "), "{snapshot}");
+
+    let mut reports = vec![
+        ("events", events.clone(), String::new()),
+        ("snapshot", snapshot.clone(), String::new()),
+    ];
+    for args in [
+        &["events", "--instance", &instance][..],
+        &["snapshot", &snapshot_of],
+        &["snapshot", "--list"],
+        &["trace", &event.id],
+        &["status"],
+        &["verify"],
+    ] {
+        let (stdout, stderr) = run(args)?;
+        reports.push((args[0], stdout, stderr));
+    }
+    for (command, stdout, stderr) in &reports {
+        for debug in ["Some(", "None", "[\"", "{ "] {
+            assert!(
+                !stdout.contains(debug) && !stderr.contains(debug),
+                "xclog {command} shows Rust debug formatting ({debug}):\n{stdout}{stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains(" INFO ") && !stderr.contains("INFO"),
+            "xclog {command} logs at INFO by default:\n{stderr}"
+        );
+    }
+    // -v brings the logs back (verify logs each source it reads at INFO).
+    let (_, stderr) = run(&["-v", "verify"])?;
+    assert!(stderr.contains("INFO"), "{stderr}");
     Ok(())
 }

@@ -10,11 +10,12 @@ pub struct EventsArgs {
     /// Instance whose history to show, in log order.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     pub instance: Option<String>,
-    /// Start of a time range (epoch ms, inclusive), instead of --instance.
-    #[arg(long)]
+    /// Start of a time range (inclusive), instead of --instance: ISO-8601 UTC
+    /// (`2026-01-01T00:00:00Z`) or epoch milliseconds.
+    #[arg(long, value_parser = xclog_projector::time::parse)]
     pub from: Option<i64>,
-    /// End of a time range (epoch ms, inclusive).
-    #[arg(long)]
+    /// End of a time range (inclusive): ISO-8601 UTC or epoch milliseconds.
+    #[arg(long, value_parser = xclog_projector::time::parse)]
     pub to: Option<i64>,
     /// Most events to print.
     #[arg(long, default_value_t = 100)]
@@ -22,7 +23,8 @@ pub struct EventsArgs {
     /// Continue after this cursor (printed at the end of the previous page).
     #[arg(long)]
     pub after: Option<String>,
-    /// Print JSON (one object: events and next cursor) instead of a table.
+    /// Print JSON (one object: events and next cursor; times in epoch milliseconds) instead of
+    /// lines.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -61,7 +63,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One human-readable line per event.
+/// One human-readable line per event (its time in ISO-8601 UTC).
 pub fn line(e: &StoredEvent) -> String {
     let p = &e.event;
     let from = if p.state_before.is_empty() {
@@ -71,7 +73,7 @@ pub fn line(e: &StoredEvent) -> String {
     };
     let mut s = format!(
         "{at}  {comp}/{machine} {inst}  {ty}: {from} -> {to}  id={id}",
-        at = p.persisted_at,
+        at = xclog_projector::time::iso(p.persisted_at),
         comp = p.component_name,
         machine = p.machine_name,
         inst = p.instance_id,

@@ -21,14 +21,6 @@ const BULK_LINGER: Duration = Duration::from_millis(5);
 /// Options of `xclog produce`.
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[command(flatten)]
-    pub kafka: super::kafka::KafkaSecurityArgs,
-    /// Topic to publish to.
-    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
-    pub topic: String,
     /// Create the topic with this many partitions if it does not exist (infinite retention);
     /// an existing topic is checked for settings that would lose data. Without it, the
     /// topic must exist.
@@ -65,11 +57,14 @@ pub struct ProduceArgs {
     /// Most records awaiting acknowledgement at once (bounds the generator's memory).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending: u64,
+    // The topic to publish to, and its brokers.
+    #[command(flatten)]
+    pub log: super::LogTopicArgs,
 }
 
 /// Runs the load generator until the workload is published or Ctrl-C, then prints totals.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let mut config = ProducerConfig::new(&args.brokers, &args.topic);
+    let mut config = ProducerConfig::new(&args.log.brokers, &args.log.topic);
     config.client_id = "xclog-produce".to_owned();
     // A bulk publisher that awaits no record on its own: it lingers to fill larger requests
     // (the producer's default of none serves runtimes that await each append).
@@ -79,24 +74,24 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         .parse::<Encoding>()
         .map_err(|problem| anyhow::anyhow!("--encoding: {problem}"))?;
     config.compression = args.compression.parse::<Compression>()?;
-    args.kafka.apply_to_producer(&mut config)?;
+    args.log.kafka.apply_to_producer(&mut config)?;
     config.validate()?;
 
     if let Some(partitions) = args.partitions {
-        let spec = TopicSpec::new(&args.topic, partitions, args.replication);
+        let spec = TopicSpec::new(&args.log.topic, partitions, args.replication);
         let ensured = xclog_producer::ensure_topic(&config, &spec)
             .await
-            .with_context(|| format!("preparing topic {}", args.topic))?;
+            .with_context(|| format!("preparing topic {}", args.log.topic))?;
         eprintln!(
             "topic {} {} ({} partitions)",
-            args.topic,
+            args.log.topic,
             if ensured.created { "created" } else { "exists" },
             ensured.partitions
         );
     }
     let producer = Producer::connect(config)
         .await
-        .with_context(|| format!("connecting to {}", args.brokers))?;
+        .with_context(|| super::kafka_hint(&args.log.brokers, &args.log.topic))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stop_on_signal = Arc::clone(&stop);

@@ -3,42 +3,22 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use xclog_projector::config::defaults;
+use xclog_projector::sink::mongo::MongoSink;
 use xclog_projector::sink::postgres::{PgSink, PgSinkConfig};
-use xclog_projector::{Projector, ProjectorConfig, Secret};
+use xclog_projector::{ErrorClass, Projector, ProjectorConfig, SinkError};
+
+use super::Target;
 
 /// Options of `xclog project`.
 #[derive(Debug, clap::Args)]
 pub struct ProjectArgs {
-    /// Target store: `postgres` or `mongo` (MongoDB / FerretDB).
-    #[arg(long, env = "XCLOG_TARGET", default_value = "postgres", value_parser = ["postgres", "mongo"])]
-    pub target: String,
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// The log topic to project.
-    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
-    pub topic: String,
-    /// Consumer group; projectors with the same group share the partitions.
-    #[arg(long, env = "XCLOG_GROUP", default_value = "xclog-projector")]
-    pub group: String,
-    /// Name under which offsets are stored in the target (default: the group).
-    #[arg(long, env = "XCLOG_PROJECTION")]
-    pub projection: Option<String>,
-    #[command(flatten)]
-    pub kafka: super::kafka::KafkaSecurityArgs,
     /// Dead-letter topic (default: `<topic>.dlq`); created if missing.
     #[arg(long, env = "XCLOG_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
-    /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
-    /// Required with `--target postgres`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = super::parse_secret)]
-    pub database_url: Option<Secret>,
-    #[command(flatten)]
-    pub mongo: super::project_mongo::MongoArgs,
     /// Connections in the PostgreSQL pool (raised to `--writers` + 1 if lower).
     #[arg(long, env = "XCLOG_DB_MAX_CONNECTIONS", default_value_t = 4)]
     pub db_max_connections: u32,
@@ -97,32 +77,30 @@ pub struct ProjectArgs {
     /// to anything: 0 when the projector would start with it.
     #[arg(long)]
     pub check_config: bool,
+    #[command(flatten)]
+    pub stream: super::StreamArgs,
+    #[command(flatten)]
+    pub db: super::DbArgs,
+    #[command(flatten)]
+    pub mongo: super::project_mongo::MongoWriteArgs,
 }
 
 impl ProjectArgs {
-    /// The library configuration these options describe, validated.
-    pub fn to_config(&self) -> anyhow::Result<(ProjectorConfig, PgSinkConfig)> {
-        let config = self.projector_config()?;
-        let database_url = self
-            .database_url
-            .clone()
-            .context("--database-url (DATABASE_URL) is required with --target postgres")?;
-        let sink = PgSinkConfig {
-            database_url,
-            projection: self
-                .projection
-                .clone()
-                .unwrap_or_else(|| self.group.clone()),
+    /// The PostgreSQL sink configuration these options describe.
+    pub fn pg_sink_config(&self, config: &ProjectorConfig) -> anyhow::Result<PgSinkConfig> {
+        Ok(PgSinkConfig {
+            database_url: self.db.store.database_url()?.clone(),
+            projection: self.stream.projection(),
             // Every writer holds a connection while it commits, and offsets load on another.
             max_connections: self.db_max_connections.max(config.writers as u32 + 1),
             acquire_timeout: Duration::from_secs(5),
-        };
-        Ok((config, sink))
+        })
     }
 
     /// The pipeline configuration (target-independent), validated.
     pub fn projector_config(&self) -> anyhow::Result<ProjectorConfig> {
-        let mut config = ProjectorConfig::new(&self.brokers, &self.topic, &self.group);
+        let log = &self.stream.log;
+        let mut config = ProjectorConfig::new(&log.brokers, &log.topic, &self.stream.group);
         if let Some(dlq) = &self.dead_letter_topic {
             config.dead_letter_topic = dlq.clone();
         }
@@ -141,29 +119,28 @@ impl ProjectArgs {
         config.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
         config.session_timeout = Duration::from_millis(self.session_timeout_ms);
         config.ready_max_lag = self.ready_max_lag;
-        config.kafka_settings = self.kafka.settings()?;
+        config.kafka_settings = log.kafka.settings()?;
         config.http_addr = match self.http_addr.as_str() {
             "off" | "" => None,
             addr => Some(addr.parse::<SocketAddr>().with_context(|| {
-                format!("--http-addr {addr:?} is not an address like 127.0.0.1:9187 (or `off`)")
+                format!("--http-addr {addr} is not an address like 127.0.0.1:9187 (or `off`)")
             })?),
         };
-        config.validate()?;
+        config.validate().map_err(super::config_error)?;
         Ok(config)
     }
 }
 
 /// Runs the projector until SIGINT/SIGTERM.
 pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
+    let config = args.projector_config()?;
     if args.check_config {
-        let config = if args.target == "mongo" {
-            args.projector_config()?
-        } else {
-            args.to_config()?.0
-        };
+        if args.db.target == Target::Postgres {
+            args.pg_sink_config(&config)?;
+        }
         println!(
             "configuration valid: target {}, brokers {}, topic {}, group {}, ops server {}",
-            args.target,
+            args.db.target,
             config.brokers,
             config.topic,
             config.group_id,
@@ -173,32 +150,70 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if args.target == "mongo" {
-        return super::project_mongo::run(args).await;
+    let shutdown = super::shutdown_on_signal();
+    match args.db.target {
+        Target::Postgres => {
+            let sink_config = args.pg_sink_config(&config)?;
+            tracing::info!(config = ?config, database = %sink_config.database_url, "starting projector");
+            let sink = PgSink::connect_lazy(&sink_config)?;
+            if !args.no_migrate {
+                prepare_store(
+                    "applying the migrations",
+                    "--database-url (DATABASE_URL)",
+                    || sink.migrate(),
+                )
+                .await?;
+            }
+            Projector::new(config, sink)?.run(shutdown).await?;
+        }
+        Target::Mongo => {
+            let sink_config = args
+                .mongo
+                .sink_config(&args.db.store, args.stream.projection());
+            tracing::info!(config = ?config, uri = %sink_config.uri, database = %sink_config.database, "starting projector");
+            let sink = MongoSink::connect(&sink_config).await?;
+            prepare_store(
+                "creating the MongoDB indexes",
+                "--mongodb-uri (MONGODB_URI)",
+                || sink.ensure_indexes(),
+            )
+            .await?;
+            Projector::new(config, sink)?.run(shutdown).await?;
+        }
     }
-    let (config, sink_config) = args.to_config()?;
-    tracing::info!(config = ?config, database = %sink_config.database_url, "starting projector");
-    let sink = PgSink::connect_lazy(&sink_config)?;
-    if !args.no_migrate {
-        let mut backoff = Duration::from_millis(200);
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match sink.migrate().await {
-                Ok(()) => break,
-                Err(error)
-                    if error.class() == xclog_projector::ErrorClass::Transient
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tracing::warn!(error = %error, "database not reachable for migrations; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => return Err(error).context("applying migrations"),
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First backoff of [`prepare_store`]; it doubles up to [`PREPARE_BACKOFF_MAX`].
+const PREPARE_BACKOFF_INITIAL: Duration = Duration::from_millis(200);
+/// Longest backoff of [`prepare_store`].
+const PREPARE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long [`prepare_store`] waits for a store that is starting.
+const PREPARE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs a store's startup `step` (migrations, indexes) once the store answers: transient
+/// errors (the store starting or restarting beside the projector) are retried with a backoff
+/// for up to a minute; other errors, and the last transient one, stop the command naming the
+/// step and the `flag` to check.
+async fn prepare_store<F, Fut>(step: &str, flag: &str, mut attempt: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), SinkError>>,
+{
+    let deadline = Instant::now() + PREPARE_DEADLINE;
+    let mut backoff = PREPARE_BACKOFF_INITIAL;
+    loop {
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.class() == ErrorClass::Transient && Instant::now() < deadline => {
+                tracing::warn!(error = %error, step, "store not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(PREPARE_BACKOFF_MAX);
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("{step}; check {flag} and that the store runs"));
             }
         }
     }
-    let projector = Projector::new(config, sink)?;
-    let shutdown = super::shutdown_on_signal();
-    projector.run(shutdown).await?;
-    Ok(ExitCode::SUCCESS)
 }

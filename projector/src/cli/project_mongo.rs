@@ -1,21 +1,12 @@
-//! `xclog project --target mongo`: the same pipeline as PostgreSQL, into MongoDB / FerretDB.
+//! The MongoDB write options of `xclog project` and `xclog rebuild` (with `--target mongo`).
 
-use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use xclog_projector::sink::mongo::{MongoSink, MongoSinkConfig};
-use xclog_projector::{ErrorClass, Projector, Secret};
+use xclog_projector::sink::mongo::MongoSinkConfig;
 
-/// MongoDB options of `xclog project` (used with `--target mongo`).
+/// How the projector writes to MongoDB (used with `--target mongo`).
 #[derive(Debug, clap::Args)]
-pub struct MongoArgs {
-    /// MongoDB connection string (`mongodb://user:password@127.0.0.1:27017/`); never logged.
-    #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
-    pub mongodb_uri: Secret,
-    /// MongoDB database holding `events`, `snapshots`, `instances` and `xclog_offsets`.
-    #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
-    pub mongodb_database: String,
+pub struct MongoWriteArgs {
     /// Do not ask for `w: "majority"` on writes (majority is what a replica set needs for an
     /// acknowledged batch to survive a failover; standalone servers treat it as `w: 1`).
     #[arg(long, env = "XCLOG_MONGODB_NO_MAJORITY")]
@@ -27,37 +18,18 @@ pub struct MongoArgs {
     pub mongodb_command_timeout_ms: u64,
 }
 
-/// Runs the projector into MongoDB until SIGINT/SIGTERM.
-pub async fn run(args: super::project::ProjectArgs) -> anyhow::Result<ExitCode> {
-    let config = args.projector_config()?;
-    let mut sink_config = MongoSinkConfig::new(
-        args.mongo.mongodb_uri.clone(),
-        args.projection
-            .clone()
-            .unwrap_or_else(|| args.group.clone()),
-    );
-    sink_config.database = args.mongo.mongodb_database.clone();
-    sink_config.majority_writes = !args.mongo.mongodb_no_majority;
-    sink_config.command_timeout = Duration::from_millis(args.mongo.mongodb_command_timeout_ms);
-    tracing::info!(config = ?config, uri = %sink_config.uri, database = %sink_config.database, "starting projector");
-    let sink = MongoSink::connect(&sink_config).await?;
-    let mut backoff = Duration::from_millis(200);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match sink.ensure_indexes().await {
-            Ok(()) => break,
-            Err(error)
-                if error.class() == ErrorClass::Transient
-                    && std::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(error = %error, "MongoDB not reachable for index creation; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(error).context("creating MongoDB indexes"),
-        }
+impl MongoWriteArgs {
+    /// The MongoDB sink configuration for `projection` in the store `store` names.
+    pub fn sink_config(&self, store: &super::StoreArgs, projection: String) -> MongoSinkConfig {
+        let mut config = MongoSinkConfig::new(store.mongodb_uri.clone(), projection);
+        config.database = store.mongodb_database.clone();
+        config.majority_writes = !self.mongodb_no_majority;
+        config.command_timeout = self.command_timeout();
+        config
     }
-    let projector = Projector::new(config, sink)?;
-    projector.run(super::shutdown_on_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+
+    /// `--mongodb-command-timeout-ms`.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.mongodb_command_timeout_ms)
+    }
 }

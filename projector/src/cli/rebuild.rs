@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rdkafka::producer::Producer as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
 use xclog_projector::sink::postgres::PgSink;
@@ -19,8 +18,6 @@ use xclog_projector::{CancellationToken, Projector, Sink};
 /// projection being rebuilt: topic, group, projection, database).
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
-    #[command(flatten)]
-    pub project: super::project::ProjectArgs,
     /// Schema the live store is in (what readers and the live projector use).
     #[arg(long, env = "XCLOG_PG_SCHEMA", default_value = "public")]
     pub schema: String,
@@ -38,38 +35,19 @@ pub struct RebuildArgs {
     /// Progress display: `auto` (a bar on a terminal, log lines otherwise), `bar` or `log`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log"])]
     pub progress: String,
+    #[command(flatten)]
+    pub project: super::project::ProjectArgs,
 }
 
-/// Low and high watermarks of every partition of `topic`.
+/// Low and high watermarks of every partition of `topic`; errors say what to check.
 pub(super) fn watermarks(
     brokers: &str,
     settings: &[(String, xclog_projector::Secret)],
     topic: &str,
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let timeout = Duration::from_secs(10);
-    let (client, metadata) =
-        xclog_projector::kafka::connect(brokers, settings, Some(topic), timeout)
-            .with_context(|| format!("reading the metadata of topic {topic} from {brokers}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        bail!("topic {topic} does not exist on {brokers}");
-    }
-    partitions
-        .into_iter()
-        .map(|p| {
-            client
-                .client()
-                .fetch_watermarks(topic, p, timeout)
-                .map(|w| (p, w))
-                .with_context(|| format!("reading the offsets of {topic} partition {p}"))
-        })
-        .collect()
+    // The error states its cause; the hint follows it.
+    xclog_projector::kafka::watermarks(brokers, settings, topic, Duration::from_secs(10))
+        .map_err(|error| anyhow::anyhow!("{error}; {}", super::kafka_hint(brokers, topic)))
 }
 
 pub(super) fn fmt_offsets(m: &BTreeMap<i32, i64>) -> String {
@@ -173,8 +151,12 @@ impl Plan {
         keep_old: &str,
     ) -> anyhow::Result<Self> {
         let marks = {
-            let (brokers, settings, topic) =
-                (p.brokers.clone(), p.kafka.settings()?, p.topic.clone());
+            let log = &p.stream.log;
+            let (brokers, settings, topic) = (
+                log.brokers.clone(),
+                log.kafka.settings()?,
+                log.topic.clone(),
+            );
             tokio::task::spawn_blocking(move || watermarks(&brokers, &settings, &topic)).await??
         };
         let low: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(l, _))| (p, l)).collect();
@@ -187,10 +169,10 @@ impl Plan {
         }
         // Read at least to the end of the topic as it is now, and at least to the live store.
         let target = rebuild::target(&high, live);
-        let projection = p.projection.as_ref().unwrap_or(&p.group);
         println!(
-            "rebuild of topic {} (projection {projection}) into {store}",
-            p.topic
+            "rebuild of topic {} (projection {}) into {store}",
+            p.stream.log.topic,
+            p.stream.projection()
         );
         println!("  topic offsets (low..high): {}", {
             marks
@@ -246,19 +228,11 @@ impl ShadowRun {
         min_batch: usize,
         progress: Progress,
     ) -> anyhow::Result<Self> {
-        let mut config = p.projector_config()?;
-        config.group_id = format!("{}.rebuild", p.group);
-        config.http_addr = None;
-        // The live projector already dead-lettered the records no store takes; a rebuild
-        // meets them again and sends them to a topic of its own rather than doubling the
-        // live DLQ.
-        if p.dead_letter_topic.is_none() {
-            config.dead_letter_topic = format!("{}.rebuild", config.dead_letter_topic);
-        }
-        config.batch_max_records = config.batch_max_records.max(min_batch);
-        config.batch_max_latency = config.batch_max_latency.max(Duration::from_millis(500));
-        // A rebuild reads a backlog: big batches even when the writer waits for one.
-        config.batch_linger = config.batch_max_latency;
+        let config = rebuild::shadow_projector_config(
+            &p.projector_config()?,
+            p.dead_letter_topic.is_some(),
+            min_batch,
+        );
         let projector = Projector::new(config, sink)?;
         let token = CancellationToken::new();
         let task = tokio::spawn(projector.run(token.clone()));
@@ -330,31 +304,40 @@ pub(super) fn keep_old_text(keep_old: bool, suffix: &str) -> String {
 /// Runs the rebuild until the swap (exit 0), an interruption (130: run again to continue) or
 /// an error.
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    match args.project.target.as_str() {
-        "mongo" => super::rebuild_mongo::run(args).await,
-        _ => run_postgres(args).await,
+    match args.project.db.target {
+        super::Target::Postgres => run_postgres(args).await,
+        super::Target::Mongo => super::rebuild_mongo::run(args).await,
     }
 }
 
 async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let p = &args.project;
-    let url = p
-        .database_url
-        .as_ref()
-        .context("--database-url (DATABASE_URL) is required with --target postgres")?;
-    let options: PgConnectOptions = url
+    let options: PgConnectOptions = p
+        .db
+        .store
+        .database_url()?
         .expose()
         .parse()
-        .context("--database-url is not a PostgreSQL URL")?;
-    let projection = p.projection.clone().unwrap_or_else(|| p.group.clone());
+        .context("--database-url (DATABASE_URL) is not a PostgreSQL URL like postgres://user:password@127.0.0.1:5432/xclog")?;
+    let projection = p.stream.projection();
     let rb = PgRebuild::connect(
         options,
         &args.schema,
         &args.shadow_schema,
         &projection,
-        &p.topic,
+        &p.stream.log.topic,
     )
-    .await?;
+    .await
+    .with_context(|| {
+        format!(
+            "connecting to PostgreSQL at {}; check --database-url (DATABASE_URL) and that the \
+             server runs (`scripts/stack.sh status` for the local stack)",
+            p.db.store
+                .database_url
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
+        )
+    })?;
     rb.check_single_topic().await?;
 
     let resuming = rb.shadow_exists().await?;

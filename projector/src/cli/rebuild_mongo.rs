@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mongodb::Client;
-use mongodb::options::ClientOptions;
 use xclog_projector::rebuild::mongo::{LiveOffsets, MongoRebuild, ResumeState};
 use xclog_projector::rebuild::{self, RebuildError};
 
@@ -34,21 +32,14 @@ const MIN_BATCH: usize = 0;
 
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let p = &args.project;
-    let mut options = ClientOptions::parse(p.mongo.mongodb_uri.expose())
-        .await
-        .context("--mongodb-uri is not a MongoDB connection string")?;
-    options.server_selection_timeout = Some(Duration::from_secs(10));
-    options
-        .app_name
-        .get_or_insert_with(|| "xclog-rebuild".to_owned());
-    let client = Client::with_options(options)?;
-    let database = &p.mongo.mongodb_database;
-    let projection = p.projection.clone().unwrap_or_else(|| p.group.clone());
+    let database = &p.db.store.mongodb_database;
+    let db = super::connect_mongo(&p.db.store.mongodb_uri, database, "xclog-rebuild").await?;
+    let projection = p.stream.projection();
     let rb = MongoRebuild::new(
-        client.database(database),
+        db,
         &args.shadow_schema,
         &projection,
-        &p.topic,
+        &p.stream.log.topic,
         !p.mongo.mongodb_no_majority,
     )?;
     rb.check_single_topic().await?;
@@ -67,7 +58,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         println!(
             "rebuild of topic {} (projection {projection}) into MongoDB database {database}: \
              a swap was interrupted after its first rename; finishing it (previous store {old}_*)",
-            p.topic
+            p.stream.log.topic
         );
         if args.dry_run {
             println!("dry run: nothing changed");
@@ -111,7 +102,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     rb.prepare_shadow().await?;
     let start = start.unwrap_or_default();
     let target = plan.target.clone();
-    let command_timeout = Duration::from_millis(p.mongo.mongodb_command_timeout_ms);
+    let command_timeout = p.mongo.command_timeout();
     let mut run = ShadowRun::start(
         p,
         rb.shadow_sink().with_command_timeout(command_timeout),
@@ -147,8 +138,12 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         let old = rebuild::old_schema_name(unix_now());
         let locked = rb.lock_live(&plan.partitions(), &old).await?;
         let high: BTreeMap<i32, i64> = {
-            let (brokers, settings, topic) =
-                (p.brokers.clone(), p.kafka.settings()?, p.topic.clone());
+            let log = &p.stream.log;
+            let (brokers, settings, topic) = (
+                log.brokers.clone(),
+                log.kafka.settings()?,
+                log.topic.clone(),
+            );
             tokio::task::spawn_blocking(move || watermarks(&brokers, &settings, &topic))
                 .await??
                 .into_iter()

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use xclog_producer::{Producer, ProducerConfig};
 use xclog_projector::read::{Page, SnapshotStore};
 use xclog_schema::{Record, SnapshotDeletion};
@@ -21,14 +22,6 @@ pub struct SnapshotArgs {
     /// With --delete: the sequence of the instance's last event, if the runtime numbers them.
     #[arg(long, requires = "delete")]
     pub sequence: Option<u64>,
-    /// With --delete: Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "XCLOG_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[command(flatten)]
-    pub kafka: super::kafka::KafkaSecurityArgs,
-    /// With --delete: the log topic.
-    #[arg(long, env = "XCLOG_TOPIC", default_value = "xclog.events")]
-    pub topic: String,
     /// List snapshots by instance id.
     #[arg(long, conflicts_with = "instance_id")]
     pub list: bool,
@@ -38,9 +31,12 @@ pub struct SnapshotArgs {
     /// Continue the listing after this instance id.
     #[arg(long)]
     pub after: Option<String>,
-    /// Print JSON instead of text.
+    /// Print JSON (times in epoch milliseconds) instead of text.
     #[arg(long)]
     pub json: bool,
+    // With --delete: the topic the deletion is published to, and its brokers.
+    #[command(flatten)]
+    pub log: super::LogTopicArgs,
     #[command(flatten)]
     pub db: super::DbArgs,
 }
@@ -57,20 +53,22 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             snapshot_deleted_at: now_ms(),
             sequence: args.sequence,
         });
-        let mut config = ProducerConfig::new(&args.brokers, &args.topic);
-        args.kafka.apply_to_producer(&mut config)?;
-        let producer = Producer::connect(config).await?;
+        let mut config = ProducerConfig::new(&args.log.brokers, &args.log.topic);
+        args.log.kafka.apply_to_producer(&mut config)?;
+        let producer = Producer::connect(config)
+            .await
+            .with_context(|| super::kafka_hint(&args.log.brokers, &args.log.topic))?;
         let at = producer.publish(&record).await?;
         producer.close(Duration::from_secs(30)).await?;
         if args.json {
             let published = serde_json::json!({
-                "topic": args.topic, "partition": at.partition, "offset": at.offset, "record": record,
+                "topic": args.log.topic, "partition": at.partition, "offset": at.offset, "record": record,
             });
             println!("{}", serde_json::to_string_pretty(&published)?);
         } else {
             println!(
-                "published the deletion of the snapshot of {id:?}: topic {} partition {} offset {}",
-                args.topic, at.partition, at.offset
+                "published the deletion of the snapshot of {id}: topic {} partition {} offset {}",
+                args.log.topic, at.partition, at.offset
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -93,7 +91,7 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
                     s.instance.machine_name,
                     s.instance.current_state,
                     s.instance.status.as_str(),
-                    s.snapshot_at
+                    xclog_projector::time::iso(s.snapshot_at)
                 );
             }
             if let Some(next) = page.next {
@@ -104,7 +102,10 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     }
     let id = args.instance_id.clone().unwrap_or_default();
     let Some(s) = reader.snapshot(&id).await? else {
-        eprintln!("no snapshot for instance {id:?}");
+        eprintln!(
+            "no snapshot for instance {id} in {} (list them with `xclog snapshot --list`)",
+            args.db.target
+        );
         return Ok(ExitCode::FAILURE);
     };
     if args.json {
@@ -114,16 +115,22 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         println!("instance     {}", i.id);
         println!("machine      {}", i.machine_name);
         println!("state        {} [{}]", i.current_state, i.status.as_str());
-        println!(
-            "snapshot at  {}  (sequence {:?})",
-            s.snapshot_at, s.sequence
-        );
+        match s.sequence {
+            Some(sequence) => println!(
+                "snapshot at  {}  (sequence {sequence})",
+                xclog_projector::time::iso(s.snapshot_at)
+            ),
+            None => println!("snapshot at  {}", xclog_projector::time::iso(s.snapshot_at)),
+        }
         println!("last event   {}", s.last_event_id);
-        println!("created/upd  {} / {}", i.created_at, i.updated_at);
+        println!("created      {}", xclog_projector::time::iso(i.created_at));
+        println!("updated      {}", xclog_projector::time::iso(i.updated_at));
         if let Some(p) = &i.parent_instance_id {
             println!(
                 "parent       {p} ({})",
-                i.parent_machine_name.as_deref().unwrap_or("?")
+                i.parent_machine_name
+                    .as_deref()
+                    .unwrap_or("machine unknown")
             );
         }
         println!("context      {}", i.context);

@@ -18,8 +18,6 @@ use xclog_projector::sink::postgres::PgSink;
 /// Options of `xclog status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    #[command(flatten)]
-    pub stream: super::StreamArgs,
     /// Wait up to this many seconds for the store to catch up with the topic's end as seen at
     /// the start (exit 1 if it does not).
     #[arg(long, value_name = "SECONDS")]
@@ -27,6 +25,8 @@ pub struct StatusArgs {
     /// Print JSON (for scripts) instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub stream: super::StreamArgs,
     #[command(flatten)]
     pub db: super::DbArgs,
 }
@@ -139,9 +139,9 @@ impl Status {
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let projection = args.stream.projection();
     let (brokers, settings, topic) = (
-        args.stream.brokers.clone(),
-        args.stream.kafka.settings()?,
-        args.stream.topic.clone(),
+        args.stream.log.brokers.clone(),
+        args.stream.log.kafka.settings()?,
+        args.stream.log.topic.clone(),
     );
     let marks = tokio::task::spawn_blocking(move || {
         super::rebuild::watermarks(&brokers, &settings, &topic)
@@ -153,12 +153,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let deadline = args.wait.map(|s| Instant::now() + Duration::from_secs(s));
     let status = loop {
         let stored = loader
-            .load(&args.stream.topic, &partitions)
+            .load(&args.stream.log.topic, &partitions)
             .await
             .with_context(|| format!("reading the stored offsets of projection {projection}"))?;
         let status = status_of(
-            &args.db.target,
-            &args.stream.topic,
+            args.db.target.name(),
+            &args.stream.log.topic,
             &projection,
             &stored,
             &ends,

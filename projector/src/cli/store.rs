@@ -1,7 +1,6 @@
 //! The store the read subcommands (`events`, `trace`, `snapshot`) read from: one read API,
 //! two backends, chosen with `--target`.
 
-use anyhow::Context as _;
 use xclog_projector::read::mongo::MongoReader;
 use xclog_projector::read::postgres::PgReader;
 use xclog_projector::read::{
@@ -21,18 +20,10 @@ pub enum Store {
 impl super::DbArgs {
     /// Connects to the store `--target` names.
     pub async fn store(&self) -> anyhow::Result<Store> {
-        if self.target == "mongo" {
-            let mut options = mongodb::options::ClientOptions::parse(self.mongodb_uri.expose())
-                .await
-                .with_context(|| format!("parsing {}", self.mongodb_uri))?;
-            options.server_selection_timeout = Some(std::time::Duration::from_secs(10));
-            let client = mongodb::Client::with_options(options)
-                .with_context(|| format!("connecting to {}", self.mongodb_uri))?;
-            return Ok(Store::Mongo(MongoReader::new(
-                client.database(&self.mongodb_database),
-            )));
-        }
-        Ok(Store::Postgres(PgReader::new(self.connect().await?)))
+        Ok(match self.target {
+            super::Target::Postgres => Store::Postgres(PgReader::new(self.connect().await?)),
+            super::Target::Mongo => Store::Mongo(MongoReader::new(self.connect_mongo().await?)),
+        })
     }
 }
 

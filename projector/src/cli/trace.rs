@@ -21,7 +21,10 @@ pub struct TraceArgs {
 pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let reader = args.db.store().await?;
     let Some(trace) = xclog_projector::read::trace(&reader, &args.event_id, args.max).await? else {
-        eprintln!("no event with id {:?}", args.event_id);
+        eprintln!(
+            "no event with id {} in {} (find ids with `xclog events --instance <INSTANCE_ID>`)",
+            args.event_id, args.db.target
+        );
         return Ok(ExitCode::FAILURE);
     };
     if args.json {

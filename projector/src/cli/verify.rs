@@ -14,20 +14,9 @@ pub struct VerifyArgs {
     /// Sources to compare, two or three of `topic`, `postgres`, `mongo` (comma-separated).
     #[arg(long, env = "XCLOG_VERIFY_SOURCES", default_value = "topic,postgres", value_delimiter = ',', value_parser = SourceKind::parse)]
     pub sources: Vec<SourceKind>,
-    #[command(flatten)]
-    pub stream: super::StreamArgs,
     /// Name under which the MongoDB projector stores its offsets (default: as PostgreSQL's).
     #[arg(long, env = "XCLOG_MONGO_PROJECTION")]
     pub mongo_projection: Option<String>,
-    /// PostgreSQL URL (`postgres://user:password@127.0.0.1:5432/xclog`); never logged.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = super::parse_secret)]
-    pub database_url: Option<xclog_projector::Secret>,
-    /// MongoDB connection string; never logged.
-    #[arg(long, env = "MONGODB_URI", hide_env_values = true, default_value = "mongodb://127.0.0.1:27017/", value_parser = super::parse_secret)]
-    pub mongodb_uri: xclog_projector::Secret,
-    /// MongoDB database holding `events`, `snapshots` and `xclog_offsets`.
-    #[arg(long, env = "XCLOG_MONGODB_DATABASE", default_value = "xcomponent")]
-    pub mongodb_database: String,
     /// Most differences printed per pair of sources.
     #[arg(long, default_value_t = 20)]
     pub max_differences: usize,
@@ -37,6 +26,10 @@ pub struct VerifyArgs {
     /// Print the report as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub stream: super::StreamArgs,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 /// Runs the comparison: exit code 0 when the sources agree, 1 when they differ, 2 when the
@@ -55,39 +48,34 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
 async fn compare(args: &VerifyArgs) -> anyhow::Result<bool> {
     let projection = args.stream.projection();
     let postgres = if args.sources.contains(&SourceKind::Postgres) {
-        let url = args
-            .database_url
-            .as_ref()
-            .context("--database-url (DATABASE_URL) is required with --sources postgres")?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url.expose())
-            .await
-            .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
-        Some(PgReader::new(pool))
+        let url = args.store.database_url.as_ref().context(
+            "--database-url (DATABASE_URL) is required with --sources postgres; \
+             or compare other sources, e.g. --sources topic,mongo",
+        )?;
+        Some(PgReader::new(super::connect_postgres(url, 2).await?))
     } else {
         None
     };
     let mongo = if args.sources.contains(&SourceKind::Mongo) {
-        let mut options = mongodb::options::ClientOptions::parse(args.mongodb_uri.expose())
-            .await
-            .with_context(|| format!("parsing the MongoDB URI {}", args.mongodb_uri))?;
-        options.server_selection_timeout = Some(Duration::from_secs(10));
-        let client = mongodb::Client::with_options(options)
-            .with_context(|| format!("connecting to MongoDB at {}", args.mongodb_uri))?;
-        Some(client.database(&args.mongodb_database))
+        Some(
+            super::connect_mongo(
+                &args.store.mongodb_uri,
+                &args.store.mongodb_database,
+                "xclog-verify",
+            )
+            .await?,
+        )
     } else {
         None
     };
     let options = VerifyOptions {
         sources: args.sources.clone(),
         topic: TopicSource {
-            brokers: args.stream.brokers.clone(),
-            topic: args.stream.topic.clone(),
+            brokers: args.stream.log.brokers.clone(),
+            topic: args.stream.log.topic.clone(),
             limits: xclog_schema::Limits::default(),
             idle_timeout: Duration::from_secs(args.topic_timeout_secs),
-            kafka_settings: args.stream.kafka.settings()?,
+            kafka_settings: args.stream.log.kafka.settings()?,
         },
         postgres,
         postgres_projection: projection.clone(),
