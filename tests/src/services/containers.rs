@@ -133,6 +133,7 @@ async fn start_all() -> anyhow::Result<Running> {
         .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
         .with_label(SESSION_LABEL, &session)
         .with_startup_timeout(READY_TIMEOUT)
+        .with_mapped_port(kafka_port, KAFKA_PORT)
         .with_host_config_modifier(on_loopback(KAFKA_PORT.as_u16(), kafka_port));
     let postgres = Postgres::default()
         .with_user("xclog")
@@ -143,12 +144,14 @@ async fn start_all() -> anyhow::Result<Running> {
         .with_cmd(["-c", "fsync=off", "-c", "max_connections=300"])
         .with_label(SESSION_LABEL, &session)
         .with_startup_timeout(READY_TIMEOUT)
+        .with_mapped_port(postgres_port, 5432.tcp())
         .with_host_config_modifier(on_loopback(5432, postgres_port));
     let mongo = Mongo::default()
         .with_tag(MONGO_TAG)
         .with_cmd(["--replSet", REPLICA_SET, "--bind_ip_all"])
         .with_label(SESSION_LABEL, &session)
         .with_startup_timeout(READY_TIMEOUT)
+        .with_mapped_port(mongo_port, 27017.tcp())
         .with_host_config_modifier(on_loopback(27017, mongo_port));
     let (kafka, postgres, mongo) = tokio::try_join!(
         async { kafka.start().await.context("starting the Kafka container") },
@@ -193,8 +196,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Publishes `container_port` on 127.0.0.1:`host_port` only (testcontainers publishes every
-/// exposed port on all interfaces by default).
+/// Publishes `container_port` on 127.0.0.1:`host_port` only: replaces the binding that
+/// `with_mapped_port` makes on every interface (the mapping still exposes the port).
 fn on_loopback(container_port: u16, host_port: u16) -> impl Fn(&mut HostConfig) + Send + Sync {
     move |host_config: &mut HostConfig| {
         host_config.publish_all_ports = Some(false);
@@ -226,6 +229,7 @@ async fn reaper(
         .with_mount(Mount::bind_mount(socket, "/var/run/docker.sock"))
         // As in the other testcontainers libraries: unprivileged unless asked (SELinux hosts).
         .with_privileged(std::env::var("TESTCONTAINERS_RYUK_PRIVILEGED").is_ok_and(|v| v == "true"))
+        .with_mapped_port(port, 8080.tcp())
         .with_host_config_modifier(move |host_config: &mut HostConfig| {
             on_loopback(8080, port)(host_config);
             // The reaper exits on its own once no connection is left; Docker then removes it.
