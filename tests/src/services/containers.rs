@@ -35,7 +35,7 @@ use super::{Addresses, Service};
 
 /// The label that ties this process's containers to its reaper.
 const SESSION_LABEL: &str = "xclog.tests.session";
-/// The images: the Kafka of the native stack, the PostgreSQL and MongoDB the issue asks for.
+/// The images: the native stack's Kafka, PostgreSQL 16, and the MongoDB major the sink is written for.
 const KAFKA_TAG: &str = "4.1.1";
 const POSTGRES_TAG: &str = "16-alpine";
 const MONGO_TAG: &str = "7";
