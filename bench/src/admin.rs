@@ -8,6 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
+use xclog_projector::sink::mongo::server::MongoServer;
 
 /// The Mongo server to talk to (`mongo-server`; part of the other tools' options).
 #[derive(Debug, clap::Args)]
@@ -61,21 +62,21 @@ pub async fn mongo_count(args: MongoArgs) -> anyhow::Result<Value> {
 /// every update statement, so a backlog of a million events would take hours there).
 pub async fn mongo_server(args: MongoUri) -> anyhow::Result<Value> {
     let client = mongodb::Client::with_uri_str(&args.uri).await?;
-    let info = client
-        .database("admin")
-        .run_command(doc! {"buildInfo": 1})
+    let server = MongoServer::detect(&client)
         .await
         .context("running buildInfo")?;
-    Ok(server_of(&info))
+    Ok(server_json(&server))
 }
 
-/// The server named by a `buildInfo` reply: FerretDB adds `ferretdbVersion` (its own version,
-/// `unknown` in a build without version stamps) next to the MongoDB version it answers as.
-fn server_of(info: &Document) -> Value {
-    let version = info.get_str("version").unwrap_or("unknown");
-    match info.get_str("ferretdbVersion") {
-        Ok(ferret) => json!({"server": "ferretdb", "version": ferret, "compatible_with": version}),
-        Err(_) => json!({"server": "mongodb", "version": version}),
+/// The JSON line `scripts/bench.sh` reads.
+fn server_json(server: &MongoServer) -> Value {
+    match server {
+        MongoServer::FerretDb {
+            version,
+            compatible_with,
+        } => json!({"server": "ferretdb", "version": version, "compatible_with": compatible_with}),
+        MongoServer::MongoDb { version } => json!({"server": "mongodb", "version": version}),
+        other => json!({"server": "unknown", "name": other.to_string()}),
     }
 }
 
@@ -111,16 +112,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_build_info_with_a_ferretdb_version_is_ferretdb() {
+    fn the_server_line_names_ferretdb_with_both_versions_and_mongodb_with_its_own() {
         // As FerretDB v1.24 answers (built with `go install`, so its own version is unknown).
         let ferret = doc! {"version": "7.0.42", "ferretdbVersion": "unknown", "ok": 1.0};
         assert_eq!(
-            server_of(&ferret),
+            server_json(&MongoServer::from_build_info(&ferret)),
             json!({"server": "ferretdb", "version": "unknown", "compatible_with": "7.0.42"})
         );
         let mongod = doc! {"version": "7.0.14", "gitVersion": "ce59cfc", "ok": 1.0};
         assert_eq!(
-            server_of(&mongod),
+            server_json(&MongoServer::from_build_info(&mongod)),
             json!({"server": "mongodb", "version": "7.0.14"})
         );
     }

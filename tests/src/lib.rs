@@ -4,13 +4,15 @@
 //! without `#[serial]`:
 //! - [`TestTopic`]: a topic with a unique name, deleted when dropped;
 //! - [`TestPg`]: a fresh PostgreSQL database, dropped when dropped;
-//! - [`TestMongo`]: a fresh MongoDB (FerretDB) database, dropped when dropped.
+//! - [`TestMongo`]: a fresh MongoDB (FerretDB on the native stack) database, dropped when dropped.
 //!
 //! [`soak`] is the fault soak (`make soak`, and its short run in `tests/fault_soak.rs`).
 //!
-//! Service addresses come from `XCLOG_KAFKA_BROKERS`, `DATABASE_URL` and `MONGODB_URI`, with
-//! the local stack's defaults (`scripts/stack.sh env`). Waiting is done on conditions with a
-//! deadline ([`wait_until`]), never by sleeping a fixed time.
+//! [`services`] chooses, once per test binary, which Kafka, PostgreSQL and MongoDB the tests
+//! talk to: the addresses in `XCLOG_KAFKA_BROKERS`, `DATABASE_URL` and `MONGODB_URI` (the native
+//! stack, `scripts/stack.sh env`); else containers, when a Docker engine answers; else the
+//! local stack's defaults. Waiting is done on conditions with a deadline ([`wait_until`]),
+//! never by sleeping a fixed time.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -23,23 +25,28 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgPool};
+use xclog_projector::sink::mongo::server::MongoServer;
 
+pub mod services;
 pub mod soak;
 
-/// Kafka bootstrap servers (`XCLOG_KAFKA_BROKERS`, default `127.0.0.1:9092`).
+pub use services::Service;
+
+/// Kafka bootstrap servers of this binary's services ([`services`]: `XCLOG_KAFKA_BROKERS`,
+/// containers, or `127.0.0.1:9092`).
 pub fn brokers() -> String {
-    std::env::var("XCLOG_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    services::address(Service::Kafka).to_owned()
 }
 
-/// PostgreSQL URL of the stack's main database (`DATABASE_URL`).
+/// PostgreSQL URL of the services' main database (`DATABASE_URL`, a container's, or the local
+/// stack's).
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://xclog:xclog@127.0.0.1:5432/xclog".to_owned())
+    services::address(Service::Postgres).to_owned()
 }
 
-/// MongoDB URI (`MONGODB_URI`, default `mongodb://127.0.0.1:27017/`).
+/// MongoDB URI of the services (`MONGODB_URI`, a container's, or `mongodb://127.0.0.1:27017/`).
 pub fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017/".to_owned())
+    services::address(Service::Mongo).to_owned()
 }
 
 /// A short random suffix for resource names (lowercase hex, safe for topics and databases).
@@ -359,6 +366,13 @@ impl TestMongo {
     /// The test's database handle.
     pub fn database(&self) -> mongodb::Database {
         self.client.database(&self.name)
+    }
+
+    /// The server behind the URI: MongoDB, or FerretDB on the native stack (`buildInfo`).
+    pub async fn server(&self) -> anyhow::Result<MongoServer> {
+        MongoServer::detect(&self.client)
+            .await
+            .context("asking the Mongo server who it is (buildInfo)")
     }
 }
 

@@ -8,7 +8,8 @@
 //! for PostgreSQL right after the member's transaction is seen open in `pg_stat_activity`
 //! (each member connects with its own `application_name`), for MongoDB while the member's
 //! writer holds a batch (its `xclog_projector::writer` trace lines say when it takes one and
-//! releases it). Meanwhile `scripts/stack.sh restart SERVICE` restarts each service in turn.
+//! releases it). Meanwhile each service is restarted in turn ([`crate::services::restart`]:
+//! `scripts/stack.sh restart SERVICE` on the native stack, the container on containers).
 //!
 //! At the end publishing stops, every acknowledged record is awaited, the surviving members
 //! catch up (`xclog status --wait`) and stop on SIGTERM, and the soak compares the event ids
@@ -35,7 +36,9 @@ use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{Producer, ProducerConfig};
 use xclog_schema::Record;
 
-use crate::{Rng, TestMongo, TestPg, TestTopic, brokers, run_to_end, unique_suffix};
+use crate::{
+    Rng, Service, TestMongo, TestPg, TestTopic, brokers, run_to_end, services, unique_suffix,
+};
 
 /// Consumer group session timeout of the soak's members: the broker's minimum
 /// (`group.min.session.timeout.ms`, 6 s), so a killed member's partitions move on quickly.
@@ -72,13 +75,11 @@ pub struct SoakConfig {
     pub seed: Option<u64>,
     /// The `xclog` binary the members run.
     pub xclog: PathBuf,
-    /// The workspace root (for `scripts/stack.sh`).
-    pub root: PathBuf,
 }
 
 impl SoakConfig {
     /// The full run of `make soak`: 100 kills per store, 3 restarts of each service.
-    pub fn full(xclog: PathBuf, root: PathBuf) -> Self {
+    pub fn full(xclog: PathBuf) -> Self {
         Self {
             kills_per_store: 100,
             kafka_restarts: 3,
@@ -93,12 +94,11 @@ impl SoakConfig {
             catch_up: Duration::from_secs(10 * 60),
             seed: None,
             xclog,
-            root,
         }
     }
 
     /// The short run of `make test`: one restart of each service, at least 10 kills per store.
-    pub fn short(xclog: PathBuf, root: PathBuf) -> Self {
+    pub fn short(xclog: PathBuf) -> Self {
         Self {
             kills_per_store: 10,
             kafka_restarts: 1,
@@ -107,7 +107,7 @@ impl SoakConfig {
             restart_interval: Duration::from_secs(15),
             max_duration: Duration::from_secs(4 * 60),
             catch_up: Duration::from_secs(4 * 60),
-            ..Self::full(xclog, root)
+            ..Self::full(xclog)
         }
     }
 }
@@ -828,32 +828,27 @@ struct Restarts {
 /// has had its count.
 async fn restart_services(run: Arc<Run>) -> anyhow::Result<Restarts> {
     let wanted = [
-        ("kafka", run.config.kafka_restarts),
-        ("postgres", run.config.postgres_restarts),
-        ("ferretdb", run.config.ferretdb_restarts),
+        ("kafka", Service::Kafka, run.config.kafka_restarts),
+        ("postgres", Service::Postgres, run.config.postgres_restarts),
+        ("ferretdb", Service::Mongo, run.config.ferretdb_restarts),
     ];
     let mut out = Restarts {
-        done: wanted.iter().map(|(s, _)| (*s, 0)).collect(),
-        under_projectors: wanted.iter().map(|(s, _)| (*s, 0)).collect(),
+        done: wanted.iter().map(|(s, _, _)| (*s, 0)).collect(),
+        under_projectors: wanted.iter().map(|(s, _, _)| (*s, 0)).collect(),
     };
-    let rounds = wanted.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let rounds = wanted.iter().map(|(_, _, n)| *n).max().unwrap_or(0);
     for round in 0..rounds {
-        for (service, n) in wanted {
+        for (service, which, n) in wanted {
             if round >= n {
                 continue;
             }
             tokio::time::sleep(run.config.restart_interval).await;
             let under = run.alive.iter().all(|a| a.load(Ordering::SeqCst) > 0);
             run.log.note(run.started, &format!("restarting {service}"));
-            let mut c = Command::new("bash");
-            c.arg(run.config.root.join("scripts/stack.sh"))
-                .args(["restart", service]);
             let t = Instant::now();
-            let (ok, out_text, err) = run_to_end(Duration::from_secs(300), c).await?;
-            ensure!(
-                ok,
-                "scripts/stack.sh restart {service} failed:\n{out_text}{err}"
-            );
+            tokio::time::timeout(Duration::from_secs(300), services::restart(which))
+                .await
+                .with_context(|| format!("restarting {service} took more than 300 s"))??;
             run.log.note(
                 run.started,
                 &format!("restarted {service} in {:.1} s", t.elapsed().as_secs_f64()),

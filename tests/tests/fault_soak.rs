@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use xclog_tests::soak::{SoakConfig, SoakReport, run};
-use xclog_tests::{workspace_root, xclog_binary};
+use xclog_tests::xclog_binary;
 
 static REPORT: OnceLock<Result<SoakReport, String>> = OnceLock::new();
 
@@ -19,7 +19,7 @@ static REPORT: OnceLock<Result<SoakReport, String>> = OnceLock::new();
 fn report() -> &'static SoakReport {
     let result = REPORT.get_or_init(|| {
         let soak = std::thread::spawn(|| -> anyhow::Result<SoakReport> {
-            let config = SoakConfig::short(xclog_binary()?, workspace_root()?);
+            let config = SoakConfig::short(xclog_binary()?);
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

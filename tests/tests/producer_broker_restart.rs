@@ -1,9 +1,9 @@
 //! A broker stopped and restarted in the middle of a send loop: no acknowledged event is
-//! lost and none is duplicated (real Kafka, stopped with `scripts/stack.sh kafka-stop`).
+//! lost and none is duplicated (real Kafka, stopped with `scripts/stack.sh stop kafka` on the
+//! native stack, its container stopped on containers: `xclog_tests::services`).
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,34 +14,24 @@ use tokio::sync::{mpsc, watch};
 use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{PendingAck, Producer, ProducerConfig};
 use xclog_schema::{Limits, Record};
-use xclog_tests::{TestTopic, brokers, wait_until};
-
-fn stack_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack.sh")
-}
-
-async fn stack(command: &str) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("bash")
-        .arg(stack_script())
-        .arg(command)
-        .status()
-        .await?;
-    anyhow::ensure!(
-        status.success(),
-        "scripts/stack.sh {command} failed: {status}"
-    );
-    Ok(())
-}
+use xclog_tests::{Service, TestTopic, brokers, services, wait_until};
 
 /// Starts Kafka again if the test fails while it is stopped (other tests share the broker).
 struct RestartOnDrop;
 
 impl Drop for RestartOnDrop {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(stack_script())
-            .arg("kafka-start")
-            .status();
+        let started = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(services::start(Service::Kafka)))
+        })
+        .join();
+        if let Ok(Err(error)) = started {
+            eprintln!("starting Kafka again failed: {error:#}");
+        }
     }
 }
 
@@ -140,7 +130,7 @@ async fn a_broker_stopped_and_restarted_during_a_send_loop_loses_no_acknowledged
     .await?;
     // Phase 2: stop the broker while records are in flight, keep sending into the client.
     let restart_guard = RestartOnDrop;
-    stack("kafka-stop").await?;
+    services::stop(Service::Kafka).await?;
     let acked_while_stopped = acked.load(Ordering::SeqCst);
     allowed_tx.send(3_000)?;
     wait_until(Duration::from_secs(60), "3000 records sent", || {
@@ -153,7 +143,7 @@ async fn a_broker_stopped_and_restarted_during_a_send_loop_loses_no_acknowledged
         "records were acknowledged while the broker was down"
     );
     // Phase 3: restart it and let the loop finish.
-    stack("kafka-start").await?;
+    services::start(Service::Kafka).await?;
     std::mem::forget(restart_guard);
     allowed_tx.send(total)?;
     sender.await??;

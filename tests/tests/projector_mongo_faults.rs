@@ -1,6 +1,7 @@
 //! Fault tests of the MongoDB projector: the `xclog project --target mongo` process killed
-//! with SIGKILL at random points, FerretDB restarted mid-run, and FerretDB frozen (SIGSTOP)
-//! mid-batch. After recovery the store equals the topic, document for document.
+//! with SIGKILL at random points, the server restarted mid-run, and the server frozen mid-batch
+//! (FerretDB with SIGSTOP on the native stack, the MongoDB container paused on containers:
+//! `xclog_tests::services`). After recovery the store equals the topic, document for document.
 
 mod projector_mongo_support;
 mod projector_pg_support;
@@ -13,12 +14,12 @@ use projector_mongo_support as mongo;
 use projector_pg_support::{Rng, config, producer, publish, workload, xclog_binary};
 use xclog_projector::sink::mongo::MongoSink;
 use xclog_schema::Encoding;
-use xclog_tests::{TestMongo, TestTopic, unique_suffix, wait_until};
+use xclog_tests::{Service, TestMongo, TestTopic, services, unique_suffix, wait_until};
 
 /// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s on 2 cores (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(300);
 
-/// The tests of this file run one at a time: they share one FerretDB and one restarts it, so
+/// The tests of this file run one at a time: they share one server and one restarts it, so
 /// each catch-up deadline measures that test's own recovery only. (The sink sends no statement
 /// of an unordered command that can fail, which FerretDB 1.24 would end there: docs/DESIGN.md,
 /// "FerretDB 1.24: the rules the sink follows".)
@@ -80,9 +81,8 @@ async fn sigkill_at_random_points_then_a_restart_leaves_the_store_equal_to_the_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
+async fn the_mongo_server_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let topic = TestTopic::create(3).await?;
     let m = TestMongo::create().await?;
     let db = m.database();
@@ -97,12 +97,7 @@ async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
         async move { Ok((stored_events(&db).await > 0).then_some(())) }
     })
     .await?;
-    let status = tokio::process::Command::new("bash")
-        .arg(root.join("scripts/stack.sh"))
-        .arg("ferretdb-restart")
-        .status()
-        .await?;
-    assert!(status.success(), "scripts/stack.sh ferretdb-restart failed");
+    services::restart(Service::Mongo).await?;
     published.extend(publish(&producer, &topic.name, second, Encoding::Protobuf).await?);
     mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
     p.stop().await?;
@@ -110,35 +105,9 @@ async fn ferretdb_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// FerretDB's process, frozen with SIGSTOP and thawed with SIGCONT when dropped (also when the
-/// test fails), so the next test finds it running.
-struct Frozen(String);
-
-impl Frozen {
-    fn ferretdb() -> anyhow::Result<Self> {
-        let home = std::env::var("XCLOG_HOME").unwrap_or_else(|_| "/var/tmp/xclog".into());
-        let pid = std::fs::read_to_string(format!("{home}/run/ferretdb/ferretdb.pid"))?
-            .trim()
-            .to_owned();
-        let status = std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -STOP {pid} failed");
-        Ok(Frozen(pid))
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0])
-            .status();
-    }
-}
-
 /// A server that takes a command and never answers must not hold a writer for ever: with
-/// FerretDB frozen mid-run, the command timeout fails the batch as transient, so a stop
-/// request is honoured while FerretDB is still frozen. Thawed, a new projector finishes the
+/// the server frozen mid-run, the command timeout fails the batch as transient, so a stop
+/// request is honoured while the server is still frozen. Thawed, a new projector finishes the
 /// topic and the store equals it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -> anyhow::Result<()>
@@ -163,7 +132,7 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     })
     .await?;
 
-    let frozen = Frozen::ferretdb()?;
+    let frozen = services::freeze(Service::Mongo).await?;
     // Let the writer's next command go out and wait on the frozen server.
     tokio::time::sleep(Duration::from_secs(1)).await;
     frozen_run.token.cancel();
@@ -171,7 +140,7 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     drop(frozen);
     let result = stopped.map_err(|_| {
         anyhow::anyhow!(
-            "the projector did not stop within 30 s of the stop request while FerretDB was frozen"
+            "the projector did not stop within 30 s of the stop request while the server was frozen"
         )
     })?;
     result??;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use projector_pg_support::*;
 use xclog_schema::Encoding;
-use xclog_tests::{TestPg, TestTopic, unique_suffix, wait_until};
+use xclog_tests::{Service, TestPg, TestTopic, services, unique_suffix, wait_until};
 
 const CATCH_UP: Duration = Duration::from_secs(180);
 
@@ -20,7 +20,6 @@ async fn stored_events(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let topic = TestTopic::create(3).await?;
     let pg = TestPg::create().await?;
     let group = format!("g-{}", unique_suffix());
@@ -34,12 +33,7 @@ async fn postgres_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
         async move { Ok((stored_events(&pool).await > 0).then_some(())) }
     })
     .await?;
-    let status = tokio::process::Command::new("bash")
-        .arg(root.join("scripts/stack.sh"))
-        .arg("pg-restart")
-        .status()
-        .await?;
-    assert!(status.success(), "scripts/stack.sh pg-restart failed");
+    services::restart(Service::Postgres).await?;
     published.extend(publish(&producer, &topic.name, second, Encoding::Protobuf).await?);
     wait_caught_up(&pg.pool, &topic.name, &group, 3, CATCH_UP).await?;
     p.stop().await?;

@@ -5,7 +5,9 @@
 //! `xclog_rebuild_xclog_offsets`), written by the same [`MongoSink`] (same idempotent steps,
 //! its own stored offsets). The same database because FerretDB 1.24 renames only within one
 //! database (no cross-database rename, no `dropTarget`), and with `_`, not `.`: its
-//! rename refuses collection names with a dot.
+//! rename refuses collection names with a dot. Both are FerretDB-only workarounds: MongoDB
+//! renames across databases and takes dotted names, and the same layout works there
+//! (`tests/tests/mongo_servers.rs` pins each server's behaviour).
 //!
 //! The swap, in this order (docs/DESIGN.md, section 8):
 //!

@@ -41,6 +41,7 @@
 
 pub mod document;
 mod instances;
+pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -128,7 +129,9 @@ pub struct MongoSink {
     /// The parents whose `caused` a writer is updating, shared by every clone (the writers of
     /// one projector): FerretDB 1.24 applies an update as read, modify, write of the whole
     /// document without a lock, so two writers adding children to one parent at once would
-    /// lose one addition (docs/DESIGN.md, "Causality with several workers").
+    /// lose one addition (docs/DESIGN.md, "Causality with several workers"). A FerretDB-only
+    /// workaround: MongoDB updates one document atomically, and there the claims only make
+    /// two writers of one parent take turns.
     caused_claims: Arc<CausedClaims>,
     /// Instances being folded into the instance view by a writer of this sink.
     instance_claims: Arc<CausedClaims>,
@@ -309,7 +312,8 @@ impl MongoSink {
                 continue;
             }
             // One index per command: FerretDB 1.24 drops the connection when a single
-            // `createIndexes` names several indexes that all exist already.
+            // `createIndexes` names several indexes that all exist already. A FerretDB-only
+            // workaround; MongoDB takes either form (one round trip per index, at startup).
             self.db
                 .run_command(
                     doc! {"createIndexes": self.collection_name(collection), "indexes": [index]},
@@ -813,7 +817,8 @@ impl MongoSink {
         // concurrent write: an upsert that meets a stored newer snapshot fails with a duplicate
         // key, and FerretDB 1.24 ends an unordered command at its first failed statement,
         // silently skipping the statements after it (a replayed batch then never stored the
-        // rest, or left an older snapshot in place).
+        // rest, or left an older snapshot in place). A FerretDB-only workaround: MongoDB goes
+        // on past a failed statement; tests/tests/mongo_servers.rs pins both behaviours.
         // The same read gives the stored instance fields, for the instance view below when
         // the stored snapshot stays.
         let versions: HashMap<String, Document> = self
@@ -1042,7 +1047,8 @@ fn children_in_batch<'a>(
 /// operators `u`, always with `multi: true`.
 ///
 /// Every filter here names a single `_id`, so it matches at most one document and `multi`
-/// changes nothing on MongoDB (an upsert still inserts one document). It matters on FerretDB
+/// changes nothing on MongoDB (an upsert still inserts one document): a FerretDB-only
+/// workaround. It matters on FerretDB
 /// 1.x (PostgreSQL backend): a statement with `multi: false` stops reading its PostgreSQL
 /// cursor after the first match and keeps that cursor, and so one pooled PostgreSQL
 /// connection, open until the whole command has run. A command with more matching statements
@@ -1396,7 +1402,8 @@ pub fn classify(error: mongodb::error::Error, context: &'static str) -> SinkErro
 fn classify_code(code: i32, message: String, context: &'static str) -> SinkError {
     let class = match code_class(code) {
         // FerretDB answers InternalError both while its PostgreSQL backend is unreachable and
-        // for a PostgreSQL error it does not translate; the latter quotes the SQLSTATE, and a
+        // for a PostgreSQL error it does not translate (FerretDB-only; MongoDB's rare
+        // InternalError is retried like any other transient one); the latter quotes the SQLSTATE, and a
         // data-class one (22 data exception, 23 integrity, 54 program limit such as an index
         // entry too large) is the record's content, not an outage: retrying would never end.
         CodeClass::Transient if code == 1 && names_content_sqlstate(&message) => CodeClass::Content,

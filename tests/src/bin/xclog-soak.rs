@@ -54,13 +54,6 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let root = match xclog_tests::workspace_root() {
-        Ok(root) => root,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.join("xclog")));
@@ -70,7 +63,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let mut config = SoakConfig::full(xclog, root);
+    let mut config = SoakConfig::full(xclog);
     config.kills_per_store = args.kills;
     config.kafka_restarts = args.restarts;
     config.postgres_restarts = args.restarts;

@@ -15,7 +15,8 @@
 //!   a value as JSON text: strings with a NUL character, containers nested deeper than
 //!   [`MAX_NESTING`], and an explicit JSON `null` in an optional field (to tell it from "absent").
 //!   A document whose only key is `%arr` holds an array that is an element of an array
-//!   (FerretDB 1.x refuses nested arrays; the same form is written for MongoDB).
+//!   (FerretDB 1.x refuses nested arrays; the same form is written for MongoDB, which would
+//!   take them: a FerretDB-only workaround, pinned per server in `tests/tests/mongo_servers.rs`).
 //!   No escaped user key can be `%num`, `%json` or `%arr` (an escaped `%` is always followed
 //!   by two hex digits), so the markers are unambiguous.
 //! * Integers are Int32 when they fit, else Int64; other numbers are doubles; epoch-ms fields
