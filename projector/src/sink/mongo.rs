@@ -1468,7 +1468,6 @@ mod tests {
     use super::*;
     use crate::sink::ErrorClass;
     use serde_json::json;
-    use xclog_schema::{FsmInstance, InstanceStatus};
 
     fn set(ids: &[&str]) -> BTreeSet<String> {
         ids.iter().map(|s| (*s).to_owned()).collect()
@@ -1587,29 +1586,6 @@ mod tests {
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got["p"], BTreeSet::from(["c1", "c2"]));
         assert_eq!(got["c1"], BTreeSet::from(["g"]));
-    }
-
-    fn snapshot(id: &str, at: i64, seq: Option<u64>) -> InstanceSnapshot {
-        InstanceSnapshot {
-            instance: FsmInstance {
-                id: id.into(),
-                machine_name: "M".into(),
-                current_state: "S".into(),
-                context: json!({}),
-                public_member: None,
-                internal_member: None,
-                created_at: 0,
-                updated_at: 0,
-                status: InstanceStatus::Active,
-                is_entry_point: None,
-                parent_instance_id: None,
-                parent_machine_name: None,
-            },
-            snapshot_at: at,
-            last_event_id: "e".into(),
-            pending_timeouts: None,
-            sequence: seq,
-        }
     }
 
     #[test]
