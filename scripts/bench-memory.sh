@@ -73,7 +73,8 @@ measure() {
     "$XCLOG" status --target postgres --topic "$TOPIC" --group "$db" --database-url "$url" \
         --wait 900 --log-filter error >/dev/null
     local secs=$(( SECONDS - start ))
-    kill -INT "$pid"
+    # GNU time ignores SIGINT while it waits: the projector itself is told to stop.
+    pkill -INT -P "$pid" || true
     wait "$pid" || true
     local kib
     kib=$(tail -1 "$WORK/$name.rss")
