@@ -124,6 +124,28 @@ async fn publish_to(
     Ok(out)
 }
 
+/// `xclog verify` of the topic against both stores.
+fn verify_all(
+    topic: &TestTopic,
+    projection: &str,
+    pg: &TestPg,
+    db: &TestMongo,
+) -> anyhow::Result<std::process::Output> {
+    std::process::Command::new(xclog_tests::xclog_binary()?)
+        .args([
+            "verify",
+            "--topic",
+            &topic.name,
+            "--sources",
+            "topic,postgres,mongo",
+        ])
+        .args(["--projection", projection, "--mongodb-database", &db.name])
+        .env("DATABASE_URL", &pg.url)
+        .env("MONGODB_URI", &db.uri)
+        .output()
+        .context("running xclog verify")
+}
+
 fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -551,18 +573,7 @@ async fn a_repeated_event_id_with_other_parents_links_nothing_the_first_copy_win
     assert_store_equals(&pg.pool, &published).await?;
     mongo::assert_store_equals(&db.database(), &published).await?;
 
-    let out = std::process::Command::new(xclog_tests::xclog_binary()?)
-        .args([
-            "verify",
-            "--topic",
-            &topic.name,
-            "--sources",
-            "topic,postgres,mongo",
-        ])
-        .args(["--projection", &group, "--mongodb-database", &db.name])
-        .env("DATABASE_URL", &pg.url)
-        .env("MONGODB_URI", &db.uri)
-        .output()?;
+    let out = verify_all(&topic, &group, &pg, &db)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "verify: {stdout}\n{stderr}");
@@ -596,29 +607,6 @@ async fn send_keyless(
         record: record.clone(),
         partition,
         offset: delivery.offset,
-    })
-}
-
-fn keyless_snapshot(instance: &str, at: i64, state: &str) -> Record {
-    Record::Snapshot(xclog_schema::InstanceSnapshot {
-        instance: xclog_schema::FsmInstance {
-            id: instance.into(),
-            machine_name: "Order".into(),
-            current_state: state.into(),
-            context: serde_json::json!({"state": state}),
-            public_member: None,
-            internal_member: None,
-            created_at: 1,
-            updated_at: at,
-            status: xclog_schema::InstanceStatus::Active,
-            is_entry_point: None,
-            parent_instance_id: None,
-            parent_machine_name: None,
-        },
-        snapshot_at: at,
-        last_event_id: String::new(),
-        pending_timeouts: None,
-        sequence: None,
     })
 }
 
@@ -657,7 +645,7 @@ async fn keyless_records_of_one_instance_over_several_partitions_give_both_store
             &producer,
             &topic.name,
             0,
-            &keyless_snapshot(&instance, 6_000, "FromZero"),
+            &snapshot(&instance, 6_000, None, "FromZero"),
         )
         .await?,
     );
@@ -666,7 +654,7 @@ async fn keyless_records_of_one_instance_over_several_partitions_give_both_store
             &producer,
             &topic.name,
             1,
-            &keyless_snapshot(&instance, 6_000, "FromOne"),
+            &snapshot(&instance, 6_000, None, "FromOne"),
         )
         .await?,
     );
@@ -703,22 +691,7 @@ async fn keyless_records_of_one_instance_over_several_partitions_give_both_store
     assert_store_equals(&pg.pool, &published).await?;
     mongo::assert_store_equals(&db.database(), &published).await?;
 
-    let verify = || {
-        std::process::Command::new(xclog_tests::xclog_binary()?)
-            .args([
-                "verify",
-                "--topic",
-                &topic.name,
-                "--sources",
-                "topic,postgres,mongo",
-            ])
-            .args(["--projection", &group, "--mongodb-database", &db.name])
-            .env("DATABASE_URL", &pg.url)
-            .env("MONGODB_URI", &db.uri)
-            .output()
-            .context("running xclog verify")
-    };
-    let out = verify()?;
+    let out = verify_all(&topic, &group, &pg, &db)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -732,7 +705,7 @@ async fn keyless_records_of_one_instance_over_several_partitions_give_both_store
         .bind(format!("e2-{s}"))
         .execute(&pg.pool)
         .await?;
-    let out = verify()?;
+    let out = verify_all(&topic, &group, &pg, &db)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         !out.status.success(),

@@ -12,45 +12,21 @@ use anyhow::{Context as _, ensure};
 use mongodb::bson::{Document, doc};
 use rdkafka::Message as _;
 use rdkafka::message::Headers as _;
-use serde_json::json;
 use xclog_projector::read::mongo::MongoReader;
 use xclog_projector::read::postgres::PgReader;
 use xclog_projector::read::{Page, SnapshotStore};
 use xclog_projector::sink::mongo::MongoSink;
 use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::sink::{OffsetAdvance, Sink, SinkRecord, SourcePosition, WriteBatch};
-use xclog_schema::{
-    Encoding, FsmInstance, InstanceSnapshot, InstanceStatus, Record, SnapshotDeletion,
-};
+use xclog_schema::{Encoding, Record, SnapshotDeletion};
 use xclog_tests::{TestMongo, TestPg, TestTopic, brokers, run_to_end, unique_suffix};
 
-use projector_pg_support::{Published, config, producer, publish, workload, xclog_binary};
+use projector_pg_support::{
+    Published, config, producer, publish, snapshot, workload, xclog_binary,
+};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 const COMMAND: Duration = Duration::from_secs(180);
-
-fn snapshot(instance: &str, at: i64, seq: Option<u64>, state: &str) -> Record {
-    Record::Snapshot(InstanceSnapshot {
-        instance: FsmInstance {
-            id: instance.into(),
-            machine_name: "Order".into(),
-            current_state: state.into(),
-            context: json!({"k": state}),
-            public_member: None,
-            internal_member: None,
-            created_at: 1,
-            updated_at: at,
-            status: InstanceStatus::Active,
-            is_entry_point: None,
-            parent_instance_id: None,
-            parent_machine_name: None,
-        },
-        snapshot_at: at,
-        last_event_id: String::new(),
-        pending_timeouts: None,
-        sequence: seq,
-    })
-}
 
 fn deletion(instance: &str, at: i64) -> Record {
     Record::SnapshotDeletion(SnapshotDeletion {

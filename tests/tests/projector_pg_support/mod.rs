@@ -17,7 +17,9 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::{CancellationToken, Projector, ProjectorConfig};
-use xclog_schema::{Encoding, FsmEvent, InstanceSnapshot, PersistedEvent, Record};
+use xclog_schema::{
+    Encoding, FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent, Record,
+};
 use xclog_tests::{brokers, wait_until};
 
 /// A record as published: where it landed.
@@ -464,6 +466,30 @@ pub fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEv
         public_member_snapshot: None,
         sequence: None,
     }
+}
+
+/// A snapshot record of `instance` in `state` at `at`.
+pub fn snapshot(instance: &str, at: i64, seq: Option<u64>, state: &str) -> Record {
+    Record::Snapshot(InstanceSnapshot {
+        instance: FsmInstance {
+            id: instance.into(),
+            machine_name: "Order".into(),
+            current_state: state.into(),
+            context: json!({"k": state}),
+            public_member: None,
+            internal_member: None,
+            created_at: 1,
+            updated_at: at,
+            status: InstanceStatus::Active,
+            is_entry_point: None,
+            parent_instance_id: None,
+            parent_machine_name: None,
+        },
+        snapshot_at: at,
+        last_event_id: String::new(),
+        pending_timeouts: None,
+        sequence: seq,
+    })
 }
 
 /// A plain HTTP GET of the projector's ops server: the status and the whole response.
