@@ -6,7 +6,9 @@
 #   scripts/bench-memory.sh [--events N] [--payload-bytes B] [--profile release|dev] [--no-doc]
 #
 #   --events N         events in the backlog (default 1200)
-#   --payload-bytes B  approximate payload of each event (default 262144: 256 KiB)
+#   --payload-bytes B  approximate payload of each event (default 262144: 256 KiB; the wire
+#                      limits refuse much more, and a run that stores fewer events than it
+#                      published fails)
 #   --profile P        cargo profile of the measured binary (default release)
 #   --no-doc           print the table but leave docs/BENCHMARKS.md alone
 #
@@ -76,6 +78,14 @@ measure() {
     # GNU time ignores SIGINT while it waits: the projector itself is told to stop.
     pkill -INT -P "$pid" || true
     wait "$pid" || true
+    local stored
+    stored=$(psql -Atq "$url" -c "SELECT count(*) FROM fsm_events")
+    if [[ $stored != "$EVENTS" ]]; then
+        echo "bench-memory: the $name run stored $stored of $EVENTS events (records over the" \
+            "wire limits are dead-lettered; lower --payload-bytes). Its log ends:" >&2
+        tail -5 "$WORK/$name.log" >&2
+        exit 1
+    fi
     local kib
     kib=$(tail -1 "$WORK/$name.rss")
     echo "$name $mib $(( kib / 1024 )) $secs"
