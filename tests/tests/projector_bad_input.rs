@@ -515,6 +515,36 @@ async fn a_dead_letter_the_topic_can_never_take_stops_the_projector_with_the_rea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_topic_deleted_under_a_running_projector_stops_it_with_the_reason()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(1).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    publish_to(&producer, &topic.name, 0, &events("d", 2)).await?;
+    let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
+    wait_caught_up(&pg.pool, &topic.name, &group, 1, CATCH_UP).await?;
+    // The projector created the dead-letter topic at start; it goes away under it.
+    xclog_tests::delete_topics(&[&format!("{}.dlq", topic.name)]).await?;
+    let poison_at = send_to(&producer, &topic.name, 0, b"k", b"not a record", &[]).await?;
+
+    let result = tokio::time::timeout(Duration::from_secs(150), p.task)
+        .await
+        .context("the projector kept retrying the dead letter instead of stopping")??;
+    let error = format!("{:#}", anyhow::Error::from(result.expect_err("must stop")));
+    assert!(
+        error.contains("dead-letter") && error.contains("deleted or never created"),
+        "{error}"
+    );
+    let stored = stored_offsets(&pg.pool, &topic.name).await?;
+    assert!(
+        stored.get(&0).is_none_or(|&next| next <= poison_at),
+        "stored {stored:?}, poison at {poison_at}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_event_id_with_other_parents_links_nothing_the_first_copy_wins_in_both_stores()
 -> anyhow::Result<()> {
     let topic = TestTopic::create(1).await?;
