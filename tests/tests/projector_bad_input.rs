@@ -497,16 +497,27 @@ async fn a_dead_letter_the_topic_can_never_take_stops_the_projector_with_the_rea
     let poison_at = send_to(&producer, &topic.name, 0, b"k", &poison(5_000), &[]).await?;
 
     let p = start_in_process(config(&topic.name, &group), &pg.url).await?;
-    let result = tokio::time::timeout(Duration::from_secs(90), p.task)
+    assert_stops_at_dead_letter(p, &pg, &topic.name, poison_at, "max.message.bytes").await
+}
+
+/// The projector stops with an error naming the dead-letter topic and `reason`, and nothing
+/// at or past `poison_at` (partition 0) was committed: the record is read again after a fix.
+async fn assert_stops_at_dead_letter(
+    p: InProcess,
+    pg: &TestPg,
+    topic: &str,
+    poison_at: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let result = tokio::time::timeout(Duration::from_secs(150), p.task)
         .await
-        .context("the projector kept retrying instead of stopping")??;
+        .context("the projector kept retrying the dead letter instead of stopping")??;
     let error = format!("{:#}", anyhow::Error::from(result.expect_err("must stop")));
     assert!(
-        error.contains("dead-letter") && error.contains("max.message.bytes"),
+        error.contains("dead-letter") && error.contains(reason),
         "{error}"
     );
-    // Nothing past it was committed: the poison record is read again after a fix.
-    let stored = stored_offsets(&pg.pool, &topic.name).await?;
+    let stored = stored_offsets(&pg.pool, topic).await?;
     assert!(
         stored.get(&0).is_none_or(|&next| next <= poison_at),
         "stored {stored:?}, poison at {poison_at}"
@@ -527,21 +538,7 @@ async fn a_dead_letter_topic_deleted_under_a_running_projector_stops_it_with_the
     // The projector created the dead-letter topic at start; it goes away under it.
     xclog_tests::delete_topics(&[&format!("{}.dlq", topic.name)]).await?;
     let poison_at = send_to(&producer, &topic.name, 0, b"k", b"not a record", &[]).await?;
-
-    let result = tokio::time::timeout(Duration::from_secs(150), p.task)
-        .await
-        .context("the projector kept retrying the dead letter instead of stopping")??;
-    let error = format!("{:#}", anyhow::Error::from(result.expect_err("must stop")));
-    assert!(
-        error.contains("dead-letter") && error.contains("deleted or never created"),
-        "{error}"
-    );
-    let stored = stored_offsets(&pg.pool, &topic.name).await?;
-    assert!(
-        stored.get(&0).is_none_or(|&next| next <= poison_at),
-        "stored {stored:?}, poison at {poison_at}"
-    );
-    Ok(())
+    assert_stops_at_dead_letter(p, &pg, &topic.name, poison_at, "deleted or never created").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
