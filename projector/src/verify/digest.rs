@@ -258,7 +258,7 @@ impl SideDigest {
             .hash(&mut h);
         inst.partition_digests[slot].1 = h.finish();
         let order = e.order();
-        if inst.latest.as_ref().is_none_or(|(k, _)| order > *k) {
+        if !self.stored_views && inst.latest.as_ref().is_none_or(|(k, _)| order > *k) {
             inst.latest = Some((
                 order,
                 ViewFacts {
@@ -310,7 +310,7 @@ impl SideDigest {
 
     /// Sets the instance view a store holds for an instance; once called, the digest compares
     /// stored views (instances with none stored have [`ViewState::None`]) instead of the view
-    /// its events imply.
+    /// its events imply. Called before the events are added, it spares deriving that view.
     pub fn set_store_view(&mut self, instance_id: &str, v: ViewState) {
         self.stored_views = true;
         self.instances

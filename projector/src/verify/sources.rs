@@ -479,6 +479,20 @@ pub async fn pg_digest(
     bounds: &Bounds,
 ) -> Result<SideDigest, VerifyError> {
     let mut d = SideDigest::new();
+    // Views first: the digest then needs no view of its own from the events.
+    type ViewRow = (String, Option<String>, String, Option<i32>, Option<i64>);
+    each_row_by_instance(
+        reader.pool(),
+        "SELECT instance_id, last_event_id, current_state, last_event_partition, \
+         last_event_offset FROM fsm_instances",
+        "reading fsm_instances from PostgreSQL",
+        |(id, last, state, partition, offset): &ViewRow| {
+            let view = stored_view(last.as_deref(), state, *partition, *offset, bounds);
+            d.set_store_view(id, view);
+            id
+        },
+    )
+    .await?;
     let mut after: Option<(String, i64, String)> = None;
     loop {
         let page = reader
@@ -528,19 +542,12 @@ pub async fn pg_digest(
         Option<i32>,
         Option<i64>,
     );
-    let mut after = String::new();
-    loop {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT instance_id, sequence, last_event_id, current_state, snapshot_at, \
-             source_topic, source_partition, source_offset FROM fsm_snapshots \
-             WHERE instance_id > $1 ORDER BY instance_id LIMIT $2",
-        )
-        .bind(&after)
-        .bind(i64::from(PAGE))
-        .fetch_all(reader.pool())
-        .await
-        .map_err(pg_error("reading fsm_snapshots from PostgreSQL".to_owned()))?;
-        for (id, seq, last, state, at, src_topic, partition, offset) in &rows {
+    each_row_by_instance(
+        reader.pool(),
+        "SELECT instance_id, sequence, last_event_id, current_state, snapshot_at, \
+         source_topic, source_partition, source_offset FROM fsm_snapshots",
+        "reading fsm_snapshots from PostgreSQL",
+        |(id, seq, last, state, at, src_topic, partition, offset): &Row| {
             let facts = match (partition, offset) {
                 (Some(p), Some(o)) => Some(SnapshotFacts {
                     instance_id: id.clone(),
@@ -555,37 +562,43 @@ pub async fn pg_digest(
             };
             let topic_matches = src_topic.as_deref() == Some(topic);
             set_stored_snapshot(&mut d, facts, id, topic_matches, bounds);
-        }
-        match rows.last() {
-            Some(last) if rows.len() == PAGE as usize => after = last.0.clone(),
-            _ => break,
-        }
-    }
-
-    type ViewRow = (String, Option<String>, String, Option<i32>, Option<i64>);
-    let mut after = String::new();
-    loop {
-        let rows: Vec<ViewRow> = sqlx::query_as(
-            "SELECT instance_id, last_event_id, current_state, last_event_partition, \
-             last_event_offset FROM fsm_instances \
-             WHERE instance_id > $1 ORDER BY instance_id LIMIT $2",
-        )
-        .bind(&after)
-        .bind(i64::from(PAGE))
-        .fetch_all(reader.pool())
-        .await
-        .map_err(pg_error("reading fsm_instances from PostgreSQL".to_owned()))?;
-        for (id, last, state, partition, offset) in &rows {
-            let view = stored_view(last.as_deref(), state, *partition, *offset, bounds);
-            d.set_store_view(id, view);
-        }
-        match rows.last() {
-            Some(last) if rows.len() == PAGE as usize => after = last.0.clone(),
-            _ => break,
-        }
-    }
+            id
+        },
+    )
+    .await?;
     d.finish();
     Ok(d)
+}
+
+/// Reads every row of `select` (whose first column is `instance_id`) in pages ordered by
+/// instance id and hands each to `f`, which returns the row's instance id.
+async fn each_row_by_instance<R>(
+    pool: &sqlx::PgPool,
+    select: &str,
+    what: &str,
+    mut f: impl FnMut(&R) -> &String,
+) -> Result<(), VerifyError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let query = format!("{select} WHERE instance_id > $1 ORDER BY instance_id LIMIT $2");
+    let mut after = String::new();
+    loop {
+        let rows: Vec<R> = sqlx::query_as(&query)
+            .bind(&after)
+            .bind(i64::from(PAGE))
+            .fetch_all(pool)
+            .await
+            .map_err(pg_error(what.to_owned()))?;
+        let mut last = None;
+        for row in &rows {
+            last = Some(f(row));
+        }
+        match last {
+            Some(id) if rows.len() == PAGE as usize => after = id.clone(),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The instance view a store holds, comparable when its last event lies inside `bounds`.
@@ -644,6 +657,23 @@ pub async fn mongo_digest(
     bounds: &Bounds,
 ) -> Result<SideDigest, VerifyError> {
     let mut d = SideDigest::new();
+    // Views first, as in `pg_digest`.
+    each_document(db, INSTANCES, doc! {}, doc! {"_id": 1}, |raw| {
+        let Ok(id) = raw.get_str("_id") else {
+            return Ok(());
+        };
+        let int = |key: &str| raw.get(key).and_then(document::as_i64);
+        let view = stored_view(
+            raw.get_str("lastEventId").ok(),
+            raw.get_str("currentState").unwrap_or_default(),
+            int("lastEventPartition").and_then(|p| i32::try_from(p).ok()),
+            int("lastEventOffset"),
+            bounds,
+        );
+        d.set_store_view(id, view);
+        Ok(())
+    })
+    .await?;
     each_document(
         db,
         EVENTS,
@@ -678,22 +708,6 @@ pub async fn mongo_digest(
         let topic_matches = source.as_ref().is_some_and(|s| s.topic == topic);
         let facts = source.map(|src| snapshot_facts(&s, src.partition, src.offset));
         set_stored_snapshot(&mut d, facts, &s.instance.id, topic_matches, bounds);
-        Ok(())
-    })
-    .await?;
-    each_document(db, INSTANCES, doc! {}, doc! {"_id": 1}, |raw| {
-        let Ok(id) = raw.get_str("_id") else {
-            return Ok(());
-        };
-        let int = |key: &str| raw.get(key).and_then(document::as_i64);
-        let view = stored_view(
-            raw.get_str("lastEventId").ok(),
-            raw.get_str("currentState").unwrap_or_default(),
-            int("lastEventPartition").and_then(|p| i32::try_from(p).ok()),
-            int("lastEventOffset"),
-            bounds,
-        );
-        d.set_store_view(id, view);
         Ok(())
     })
     .await?;
