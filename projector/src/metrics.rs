@@ -33,6 +33,10 @@ pub const PARTITION_STOPPED: &str = "xclog_projector_partition_stopped";
 /// Offsets the projector was told to skip over (`--accept-offset-gaps`), per partition.
 pub const OFFSETS_SKIPPED: &str = "xclog_projector_offsets_skipped";
 
+/// The most records the writers put into one store write while the store is slow (a write
+/// timed out or came near the sink's command timeout); 0 while batches are written whole.
+pub const WRITE_RECORD_LIMIT: &str = "xclog_projector_write_record_limit";
+
 /// Label of a partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -70,6 +74,8 @@ pub struct Metrics {
     pub partition_stopped: Family<PartitionLabel, Gauge>,
     /// See [`OFFSETS_SKIPPED`].
     pub offsets_skipped: Family<PartitionLabel, Counter>,
+    /// See [`WRITE_RECORD_LIMIT`].
+    pub write_record_limit: Gauge,
     ready: AtomicBool,
     /// Why each stopped partition is stopped (shown by `/readyz`).
     stopped: Mutex<BTreeMap<i32, String>>,
@@ -92,6 +98,7 @@ impl Metrics {
         let write_errors = Family::<KindLabel, Counter>::default();
         let partition_stopped = Family::<PartitionLabel, Gauge>::default();
         let offsets_skipped = Family::<PartitionLabel, Counter>::default();
+        let write_record_limit = Gauge::default();
         registry.register(
             RECORDS_CONSUMED,
             "Records read from the topic",
@@ -142,6 +149,11 @@ impl Metrics {
             "Offsets skipped over in a gap the operator accepted",
             offsets_skipped.clone(),
         );
+        registry.register(
+            WRITE_RECORD_LIMIT,
+            "Most records per store write while the store is slow (0: no limit)",
+            write_record_limit.clone(),
+        );
         Arc::new(Self {
             records_consumed,
             rows_written,
@@ -153,6 +165,7 @@ impl Metrics {
             write_errors,
             partition_stopped,
             offsets_skipped,
+            write_record_limit,
             ready: AtomicBool::new(false),
             stopped: Mutex::default(),
             halted: Mutex::default(),

@@ -14,7 +14,7 @@ use crate::kafka;
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::watermarks::{self, Watermarks};
-use crate::writer::{LaneSenders, Writer};
+use crate::writer::{LaneSenders, WriteLimit, Writer};
 use xclog_producer::connection::create_error;
 
 /// Why the projector stopped (or could not start).
@@ -202,6 +202,10 @@ impl<S: Sink> Projector<S> {
         let per_lane = config.max_queued_batches.div_ceil(lanes).max(1);
         let (queues, handoff) = LaneSenders::channel(lanes, per_lane);
         let mut writer_tasks = Vec::with_capacity(config.writers);
+        let limit = Arc::new(WriteLimit::new(
+            sink.command_timeout(),
+            config.batch_max_records,
+        ));
         for index in 0..config.writers {
             let writer = Writer {
                 sink: sink.clone(),
@@ -213,6 +217,7 @@ impl<S: Sink> Projector<S> {
                 backoff_initial: config.retry_backoff_initial,
                 backoff_max: config.retry_backoff_max,
                 shutdown: stop.clone(),
+                limit: limit.clone(),
             };
             writer_tasks.push(tokio::spawn(writer.run(handoff.clone())));
         }

@@ -15,8 +15,14 @@
 //! * rejected: the batch is split in halves until the offending record is alone, which is
 //!   dead-lettered; its offset still advances in the same transaction as the neighbours;
 //! * fenced: the batch is dropped and the consumer reloads offsets and seeks;
+//! * timed out: the store is up but too slow for a batch this large: the batch is written
+//!   again in halves, and the writers keep later batches under a record limit
+//!   ([`WriteLimit`]) that halves whenever a write times out or takes over half the sink's
+//!   command timeout, and doubles back while writes are fast, so a slow store still sees
+//!   progress instead of the same batch timing out for ever;
 //! * fatal: the projector stops.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +49,87 @@ pub(crate) struct Writer<S> {
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) shutdown: CancellationToken,
+    /// Shared by the writers of one projector: the store is slow for all of them.
+    pub(crate) limit: Arc<WriteLimit>,
+}
+
+/// The most records the writers put into one store write while the store is slow.
+///
+/// Unlimited until a write times out or takes over half of the sink's command timeout; then
+/// half of that write's records. A write of over half the limit that takes under an eighth of
+/// the timeout doubles the limit again, until it reaches the largest batch the consumer cuts
+/// and so binds nothing.
+#[derive(Debug)]
+pub(crate) struct WriteLimit {
+    /// 0: no limit.
+    records: AtomicUsize,
+    /// The sink's command timeout; without one, only timeouts set the limit.
+    timeout: Option<Duration>,
+    /// The most records the consumer puts in a batch.
+    batch_max: usize,
+}
+
+impl WriteLimit {
+    pub(crate) fn new(timeout: Option<Duration>, batch_max: usize) -> Self {
+        WriteLimit {
+            records: AtomicUsize::new(0),
+            timeout,
+            batch_max,
+        }
+    }
+
+    /// The current limit, if any.
+    pub(crate) fn records(&self) -> Option<usize> {
+        match self.records.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Whether a batch of `len` records is over the limit (a single record never is).
+    fn splits(&self, len: usize) -> bool {
+        len > 1 && self.records().is_some_and(|limit| len > limit)
+    }
+
+    /// A write of `len` records timed out, or came close: later writes take half as many.
+    fn shrink(&self, len: usize) -> usize {
+        let limit = (len / 2).max(1);
+        let _ = self
+            .records
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                Some(if current == 0 {
+                    limit
+                } else {
+                    current.min(limit)
+                })
+            });
+        self.records().unwrap_or(limit)
+    }
+
+    /// A write of `len` records took `elapsed`: shrink when it came near the timeout, grow
+    /// when it was at the limit and fast. Returns the new limit when it changed.
+    fn wrote(&self, len: usize, elapsed: Duration) -> Option<Option<usize>> {
+        let timeout = self.timeout?;
+        if elapsed > timeout / 2 && len > 1 {
+            let before = self.records();
+            let after = self.shrink(len);
+            return (before != Some(after)).then_some(Some(after));
+        }
+        let limit = self.records()?;
+        // Pieces of a batch halved down to the limit hold between half of it and all of it.
+        if elapsed < timeout / 8 && len.saturating_mul(2) > limit {
+            let grown = limit.saturating_mul(2);
+            let next = if grown >= self.batch_max { 0 } else { grown };
+            if self
+                .records
+                .compare_exchange(limit, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some((next != 0).then_some(next));
+            }
+        }
+        None
+    }
 }
 
 enum Attempt {
@@ -140,8 +227,18 @@ impl<S: Sink> Writer<S> {
                 tracing::info!("assignment changed; abandoning the in-flight batch");
                 return Ok(Attempt::Abandoned);
             }
+            let len = batch.write.records.len();
+            if self.limit.splits(len) {
+                let (a, b) = batch.split();
+                return Ok(Attempt::Split(Box::new((a, b))));
+            }
+            // tokio's clock, so that tests with paused time measure the store's pace too.
+            let started = tokio::time::Instant::now();
             let error = match self.sink.write(&batch.write).await {
                 Ok(outcome) => {
+                    if let Some(limit) = self.limit.wrote(len, started.elapsed()) {
+                        self.report_limit(limit, len, started.elapsed());
+                    }
                     self.metrics
                         .rows_written
                         .get_or_create(&KindLabel { kind: "event" })
@@ -169,7 +266,13 @@ impl<S: Sink> Writer<S> {
                 })
                 .inc();
             match class {
-                ErrorClass::Transient => {
+                ErrorClass::TimedOut if len > 1 => {
+                    let limit = self.limit.shrink(len);
+                    self.report_limit(Some(limit), len, started.elapsed());
+                    let (a, b) = batch.split();
+                    return Ok(Attempt::Split(Box::new((a, b))));
+                }
+                ErrorClass::Transient | ErrorClass::TimedOut => {
                     tracing::warn!(error = %error, cause = %causes(&error), backoff_ms = backoff.as_millis() as u64, "transient store error; retrying the same batch");
                     tokio::select! {
                         biased;
@@ -215,6 +318,22 @@ impl<S: Sink> Writer<S> {
                 }
                 _ => return Err(error),
             }
+        }
+    }
+
+    /// Logs and exports a change of the write limit.
+    fn report_limit(&self, limit: Option<usize>, len: usize, elapsed: Duration) {
+        self.metrics
+            .write_record_limit
+            .set(limit.map_or(0, |l| l as i64));
+        match limit {
+            Some(limit) => tracing::warn!(
+                records = len,
+                elapsed_ms = elapsed.as_millis() as u64,
+                limit,
+                "the store is slow for batches this large; writing at most `limit` records at a time"
+            ),
+            None => tracing::info!("the store keeps up again; batches are written whole"),
         }
     }
 
@@ -434,6 +553,7 @@ fn causes(error: &dyn std::error::Error) -> String {
 fn class_name(class: ErrorClass) -> &'static str {
     match class {
         ErrorClass::Transient => "transient",
+        ErrorClass::TimedOut => "timed-out",
         ErrorClass::Rejected => "rejected",
         ErrorClass::Fenced => "fenced",
         _ => "fatal",

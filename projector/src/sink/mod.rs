@@ -188,6 +188,11 @@ pub enum ErrorClass {
     /// The stored offset of a partition is not the one the batch started from (another worker
     /// owns it now): drop the batch, reload offsets, seek.
     Fenced,
+    /// The store did not answer within the command timeout: it is up but slow for a batch of
+    /// this size. Write the batch again in halves, and smaller batches from then on, so the
+    /// projector keeps making progress instead of redoing the same large batch for ever; a
+    /// single record is retried after a backoff, as [`ErrorClass::Transient`].
+    TimedOut,
     /// Configuration or schema problem that retrying cannot fix: stop the projector.
     Fatal,
 }
@@ -225,6 +230,14 @@ pub enum SinkError {
         /// What is stored.
         stored: Option<i64>,
     },
+    /// See [`ErrorClass::TimedOut`]: write the batch again in smaller parts.
+    #[error("no reply from the store within {} ms ({context}); writing smaller batches", after.as_millis())]
+    TimedOut {
+        /// What was being done.
+        context: &'static str,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
     /// See [`ErrorClass::Fatal`]: stop and fix the configuration or schema.
     #[error("store error that retrying cannot fix ({context}); check configuration and migrations")]
     Fatal {
@@ -243,6 +256,7 @@ impl SinkError {
             SinkError::Transient { .. } => ErrorClass::Transient,
             SinkError::Rejected { .. } => ErrorClass::Rejected,
             SinkError::Fenced { .. } => ErrorClass::Fenced,
+            SinkError::TimedOut { .. } => ErrorClass::TimedOut,
             SinkError::Fatal { .. } => ErrorClass::Fatal,
         }
     }
@@ -255,6 +269,13 @@ impl SinkError {
 pub trait Sink: Send + Sync + 'static {
     /// Name of the target for logs and metrics (`"postgres"`, `"mongodb"`).
     fn name(&self) -> &'static str;
+
+    /// How long one command of a write may take before it fails as [`SinkError::TimedOut`],
+    /// if the sink bounds its commands. The writers keep their batches well inside it: a write
+    /// that takes over half of it halves the batches that follow.
+    fn command_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Stored next offsets of `partitions` of `topic` for this sink's projection. Partitions
     /// with nothing stored are absent from the map.

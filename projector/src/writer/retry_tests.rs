@@ -19,6 +19,10 @@ use crate::sink::{OffsetAdvance, SinkRecord, SourcePosition, WriteBatch, WriteOu
 const TOPIC: &str = "log";
 const INITIAL: Duration = Duration::from_millis(100);
 const MAX: Duration = Duration::from_millis(400);
+/// The fake store's command timeout.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// The most records the consumer would cut into one batch.
+const BATCH_MAX: usize = 2500;
 
 /// An in-process store: a write commits its records and offsets together after the fencing
 /// check, or fails as scripted (transient failures first, then a refused record, then fatal).
@@ -43,6 +47,9 @@ struct StoreState {
     fatal: bool,
     /// After a failed write, the assignment changes (the consumer saw a rebalance).
     reassign_on_failure: Option<Arc<Shared>>,
+    /// What one record costs the store to write: a write whose records cost the command
+    /// timeout or more fails as timed out after the timeout, having stored nothing.
+    per_record: Duration,
 }
 
 impl FakeStore {
@@ -71,8 +78,25 @@ impl Sink for FakeStore {
         Ok(self.state().offsets.clone())
     }
 
+    fn command_timeout(&self) -> Option<Duration> {
+        Some(TIMEOUT)
+    }
+
     async fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
+        let cost = self.state().per_record * batch.records.len() as u32;
+        tokio::time::sleep(cost.min(TIMEOUT)).await;
         let mut s = self.state();
+        if cost >= TIMEOUT {
+            let offsets = batch.records.iter().map(|r| r.source.offset).collect();
+            s.attempts.push((tokio::time::Instant::now(), offsets));
+            return self.fail(
+                &mut s,
+                SinkError::TimedOut {
+                    context: "writing",
+                    after: TIMEOUT,
+                },
+            );
+        }
         let offsets = batch.records.iter().map(|r| r.source.offset).collect();
         s.attempts.push((tokio::time::Instant::now(), offsets));
         if s.fatal {
@@ -161,6 +185,7 @@ impl Harness {
             backoff_initial: INITIAL,
             backoff_max: MAX,
             shutdown: CancellationToken::new(),
+            limit: Arc::new(WriteLimit::new(store.command_timeout(), BATCH_MAX)),
         };
         Harness {
             store,
@@ -384,4 +409,92 @@ async fn a_fatal_error_fails_the_commit_without_a_retry() {
     let s = h.store.state();
     assert_eq!(s.attempts.len(), 1);
     assert!(s.rows.is_empty());
+}
+
+/// Asserts the store holds each of `offsets` exactly once, in order, and the offset after them.
+fn rows_in_order(h: &Harness, offsets: std::ops::Range<i64>) {
+    let s = h.store.state();
+    let mut rows = s.rows.clone();
+    rows.dedup();
+    assert_eq!(s.rows, rows, "no record is stored twice");
+    assert_eq!(s.rows, offsets.clone().map(|o| (0, o)).collect::<Vec<_>>());
+    assert_eq!(s.offsets[&0], offsets.end);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_the_store_cannot_write_within_the_timeout_is_written_in_halves_and_later_batches_stay_under_the_limit()
+ {
+    let h = Harness::new();
+    // 100 records cost the whole timeout; 50 cost half of it.
+    h.store.state().per_record = Duration::from_millis(100);
+    h.writer.commit(h.batch(0..400)).await.expect("commits");
+    rows_in_order(&h, 0..400);
+    let sizes: Vec<usize> = h.store.state().attempts.iter().map(|a| a.1.len()).collect();
+    assert_eq!(
+        &sizes[..3],
+        [400, 200, 100],
+        "each timed-out write is tried again in halves"
+    );
+    assert!(
+        sizes[3..].iter().all(|&n| n <= 50),
+        "after the timeouts every write is at most 50 records: {sizes:?}"
+    );
+    assert_eq!(h.writer.limit.records(), Some(50));
+    assert!(
+        h.writer
+            .metrics
+            .encode()
+            .contains("xclog_projector_write_record_limit 50"),
+        "the limit is exported"
+    );
+
+    // The next batch goes straight to writes under the limit: no timeout is waited for again.
+    let before = h.store.state().attempts.len();
+    let started = tokio::time::Instant::now();
+    h.writer.commit(h.batch(400..600)).await.expect("commits");
+    rows_in_order(&h, 0..600);
+    let s = h.store.state();
+    let later: Vec<usize> = s.attempts[before..].iter().map(|a| a.1.len()).collect();
+    assert_eq!(later, [50, 50, 50, 50]);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(20),
+        "4 writes of 5 s each"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_near_the_timeout_lowers_the_limit_and_fast_writes_raise_it_back_until_batches_are_whole()
+ {
+    let h = Harness::new();
+    // 80 records take 8 s of a 10 s timeout: no timeout, but too close to it.
+    h.store.state().per_record = Duration::from_millis(100);
+    h.writer.commit(h.batch(0..80)).await.expect("commits");
+    assert_eq!(h.store.state().attempts.len(), 1, "nothing timed out");
+    assert_eq!(h.writer.limit.records(), Some(40));
+
+    // The store is fast again: the limit doubles until it no longer binds.
+    h.store.state().per_record = Duration::from_micros(10);
+    let mut next = 80;
+    let mut rounds = 0;
+    while h.writer.limit.records().is_some() {
+        rounds += 1;
+        assert!(rounds < 20, "the limit grows back");
+        h.writer
+            .commit(h.batch(next..next + 2500))
+            .await
+            .expect("commits");
+        next += 2500;
+    }
+    rows_in_order(&h, 0..next);
+    h.writer
+        .commit(h.batch(next..next + 2500))
+        .await
+        .expect("commits");
+    let s = h.store.state();
+    assert_eq!(
+        s.attempts.last().map(|a| a.1.len()),
+        Some(2500),
+        "a whole batch in one write"
+    );
 }
