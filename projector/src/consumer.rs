@@ -3,15 +3,15 @@
 //!
 //! The assigned partitions are dealt out over the lanes ([`Lanes`];
 //! [`ProjectorConfig::lanes`], one more than the writers). The writers share the lanes
-//! ([`crate::writer::Handoff`]) but hold one lane at a time: a partition's batches are written
+//! ([`crate::lanes::Handoff`]) but hold one lane at a time: a partition's batches are written
 //! one at a time, in order, and two writers never hold batches of the same partition, so their
 //! transactions commit independently (the sinks already serialize a parent and a child written
 //! at once, as they do for two projectors of one group).
 //!
 //! Invariants:
 //! * On assignment, partitions start at the offsets stored in the sink (never at Kafka's group
-//!   offsets, which only feed lag tools). The offsets are loaded inside the rebalance callback,
-//!   before `assign`, so no record is fetched from a wrong position.
+//!   offsets, which only feed lag tools). The offsets are loaded inside the rebalance callback
+//!   ([`crate::rebalance`]), before `assign`, so no record is fetched from a wrong position.
 //! * On revoke (and shutdown), the pending batch is dropped unwritten, the generation moves on
 //!   (queued batches of the old assignment are skipped by the writers), and the callback waits
 //!   for the in-flight batches (at most `drain_timeout`) before letting the partitions go.
@@ -26,15 +26,13 @@
 //! async runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xclog_schema::Record;
@@ -42,14 +40,11 @@ use xclog_schema::Record;
 use crate::batch::{Admit, Batch, CutPolicy, DeadLetter, Lanes, WriterLoad};
 use crate::config::ProjectorConfig;
 use crate::kafka_record::ReadRecord;
+use crate::lanes::{Handed, LaneSenders, Shared};
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
-use crate::sink::{SinkError, SinkRecord, SourcePosition};
+use crate::rebalance::{OffsetLoader, ProjectorContext};
+use crate::sink::{SinkRecord, SourcePosition};
 use crate::watermarks::{self, Watermarks};
-use crate::writer::{Handed, LaneSenders};
-
-/// Loads stored offsets for partitions of the topic (blocking; called on the consumer thread).
-pub(crate) type OffsetLoader =
-    Arc<dyn Fn(&[i32]) -> Result<HashMap<i32, i64>, SinkError> + Send + Sync>;
 /// The sink's pre-write check of a decoded record.
 pub(crate) type RecordCheck = Arc<dyn Fn(&Record) -> Result<(), String> + Send + Sync>;
 
@@ -69,219 +64,6 @@ fn writer_load(queue: &mpsc::Sender<Batch>, outstanding: usize) -> WriterLoad {
     } else {
         WriterLoad::Idle
     }
-}
-
-/// State shared by the consumer thread, its rebalance callback and the writer tasks.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    state: Mutex<SharedState>,
-    changed: Condvar,
-    /// Per lane, the batches handed over and not finished yet (queued or being written):
-    /// counted up before a batch is sent, down when a writer is done with it. Atomics, so the
-    /// consumer reads a writer's load for every cut without the lock; their sum is what revoke,
-    /// reseek and shutdown wait to drain.
-    outstanding: Box<[AtomicUsize]>,
-    /// How many writer tasks there are (each reports [`Shared::writer_done`] once).
-    writers: usize,
-}
-
-#[derive(Debug, Default)]
-struct SharedState {
-    generation: u64,
-    /// A new assignment (partition -> stored offset) for the consumer loop to install.
-    assignment: Option<BTreeMap<i32, Option<i64>>>,
-    assigned_once: bool,
-    reseek: bool,
-    writers_done: usize,
-}
-
-impl Shared {
-    /// Shared state for `lanes` lanes written by `writers` writers.
-    pub(crate) fn new(lanes: usize, writers: usize) -> Self {
-        Shared {
-            state: Mutex::default(),
-            changed: Condvar::new(),
-            outstanding: (0..lanes).map(|_| AtomicUsize::new(0)).collect(),
-            writers,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SharedState> {
-        // A poisoned lock means a thread panicked while holding it; the state is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
-    /// A batch of lane `lane` is about to be queued.
-    fn batch_sent(&self, lane: usize) {
-        self.outstanding[lane].fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A writer finished (or skipped) one batch of lane `lane`, or the consumer took one back.
-    pub(crate) fn batch_done(&self, lane: usize) {
-        let _ = self.outstanding[lane]
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        // Notify under the lock: a waiter checks the counts with the lock held, so it either
-        // sees this decrement or is already waiting when the notification comes.
-        let _s = self.lock();
-        self.changed.notify_all();
-    }
-
-    /// Batches of lane `lane` queued or being written.
-    fn outstanding(&self, lane: usize) -> usize {
-        self.outstanding[lane].load(Ordering::Acquire)
-    }
-
-    /// Waits (at most `timeout`) until no writer holds a batch; false on timeout.
-    fn wait_drained(&self, timeout: Duration) -> bool {
-        self.wait_until(timeout, |_| {
-            self.outstanding
-                .iter()
-                .all(|n| n.load(Ordering::Acquire) == 0)
-        })
-    }
-
-    /// The writer was fenced: the consumer must reload offsets and seek.
-    pub(crate) fn request_reseek(&self) {
-        let mut s = self.lock();
-        s.reseek = true;
-        s.generation += 1;
-    }
-
-    /// One writer stopped (its queue closed, or a fatal error).
-    pub(crate) fn writer_done(&self) {
-        let mut s = self.lock();
-        s.writers_done += 1;
-        self.changed.notify_all();
-    }
-
-    fn wait_until(&self, timeout: Duration, done: impl Fn(&SharedState) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.lock();
-        while !done(&s) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            s = self
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
-    }
-}
-
-/// librdkafka context: seeks to stored offsets on assignment, drains on revoke.
-pub(crate) struct ProjectorContext {
-    pub(crate) topic: String,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) loader: OffsetLoader,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) shutdown: CancellationToken,
-}
-
-impl ClientContext for ProjectorContext {}
-
-impl ProjectorContext {
-    /// Stored offsets of `partitions`, retrying transient failures until shutdown.
-    fn load(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match (self.loader)(partitions) {
-                Ok(map) => return Some(map),
-                Err(error) => {
-                    tracing::warn!(error = %error, "cannot load stored offsets; retrying");
-                    if error.class() == crate::sink::ErrorClass::Fatal
-                        || self.shutdown.is_cancelled()
-                    {
-                        self.shutdown.cancel();
-                        return None;
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(self.backoff_max);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for ProjectorContext {
-    fn rebalance(
-        &self,
-        base_consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<i32> = tpl
-                    .elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.topic)
-                    .map(|e| e.partition())
-                    .collect();
-                let stored = self.load(&partitions).unwrap_or_default();
-                let mut assignment = BTreeMap::new();
-                for p in &partitions {
-                    let offset = stored.get(p).copied();
-                    let position = offset.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(error) = tpl.set_partition_offset(&self.topic, *p, position) {
-                        tracing::error!(error = %error, partition = p, "cannot set start offset");
-                    }
-                    assignment.insert(*p, offset);
-                }
-                tracing::info!(partitions = ?assignment, "partitions assigned; starting from stored offsets");
-                {
-                    let mut s = self.shared.lock();
-                    s.generation += 1;
-                    s.assignment = Some(assignment);
-                    s.assigned_once = true;
-                    s.reseek = false;
-                }
-                if let Err(error) = base_consumer.assign(tpl) {
-                    tracing::error!(error = %error, "assign failed");
-                }
-                // librdkafka keeps a partition's pause flag across revoke and re-assign: a
-                // partition paused (writer busy) before this rebalance would never be fetched
-                // again. The new assignment starts unpaused, as the loop assumes.
-                if let Err(error) = base_consumer.resume(tpl) {
-                    tracing::error!(error = %error, "resume of the new assignment failed");
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                {
-                    let mut s = self.shared.lock();
-                    s.generation += 1;
-                    s.assignment = Some(BTreeMap::new());
-                }
-                let drained = self.shared.wait_drained(self.drain_timeout);
-                tracing::info!(
-                    drained,
-                    "partitions revoked; in-flight batch finished or abandoned"
-                );
-                if let Err(error) = base_consumer.unassign() {
-                    tracing::warn!(error = %error, "unassign failed");
-                }
-            }
-            other => {
-                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                {
-                    let mut s = self.shared.lock();
-                    s.generation += 1;
-                    s.assignment = Some(BTreeMap::new());
-                }
-                let _ = base_consumer.unassign();
-            }
-        }
-    }
-
-    fn pre_rebalance(&self, _base_consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {}
 }
 
 /// Everything the consumer thread needs.
@@ -332,11 +114,7 @@ impl ConsumerLoop {
 
         while !shutdown.is_cancelled() {
             // A rebalance (inside poll) or a fence changed the assignment.
-            let (new_assignment, reseek) = {
-                let mut s = shared.lock();
-                let r = std::mem::take(&mut s.reseek);
-                (s.assignment.take().map(|a| (s.generation, a)), r)
-            };
+            let (new_assignment, reseek) = shared.take_changes();
             if let Some((g, assignment)) = new_assignment {
                 generation = g;
                 lanes.assign(g, &assignment);
@@ -463,8 +241,7 @@ impl ConsumerLoop {
         // Shutdown: stop fetching, drop what was not handed over, let the writer finish.
         drop(held);
         drop(queues);
-        let writers = shared.writers;
-        let drained = shared.wait_until(config.drain_timeout, |s| s.writers_done >= writers);
+        let drained = shared.wait_writers_done(config.drain_timeout);
         tracing::info!(drained, "consumer stopping; leaving the group");
         metrics.set_ready(false);
         consumer.unsubscribe();
@@ -480,10 +257,9 @@ fn continue_with_new_assignment(
     generation: &mut u64,
     held: &mut Held,
 ) -> bool {
-    let mut s = shared.lock();
-    if let Some(a) = s.assignment.take() {
-        *generation = s.generation;
-        lanes.assign(s.generation, &a);
+    if let Some((g, a)) = shared.take_assignment() {
+        *generation = g;
+        lanes.assign(g, &a);
         held.forget();
         true
     } else {
@@ -810,10 +586,7 @@ fn update_lag(
 ) {
     // Ready only once an assignment was received *and* installed by this loop, and every
     // assigned partition has a fresh watermark within `ready_max_lag` of what was read.
-    let mut ready = {
-        let s = shared.lock();
-        s.assigned_once && s.assignment.is_none()
-    };
+    let mut ready = shared.assignment_installed();
     let now = Instant::now();
     for (partition, position) in lanes.read_positions() {
         match watermarks.fresh(partition, now) {

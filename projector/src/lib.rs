@@ -11,8 +11,10 @@
 //! * [`sink`]: the [`sink::Sink`] trait every target implements, and the PostgreSQL and
 //!   MongoDB sinks.
 //! * [`batch`]: pure batching logic; offsets chain from batch to batch so the sink can fence.
-//! * `consumer` / `writer`: the target-independent pipeline (rebalance, seek to stored
-//!   offsets, pause instead of buffering, retries, dead letters, drain on shutdown).
+//! * `consumer`, `rebalance`, `lanes`, `writer`: the target-independent pipeline. The consumer
+//!   thread polls, checks and batches; its rebalance callback seeks to stored offsets; the lanes
+//!   hand batches to the writer tasks (pause instead of buffering), which retry, dead-letter and
+//!   commit; everything drains on shutdown.
 //! * [`read`]: the read API ([`read::EventStore`], [`read::SnapshotStore`]) over PostgreSQL
 //!   and MongoDB; cross-component traces.
 //! * [`rebuild`]: rebuilding a store from the topic beside the live one, then the swap.
@@ -40,7 +42,9 @@ pub mod dead_letter;
 mod http;
 pub mod kafka;
 mod kafka_record;
+mod lanes;
 mod projector;
+mod rebalance;
 mod wait;
 mod watermarks;
 mod writer;

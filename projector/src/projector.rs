@@ -8,13 +8,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ProjectorConfig, defaults};
-use crate::consumer::{ConsumerLoop, OffsetLoader, ProjectorContext, RecordCheck, Shared};
+use crate::consumer::{ConsumerLoop, RecordCheck};
 use crate::dead_letter::{DeadLetterError, DeadLetterProducer};
 use crate::kafka;
+use crate::lanes::{LaneSenders, Shared};
 use crate::metrics::Metrics;
+use crate::rebalance::{OffsetLoader, ProjectorContext};
 use crate::sink::{Sink, SinkError};
 use crate::watermarks::{self, Watermarks};
-use crate::writer::{LaneSenders, WriteLimit, Writer};
+use crate::writer::{WriteLimit, Writer};
 use xclog_producer::connection::create_error;
 
 /// Why the projector stopped (or could not start).
