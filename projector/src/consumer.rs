@@ -40,7 +40,7 @@ use xclog_schema::Record;
 use crate::batch::{Admit, Batch, CutPolicy, DeadLetter, Lanes, WriterLoad};
 use crate::config::ProjectorConfig;
 use crate::kafka_record::ReadRecord;
-use crate::lanes::{Handed, LaneSenders, Shared};
+use crate::lanes::{Assignment, Handed, LaneSenders, Shared};
 use crate::metrics::{KindLabel, Metrics, PartitionLabel};
 use crate::rebalance::{OffsetLoader, ProjectorContext};
 use crate::sink::{SinkRecord, SourcePosition};
@@ -80,25 +80,25 @@ pub(crate) struct ConsumerLoop {
     pub(crate) shutdown: CancellationToken,
 }
 
-impl ConsumerLoop {
-    /// Runs until shutdown; then drops what is pending, waits for the in-flight batch and leaves
-    /// the group.
-    pub(crate) fn run(self) {
-        let ConsumerLoop {
-            consumer,
-            shared,
-            queues,
-            check,
-            loader,
-            config,
-            metrics,
-            watermarks,
-            shutdown,
-        } = self;
-        let topic = config.topic.clone();
-        let mut lanes = Lanes::new(
-            topic.clone(),
-            queues.len(),
+/// What the consumer loop changes as it goes.
+struct LoopState {
+    /// Each lane's pending batch and read positions.
+    lanes: Lanes,
+    /// The generation of the assignment installed last.
+    generation: u64,
+    /// Cut batches their lane's full queue had no room for yet.
+    held: Held,
+    /// Partitions not read on, and why.
+    stopped: Stopped,
+    /// When the lag is measured next.
+    next_lag_check: Instant,
+}
+
+impl LoopState {
+    fn new(config: &ProjectorConfig, lanes: usize, metrics: Arc<Metrics>) -> Self {
+        let lanes = Lanes::new(
+            config.topic.clone(),
+            lanes,
             CutPolicy {
                 max_records: config.batch_max_records,
                 max_bytes: config.batch_max_bytes,
@@ -106,140 +106,352 @@ impl ConsumerLoop {
                 linger: config.batch_linger,
             },
         );
-        let n = lanes.len();
-        let mut generation = 0u64;
-        let mut held = Held::new(n);
-        let mut stopped = Stopped::new(topic.clone(), Arc::clone(&metrics));
-        let mut next_lag_check = Instant::now();
+        let held = Held::new(lanes.len());
+        LoopState {
+            lanes,
+            generation: 0,
+            held,
+            stopped: Stopped::new(config.topic.clone(), metrics),
+            next_lag_check: Instant::now(),
+        }
+    }
 
-        while !shutdown.is_cancelled() {
-            // A rebalance (inside poll) or a fence changed the assignment.
-            let (new_assignment, reseek) = shared.take_changes();
-            if let Some((g, assignment)) = new_assignment {
-                generation = g;
-                lanes.assign(g, &assignment);
-                held.forget();
-                // The rebalance callback resumed the whole new assignment, read from the
-                // stored offsets: a stopped partition is read again (and stops again at the
-                // same record if nothing changed).
-                stopped.clear();
-            }
-            if reseek {
-                // Let the other writers finish (or skip) what they hold first, so the offsets
-                // reloaded below include their commits.
-                shared.wait_drained(config.drain_timeout);
-                let was_stopped = stopped.clear();
-                let (g, unsought) =
-                    reseek_all(&consumer, &shared, &loader, &topic, &mut lanes, &shutdown);
-                generation = g;
-                for lane in held.forget() {
-                    resume(&consumer, &topic, &lanes.lane(lane).partitions(), &stopped);
-                }
-                resume(&consumer, &topic, &was_stopped, &stopped);
-                for (partition, offset, error) in unsought {
-                    // Reading on from wherever the consumer was would skip or repeat records.
-                    stopped.stop(
-                        &consumer,
-                        partition,
-                        format!(
-                            "cannot seek to the stored offset {offset} after a fence ({error}); \
-                             restart the projector to read it from there"
-                        ),
-                    );
-                }
-            }
+    /// Starts the assignment of generation `generation` from its stored offsets: what was
+    /// pending, held or stopped belongs to the old one. The partitions are read again from
+    /// the stored offsets, so a stopped partition stops again at the same record if nothing
+    /// changed.
+    fn install(&mut self, generation: u64, assignment: &Assignment) {
+        self.generation = generation;
+        self.lanes.assign(generation, assignment);
+        self.held.forget();
+        self.stopped.clear();
+    }
+}
 
-            // Hand each lane's cut batch to the writers; pause the lane's partitions instead of
-            // buffering when the lane's queue is full.
-            let mut closed = false;
-            let mut cut = false;
-            let mut poll_for = POLL_MAX;
-            for lane in 0..n {
-                if let Some(batch) = held.ready[lane].take() {
-                    shared.batch_sent(lane);
-                    match queues.try_send(lane, batch) {
-                        Handed::Queued => {
-                            if held.paused[lane] {
-                                resume(&consumer, &topic, &lanes.lane(lane).partitions(), &stopped);
-                                held.paused[lane] = false;
-                            }
-                        }
-                        Handed::Full(batch) => {
-                            shared.batch_done(lane);
-                            held.ready[lane] = Some(batch);
-                            if !held.paused[lane] {
-                                pause(&consumer, &topic, &lanes.lane(lane).partitions());
-                                held.paused[lane] = true;
-                            }
-                        }
-                        Handed::Closed => {
-                            shared.batch_done(lane);
-                            closed = true;
-                            break;
-                        }
-                    }
-                }
-                if held.ready[lane].is_some() {
-                    continue;
-                }
-                // When the pending batch is cut depends on what the writer does: see CutPolicy.
-                let load = writer_load(queues.queue(lane), shared.outstanding(lane));
-                match lanes.lane(lane).cut_in(Instant::now(), load) {
-                    Some(Duration::ZERO) => {
-                        held.ready[lane] = lanes.lane_mut(lane).cut();
-                        cut = true;
-                    }
-                    Some(wait) => poll_for = poll_for.min(wait),
-                    None => {}
-                }
-                if load != WriterLoad::Idle && lanes.lane(lane).pending_len() > 0 {
-                    poll_for = poll_for.min(WRITER_RECHECK);
-                }
-            }
-            if closed {
-                break;
-            }
-            if cut {
+/// What handing the cut batches over leaves the loop to do.
+enum HandOver {
+    /// Every writer is gone: stop.
+    Closed,
+    /// A lane cut a batch: hand it over before reading more.
+    Cut,
+    /// Poll for at most this long.
+    Poll(Duration),
+}
+
+impl ConsumerLoop {
+    /// Runs until shutdown; then drops what is pending, waits for the in-flight batch and leaves
+    /// the group.
+    ///
+    /// Each turn takes completions before new work: changes to the assignment first, then the
+    /// cut batches go to the writers, and only then is one more message polled.
+    pub(crate) fn run(self) {
+        let mut state = LoopState::new(&self.config, self.queues.len(), Arc::clone(&self.metrics));
+        while !self.shutdown.is_cancelled() {
+            self.install_changes(&mut state);
+            let poll_for = match self.hand_over(&mut state) {
+                HandOver::Closed => break,
+                HandOver::Cut => continue,
+                HandOver::Poll(wait) => wait,
+            };
+            if let Err(error) = self.take_one(&mut state, poll_for) {
+                tracing::warn!(error = %error, "kafka consumer error");
                 continue;
             }
+            self.report_lag(&mut state);
+        }
+        self.leave(state);
+    }
 
-            if let Some(result) = consumer.poll(poll_for) {
-                let message = match result {
-                    Ok(m) => m,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "kafka consumer error");
-                        continue;
-                    }
-                };
-                // The poll may have run a rebalance callback: install it before this record.
-                if shared.generation() != generation
-                    && continue_with_new_assignment(&shared, &mut lanes, &mut generation, &mut held)
-                {
-                    stopped.clear();
-                }
-                metrics.records_consumed.inc();
-                take_message(
-                    &message,
-                    &consumer,
-                    &mut lanes,
-                    &mut stopped,
-                    &check,
-                    &config,
-                    &metrics,
-                );
+    /// Installs what a rebalance (inside poll) or a fence changed.
+    fn install_changes(&self, state: &mut LoopState) {
+        let (new_assignment, reseek) = self.shared.take_changes();
+        if let Some((generation, assignment)) = new_assignment {
+            // The rebalance callback resumed the whole new assignment.
+            state.install(generation, &assignment);
+        }
+        if reseek {
+            self.reseek(state);
+        }
+    }
+
+    /// After a fence: reloads every stored offset and seeks to it; a partition whose seek
+    /// fails is stopped.
+    fn reseek(&self, state: &mut LoopState) {
+        let topic = &self.config.topic;
+        // Let the other writers finish (or skip) what they hold first, so the offsets
+        // reloaded below include their commits.
+        self.shared.wait_drained(self.config.drain_timeout);
+        let was_stopped = state.stopped.clear();
+        let (g, unsought) = reseek_all(
+            &self.consumer,
+            &self.shared,
+            &self.loader,
+            topic,
+            &mut state.lanes,
+            &self.shutdown,
+        );
+        state.generation = g;
+        for lane in state.held.forget() {
+            resume(
+                &self.consumer,
+                topic,
+                &state.lanes.lane(lane).partitions(),
+                &state.stopped,
+            );
+        }
+        resume(&self.consumer, topic, &was_stopped, &state.stopped);
+        for (partition, offset, error) in unsought {
+            // Reading on from wherever the consumer was would skip or repeat records.
+            state.stopped.stop(
+                &self.consumer,
+                partition,
+                format!(
+                    "cannot seek to the stored offset {offset} after a fence ({error}); \
+                     restart the projector to read it from there"
+                ),
+            );
+        }
+    }
+
+    /// Hands each lane's cut batch to the writers, and cuts the pending batches that are due;
+    /// a lane whose queue is full has its partitions paused instead of buffering.
+    fn hand_over(&self, state: &mut LoopState) -> HandOver {
+        let mut cut = false;
+        let mut poll_for = POLL_MAX;
+        for lane in 0..state.lanes.len() {
+            if !self.send_held(state, lane) {
+                return HandOver::Closed;
             }
+            if state.held.ready[lane].is_some() {
+                continue;
+            }
+            // When the pending batch is cut depends on what the writer does: see CutPolicy.
+            let load = writer_load(self.queues.queue(lane), self.shared.outstanding(lane));
+            match state.lanes.lane(lane).cut_in(Instant::now(), load) {
+                Some(Duration::ZERO) => {
+                    state.held.ready[lane] = state.lanes.lane_mut(lane).cut();
+                    cut = true;
+                }
+                Some(wait) => poll_for = poll_for.min(wait),
+                None => {}
+            }
+            if load != WriterLoad::Idle && state.lanes.lane(lane).pending_len() > 0 {
+                poll_for = poll_for.min(WRITER_RECHECK);
+            }
+        }
+        if cut {
+            HandOver::Cut
+        } else {
+            HandOver::Poll(poll_for)
+        }
+    }
 
-            if Instant::now() >= next_lag_check {
-                next_lag_check = Instant::now() + Duration::from_millis(500);
-                update_lag(&watermarks, &lanes, &shared, &metrics, config.ready_max_lag);
-                if stopped.any() {
-                    metrics.set_ready(false);
+    /// Queues lane `lane`'s held batch, if it has one: the lane's partitions resume once it is
+    /// queued and pause while the queue is full. False once every writer is gone.
+    fn send_held(&self, state: &mut LoopState, lane: usize) -> bool {
+        let Some(batch) = state.held.ready[lane].take() else {
+            return true;
+        };
+        let topic = &self.config.topic;
+        self.shared.batch_sent(lane);
+        match self.queues.try_send(lane, batch) {
+            Handed::Queued => {
+                if state.held.paused[lane] {
+                    resume(
+                        &self.consumer,
+                        topic,
+                        &state.lanes.lane(lane).partitions(),
+                        &state.stopped,
+                    );
+                    state.held.paused[lane] = false;
+                }
+            }
+            Handed::Full(batch) => {
+                self.shared.batch_done(lane);
+                state.held.ready[lane] = Some(batch);
+                if !state.held.paused[lane] {
+                    pause(&self.consumer, topic, &state.lanes.lane(lane).partitions());
+                    state.held.paused[lane] = true;
+                }
+            }
+            Handed::Closed => {
+                self.shared.batch_done(lane);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Polls for at most `wait` and takes the message, if one came.
+    fn take_one(&self, state: &mut LoopState, wait: Duration) -> KafkaResult<()> {
+        let Some(result) = self.consumer.poll(wait) else {
+            return Ok(());
+        };
+        let message = result?;
+        // The poll may have run a rebalance callback: install it before this record.
+        if self.shared.generation() != state.generation
+            && let Some((generation, assignment)) = self.shared.take_assignment()
+        {
+            state.install(generation, &assignment);
+        }
+        self.metrics.records_consumed.inc();
+        self.take_message(state, &message);
+        Ok(())
+    }
+
+    /// One consumed record: checked for a gap before it, decoded, checked, and pushed to its
+    /// lane's pending batch or dead-lettered; or its partition is stopped before it.
+    fn take_message(&self, state: &mut LoopState, message: &BorrowedMessage<'_>) {
+        let ConsumerLoop {
+            consumer,
+            check,
+            config,
+            metrics,
+            ..
+        } = self;
+        let LoopState { lanes, stopped, .. } = state;
+        let topic = &config.topic;
+        let partition = message.partition();
+        let offset = message.offset();
+        if stopped.contains(partition) || lanes.would_admit(partition, offset) != Admit::Accept {
+            return;
+        }
+        if let Some(next) = lanes.next_offset(partition).filter(|&n| offset > n) {
+            // Offsets are not dense (transaction markers take offsets too), so a jump alone is no
+            // loss: records were lost only if the log now starts after the expected offset.
+            match missing_before(consumer, topic, partition, next, offset) {
+                Ok(None) => {}
+                Ok(Some(missing_end)) if config.accept_offset_gaps => {
+                    tracing::warn!(
+                        topic = %topic,
+                        partition,
+                        missing_from = next,
+                        missing_to = missing_end - 1,
+                        "records deleted before they were projected; skipping them as configured \
+                         (--accept-offset-gaps)"
+                    );
+                    metrics
+                        .offsets_skipped
+                        .get_or_create(&PartitionLabel { partition })
+                        .inc_by(u64::try_from(missing_end - next).unwrap_or(0));
+                }
+                Ok(Some(missing_end)) => {
+                    stopped.stop(
+                        consumer,
+                        partition,
+                        format!(
+                            "offsets {next}..={} were deleted from the topic before they were \
+                             projected (the log now starts at {missing_end}); their records are \
+                             lost to this store. Rebuild from a source that has them, or restart \
+                             with --accept-offset-gaps to skip them",
+                            missing_end - 1
+                        ),
+                    );
+                    return;
+                }
+                Err(error) => {
+                    stopped.stop(
+                        consumer,
+                        partition,
+                        format!(
+                            "the next record is at offset {offset}, not {next}, and the start of \
+                             the log could not be read to tell a gap from transaction markers \
+                             ({error}); restart the projector to try again"
+                        ),
+                    );
+                    return;
                 }
             }
         }
+        let read = ReadRecord::from_message(message);
+        let decoded = read.decode(&config.limits);
+        if let Err(error) = &decoded
+            && error.is_unsupported_version()
+        {
+            stopped.stop(
+                consumer,
+                partition,
+                format!(
+                    "the record at offset {offset} is of a newer schema version than this \
+                     projector reads ({error}); it was not dead-lettered: upgrade the projector \
+                     and it goes on from this record"
+                ),
+            );
+            return;
+        }
+        if lanes.admit(partition, offset) != Admit::Accept {
+            return;
+        }
+        let dead = |kind: &'static str, reason: String| DeadLetter {
+            raw: read.raw.clone(),
+            partition,
+            offset,
+            kind,
+            reason,
+        };
+        match decoded {
+            Err(error) => {
+                tracing::warn!(partition, offset, error = %error, "record does not decode; dead-lettering it");
+                metrics
+                    .dead_lettered
+                    .get_or_create(&KindLabel { kind: "decode" })
+                    .inc();
+                lanes.push_dead_letter(dead("decode", error.to_string()));
+            }
+            Ok(decoded) => match check(&decoded.record) {
+                Err(reason) => {
+                    tracing::warn!(partition, offset, reason = %reason, "record fails validation; dead-lettering it");
+                    metrics
+                        .dead_lettered
+                        .get_or_create(&KindLabel { kind: "validation" })
+                        .inc();
+                    lanes.push_dead_letter(dead("validation", reason));
+                }
+                Ok(()) => lanes.push(
+                    SinkRecord {
+                        record: decoded.record,
+                        source: SourcePosition {
+                            topic: topic.clone(),
+                            partition,
+                            offset,
+                        },
+                    },
+                    read.raw,
+                ),
+            },
+        }
+    }
 
-        // Shutdown: stop fetching, drop what was not handed over, let the writer finish.
+    /// Every half second: the lag of each partition, and whether the projector is ready.
+    fn report_lag(&self, state: &mut LoopState) {
+        if Instant::now() >= state.next_lag_check {
+            state.next_lag_check = Instant::now() + Duration::from_millis(500);
+            update_lag(
+                &self.watermarks,
+                &state.lanes,
+                &self.shared,
+                &self.metrics,
+                self.config.ready_max_lag,
+            );
+            if state.stopped.any() {
+                self.metrics.set_ready(false);
+            }
+        }
+    }
+
+    /// Shutdown: stop fetching, drop what was not handed over, let the writers finish, leave
+    /// the group.
+    fn leave(self, state: LoopState) {
+        let LoopState { held, .. } = state;
         drop(held);
+        let ConsumerLoop {
+            consumer,
+            shared,
+            queues,
+            config,
+            metrics,
+            ..
+        } = self;
         drop(queues);
         let drained = shared.wait_writers_done(config.drain_timeout);
         tracing::info!(drained, "consumer stopping; leaving the group");
@@ -247,146 +459,6 @@ impl ConsumerLoop {
         consumer.unsubscribe();
         // Dropping the last handle closes the consumer (runs the final revoke on this thread).
         drop(consumer);
-    }
-}
-
-/// Installs an assignment the poll's rebalance callback left; true if there was one.
-fn continue_with_new_assignment(
-    shared: &Shared,
-    lanes: &mut Lanes,
-    generation: &mut u64,
-    held: &mut Held,
-) -> bool {
-    if let Some((g, a)) = shared.take_assignment() {
-        *generation = g;
-        lanes.assign(g, &a);
-        held.forget();
-        true
-    } else {
-        false
-    }
-}
-
-/// One consumed record: checked for a gap before it, decoded, checked, and pushed to its
-/// lane's pending batch or dead-lettered; or its partition is stopped before it.
-fn take_message(
-    message: &BorrowedMessage<'_>,
-    consumer: &BaseConsumer<ProjectorContext>,
-    lanes: &mut Lanes,
-    stopped: &mut Stopped,
-    check: &RecordCheck,
-    config: &ProjectorConfig,
-    metrics: &Metrics,
-) {
-    let topic = &config.topic;
-    let partition = message.partition();
-    let offset = message.offset();
-    if stopped.contains(partition) || lanes.would_admit(partition, offset) != Admit::Accept {
-        return;
-    }
-    if let Some(next) = lanes.next_offset(partition).filter(|&n| offset > n) {
-        // Offsets are not dense (transaction markers take offsets too), so a jump alone is no
-        // loss: records were lost only if the log now starts after the expected offset.
-        match missing_before(consumer, topic, partition, next, offset) {
-            Ok(None) => {}
-            Ok(Some(missing_end)) if config.accept_offset_gaps => {
-                tracing::warn!(
-                    topic = %topic,
-                    partition,
-                    missing_from = next,
-                    missing_to = missing_end - 1,
-                    "records deleted before they were projected; skipping them as configured \
-                     (--accept-offset-gaps)"
-                );
-                metrics
-                    .offsets_skipped
-                    .get_or_create(&PartitionLabel { partition })
-                    .inc_by(u64::try_from(missing_end - next).unwrap_or(0));
-            }
-            Ok(Some(missing_end)) => {
-                stopped.stop(
-                    consumer,
-                    partition,
-                    format!(
-                        "offsets {next}..={} were deleted from the topic before they were \
-                         projected (the log now starts at {missing_end}); their records are \
-                         lost to this store. Rebuild from a source that has them, or restart \
-                         with --accept-offset-gaps to skip them",
-                        missing_end - 1
-                    ),
-                );
-                return;
-            }
-            Err(error) => {
-                stopped.stop(
-                    consumer,
-                    partition,
-                    format!(
-                        "the next record is at offset {offset}, not {next}, and the start of \
-                         the log could not be read to tell a gap from transaction markers \
-                         ({error}); restart the projector to try again"
-                    ),
-                );
-                return;
-            }
-        }
-    }
-    let read = ReadRecord::from_message(message);
-    let decoded = read.decode(&config.limits);
-    if let Err(error) = &decoded
-        && error.is_unsupported_version()
-    {
-        stopped.stop(
-            consumer,
-            partition,
-            format!(
-                "the record at offset {offset} is of a newer schema version than this \
-                 projector reads ({error}); it was not dead-lettered: upgrade the projector \
-                 and it goes on from this record"
-            ),
-        );
-        return;
-    }
-    if lanes.admit(partition, offset) != Admit::Accept {
-        return;
-    }
-    let dead = |kind: &'static str, reason: String| DeadLetter {
-        raw: read.raw.clone(),
-        partition,
-        offset,
-        kind,
-        reason,
-    };
-    match decoded {
-        Err(error) => {
-            tracing::warn!(partition, offset, error = %error, "record does not decode; dead-lettering it");
-            metrics
-                .dead_lettered
-                .get_or_create(&KindLabel { kind: "decode" })
-                .inc();
-            lanes.push_dead_letter(dead("decode", error.to_string()));
-        }
-        Ok(decoded) => match check(&decoded.record) {
-            Err(reason) => {
-                tracing::warn!(partition, offset, reason = %reason, "record fails validation; dead-lettering it");
-                metrics
-                    .dead_lettered
-                    .get_or_create(&KindLabel { kind: "validation" })
-                    .inc();
-                lanes.push_dead_letter(dead("validation", reason));
-            }
-            Ok(()) => lanes.push(
-                SinkRecord {
-                    record: decoded.record,
-                    source: SourcePosition {
-                        topic: topic.clone(),
-                        partition,
-                        offset,
-                    },
-                },
-                read.raw,
-            ),
-        },
     }
 }
 
