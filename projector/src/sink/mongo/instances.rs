@@ -14,13 +14,17 @@
 //! Documents written before `foldedOffsets` existed carry only `lastEventOffset`; it stands for
 //! the folded offset of every partition (their instances' events shared one partition).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use mongodb::bson::{Bson, Document, doc};
 use xclog_schema::PersistedEvent;
 
-use super::by_id;
+use super::classify::classify_code;
+use super::commands::by_id;
 use super::document::as_i64;
-use crate::sink::SourcePosition;
+use super::{DUPLICATE_KEY, INSTANCES, MongoSink};
 use crate::sink::order::{InstanceOrder, NO_SEQUENCE};
+use crate::sink::{SinkError, SourcePosition};
 
 /// Field of the folded offset of `partition`.
 fn folded_field(partition: i32) -> String {
@@ -124,6 +128,83 @@ pub(crate) fn fold_statement(
         },
         true,
     ))
+}
+
+impl MongoSink {
+    /// Step 4: fold stored events into the instance view, once each: per instance and
+    /// partition, only events above the offset folded last (`foldedOffsets`); the fields shown
+    /// are those of the event latest in the instance order ([`InstanceOrder`]).
+    pub(super) async fn fold_instances(
+        &self,
+        stored: &[(&PersistedEvent, &SourcePosition)],
+    ) -> Result<(), SinkError> {
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let mut by_instance: BTreeMap<&str, Vec<(&PersistedEvent, &SourcePosition)>> =
+            BTreeMap::new();
+        for x in stored {
+            by_instance
+                .entry(x.0.instance_id.as_str())
+                .or_default()
+                .push(*x);
+        }
+        // An instance spread over partitions (keyless records) can be folded by two writers of
+        // this sink at once: they take turns, as for `caused` (FerretDB 1.24 would lose one of
+        // two concurrent updates of a document). Keyed instances never meet here.
+        let mut wanted: BTreeSet<String> = by_instance.keys().map(|k| (*k).to_owned()).collect();
+        while !wanted.is_empty() {
+            let claim = self.instance_claims.claim(&mut wanted).await;
+            let round: BTreeMap<&str, &[(&PersistedEvent, &SourcePosition)]> = claim
+                .parents()
+                .iter()
+                .filter_map(|id| by_instance.get_key_value(id.as_str()))
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect();
+            self.fold_round(&round).await?;
+        }
+        Ok(())
+    }
+
+    async fn fold_round(
+        &self,
+        by_instance: &BTreeMap<&str, &[(&PersistedEvent, &SourcePosition)]>,
+    ) -> Result<(), SinkError> {
+        let ctx = "updating the instance view";
+        let ids: Vec<&str> = by_instance.keys().copied().collect();
+        let stored: HashMap<String, Document> = self
+            .find_all(
+                INSTANCES,
+                doc! {"_id": {"$in": &ids}},
+                doc! {
+                    "foldedOffsets": 1, "lastEventOffset": 1, "lastEventId": 1,
+                    "lastEventSequence": 1, "lastEventPersistedAt": 1, "lastEventPartition": 1,
+                },
+                ctx,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), d)))
+            .collect();
+        let mut statements = Vec::new();
+        for (instance, list) in by_instance {
+            if let Some(statement) = fold_statement(instance, stored.get(*instance), list) {
+                statements.push(statement);
+            }
+        }
+        let expected = statements.len() as u64;
+        let (n, errors) = self.update(INSTANCES, statements, ctx).await?;
+        if let Some((_, code, message)) = errors.iter().find(|e| e.1 != DUPLICATE_KEY) {
+            return Err(classify_code(*code, message.clone(), ctx));
+        }
+        if n != expected || !errors.is_empty() {
+            return Err(SinkError::Transient {
+                context: ctx,
+                source: "another writer folded events into an instance concurrently".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
