@@ -37,33 +37,26 @@
 //! the remaining acknowledgements and rows; an event that was not acknowledged or never became
 //! visible fails the run (nonzero exit, with the count and the first ids).
 
+mod poller;
+mod publisher;
+
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
-use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use anyhow::bail;
 use serde_json::{Value, json};
-use sqlx::Connection as _;
 use tokio::task::JoinHandle;
+use xclog_producer::DEFAULT_SNAPSHOT_INTERVAL;
 use xclog_producer::workload::{Workload, WorkloadConfig};
-use xclog_producer::{DEFAULT_SNAPSHOT_INTERVAL, Producer, ProducerConfig};
 use xclog_schema::Record;
 
-use crate::prepare::{JdbcRecords, mongo_document};
+use poller::{PollStats, Store, poll_visibility, poller_failure};
+use publisher::{Ack, PUBLISH_LINGER, Publisher};
 
 /// How far behind its schedule a send may fall before the schedule restarts from now.
 const MAX_LAG_S: f64 = 0.1;
-/// The publishers' linger: they publish a steady stream and await no record before the next,
-/// so they batch as bulk publishers do (as `xclog produce`): fewer, larger requests keep the
-/// publisher's and the broker's share of the host's cores small. The delay is counted from
-/// the acknowledgement, so the linger is not in it.
-const PUBLISH_LINGER: Duration = Duration::from_millis(5);
 
 /// The form of the published records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -292,23 +285,6 @@ fn halves_p50(in_order: &[f64]) -> (Option<f64>, Option<f64>) {
     (median(first), median(second))
 }
 
-/// The poller waits at least this many times its recent query duration between the starts of
-/// two polls, so it keeps the store busy at most a quarter of the time when many rows are
-/// outstanding (a queue that the sink has to work through) instead of slowing the sink down.
-const POLL_DUTY_INVERSE: u32 = 4;
-
-/// The time between the starts of two polls: the asked interval, stretched when the recent
-/// queries took long (see [`POLL_DUTY_INVERSE`]).
-fn poll_gap(every: Duration, recent: Duration) -> Duration {
-    every.max(recent * POLL_DUTY_INVERSE)
-}
-
-/// The recent query duration: a moving average (weight 1/5 to the last query), so that one
-/// slow query does not stretch the next gap on its own.
-fn smooth(recent: Duration, took: Duration) -> Duration {
-    (recent * 4 + took) / 5
-}
-
 /// Nearest-rank percentile (`p` in 0..=100) of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -316,123 +292,6 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-/// A record's delivery: resolves when the brokers acknowledged it (or failed it).
-type Ack = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
-enum Publisher {
-    Xclog(Producer),
-    /// The peers' forms, through a plain librdkafka producer.
-    Peer {
-        producer: FutureProducer,
-        topic: String,
-        form: PeerForm,
-    },
-}
-
-/// How a peer's record is made from an event.
-enum PeerForm {
-    Jdbc(JdbcRecords),
-    Mongo,
-}
-
-impl PeerForm {
-    /// The record's key and value.
-    fn key_value(&self, event: &xclog_schema::PersistedEvent) -> anyhow::Result<(String, String)> {
-        match self {
-            Self::Jdbc(records) => records.key_value(event),
-            Self::Mongo => Ok((event.id.clone(), mongo_document(event)?.to_string())),
-        }
-    }
-}
-
-impl Publisher {
-    async fn connect(args: &DelayArgs) -> anyhow::Result<Self> {
-        let mut config = ProducerConfig::new(&args.brokers, &args.topic);
-        config.client_id = "xclog-bench-delay".to_owned();
-        config.linger = PUBLISH_LINGER;
-        match args.format {
-            Format::Xclog => {
-                Ok(Self::Xclog(Producer::connect(config).await.with_context(
-                    || format!("connecting to {}", args.brokers),
-                )?))
-            }
-            // The same delivery guarantees and linger as the xclog publisher above.
-            Format::Jdbc | Format::Mongo => Ok(Self::Peer {
-                producer: ClientConfig::new()
-                    .set("bootstrap.servers", &args.brokers)
-                    .set("client.id", "xclog-bench-delay")
-                    .set("acks", "all")
-                    .set("enable.idempotence", "true")
-                    .set("linger.ms", config.linger.as_millis().to_string())
-                    .create()
-                    .with_context(|| format!("connecting to {}", args.brokers))?,
-                topic: args.topic.clone(),
-                form: match args.format {
-                    Format::Mongo => PeerForm::Mongo,
-                    _ => PeerForm::Jdbc(JdbcRecords::new()),
-                },
-            }),
-        }
-    }
-
-    /// Queues one record; `None` for a record this form does not carry (the peers get no
-    /// snapshots).
-    async fn send(&self, record: &Record) -> anyhow::Result<Option<Ack>> {
-        match self {
-            Self::Xclog(producer) => {
-                let ack = producer
-                    .publish_nowait(record, None)
-                    .await
-                    .context("queueing a record")?;
-                Ok(Some(Box::pin(async move {
-                    ack.await.map(drop).map_err(|e| e.to_string())
-                })))
-            }
-            Self::Peer {
-                producer,
-                topic,
-                form,
-            } => {
-                let Record::Event(event) = record else {
-                    return Ok(None);
-                };
-                let (key, value) = form.key_value(event)?;
-                let mut queued = FutureRecord::to(topic).key(&key).payload(&value);
-                let delivery = loop {
-                    match producer.send_result(queued) {
-                        Ok(delivery) => break delivery,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            queued = back;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err((error, _)) => {
-                            return Err(error).context("queueing a record for the peer's topic");
-                        }
-                    }
-                };
-                Ok(Some(Box::pin(async move {
-                    match delivery.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((error, _))) => Err(error.to_string()),
-                        Err(_) => Err("the producer dropped the record".to_owned()),
-                    }
-                })))
-            }
-        }
-    }
-
-    async fn close(self) -> anyhow::Result<()> {
-        match self {
-            Self::Xclog(producer) => producer
-                .close(Duration::from_secs(30))
-                .await
-                .context("closing the producer"),
-            // Every delivery has resolved by now: nothing left to flush.
-            Self::Peer { .. } => Ok(()),
-        }
-    }
 }
 
 /// Awaits a record's delivery in a task of its own and records the instant it resolved.
@@ -452,154 +311,6 @@ fn watch(tracker: &Arc<Mutex<Tracker>>, id: Option<String>, ack: Ack) {
             }
         }
     });
-}
-
-/// Query durations and gaps of the poller (counting the polls that asked for something).
-#[derive(Debug, Default)]
-struct PollStats {
-    polls: u64,
-    total: Duration,
-    max: Duration,
-    gaps: Duration,
-    max_gap: Duration,
-}
-
-/// Where the poller looks for the events.
-enum Store {
-    Pg {
-        conn: sqlx::PgConnection,
-        sql: String,
-        table: String,
-    },
-    Mongo(mongodb::Collection<mongodb::bson::Document>),
-}
-
-impl Store {
-    async fn connect(args: &DelayArgs) -> anyhow::Result<Self> {
-        match (&args.pg_url, &args.mongo_uri, &args.db) {
-            (Some(url), None, _) => Self::pg(url, &args.table).await,
-            (None, Some(uri), Some(db)) => {
-                let client = mongodb::Client::with_uri_str(uri)
-                    .await
-                    .context("connecting to MongoDB (--mongo-uri)")?;
-                Ok(Self::Mongo(
-                    client.database(db).collection(&args.collection),
-                ))
-            }
-            _ => bail!("give --pg-url, or --mongo-uri with --db"),
-        }
-    }
-
-    /// The poller's PostgreSQL connection. Every poll is planned for the array and the table as
-    /// they are (`plan_cache_mode = force_custom_plan`): after five polls PostgreSQL may switch
-    /// to a generic plan, which it may keep until the table is next analyzed; one made while the
-    /// table was small scanned the whole table and searched the array of every outstanding id linearly
-    /// for each row (a poll of ~80,000 ids took 12 s, then 120 s, at 7,000 events/s; the sink
-    /// had written every row within a second).
-    async fn pg(url: &str, table: &str) -> anyhow::Result<Self> {
-        let mut conn = sqlx::PgConnection::connect(url)
-            .await
-            .context("connecting to PostgreSQL (--pg-url)")?;
-        sqlx::query("SET plan_cache_mode = force_custom_plan")
-            .execute(&mut conn)
-            .await
-            .context("setting plan_cache_mode on the poller's connection (PostgreSQL 12+)")?;
-        Ok(Self::Pg {
-            conn,
-            sql: format!("SELECT id FROM {table} WHERE id = ANY($1)"),
-            table: table.to_owned(),
-        })
-    }
-
-    /// The store's kind, as the results name it.
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Pg { .. } => "postgres",
-            Self::Mongo(_) => "mongo",
-        }
-    }
-
-    /// Where the events are looked for (a table, or `database.collection`).
-    fn place(&self) -> String {
-        match self {
-            Self::Pg { table, .. } => table.clone(),
-            Self::Mongo(c) => c.namespace().to_string(),
-        }
-    }
-
-    /// Which of `ids` are stored.
-    async fn found(&mut self, ids: &[String]) -> anyhow::Result<Vec<String>> {
-        match self {
-            Self::Pg { conn, sql, .. } => sqlx::query_scalar(sql.as_str())
-                .bind(ids)
-                .fetch_all(conn)
-                .await
-                .with_context(|| format!("polling with `{sql}`")),
-            Self::Mongo(collection) => {
-                let mut cursor = collection
-                    .find(mongodb::bson::doc! {"_id": {"$in": ids}})
-                    .projection(mongodb::bson::doc! {"_id": 1})
-                    .await
-                    .with_context(|| format!("polling {}", collection.name()))?;
-                let mut found = Vec::new();
-                while cursor
-                    .advance()
-                    .await
-                    .with_context(|| format!("polling {}", collection.name()))?
-                {
-                    if let Ok(id) = cursor.current().get_str("_id") {
-                        found.push(id.to_owned());
-                    }
-                }
-                Ok(found)
-            }
-        }
-    }
-}
-
-async fn poll_visibility(
-    mut store: Store,
-    tracker: Arc<Mutex<Tracker>>,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<PollStats> {
-    let mut stats = PollStats::default();
-    let mut next = Instant::now();
-    let mut recent = Duration::ZERO;
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep_until(next.into()).await;
-        let asked = Instant::now();
-        let ids = lock(&tracker).outstanding();
-        if ids.is_empty() {
-            next = asked + every;
-            continue;
-        }
-        let found = store.found(&ids).await?;
-        let at = Instant::now();
-        let took = at - asked;
-        stats.polls += 1;
-        stats.total += took;
-        stats.max = stats.max.max(took);
-        recent = smooth(recent, took);
-        let gap = poll_gap(every, recent);
-        next = asked + gap;
-        stats.gaps += gap;
-        stats.max_gap = stats.max_gap.max(gap);
-        let mut t = lock(&tracker);
-        for id in &found {
-            t.seen(id, at);
-        }
-    }
-    Ok(stats)
-}
-
-/// The poller's error once it has stopped on its own.
-async fn poller_failure(poller: &mut JoinHandle<anyhow::Result<PollStats>>) -> anyhow::Error {
-    match poller.await {
-        Ok(Err(error)) => error.context("the visibility poller failed"),
-        Ok(Ok(_)) => anyhow::anyhow!("the visibility poller stopped early"),
-        Err(join) => anyhow::anyhow!("the visibility poller panicked: {join}"),
-    }
 }
 
 /// Waits until every sent event is acknowledged and seen; `Ok(false)` at the deadline.
@@ -825,38 +536,6 @@ async fn send(
 mod tests {
     use super::*;
 
-    /// Against the stack's PostgreSQL: ten polls of 1,000 ids on an empty table (where a
-    /// generic plan would be a sequential scan searching the array linearly for every row),
-    /// then the plans PostgreSQL used on the poller's own connection.
-    #[tokio::test]
-    async fn the_poller_plans_every_poll_for_the_table_as_it_is() -> anyhow::Result<()> {
-        let db = xclog_tests::TestPg::create().await?;
-        sqlx::query("CREATE TABLE probe (id text PRIMARY KEY)")
-            .execute(&db.pool)
-            .await?;
-        let mut store = Store::pg(&db.url, "probe").await?;
-        let ids: Vec<String> = (0..1000).map(|n| format!("id-{n}")).collect();
-        for _ in 0..10 {
-            assert!(store.found(&ids).await?.is_empty());
-        }
-        sqlx::query("INSERT INTO probe SELECT 'id-' || n FROM generate_series(0, 9) n")
-            .execute(&db.pool)
-            .await?;
-        assert_eq!(store.found(&ids).await?.len(), 10);
-        let Store::Pg { conn, .. } = &mut store else {
-            unreachable!("Store::pg makes a PostgreSQL store")
-        };
-        let (generic, custom): (i64, i64) = sqlx::query_as(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-             WHERE statement LIKE '%FROM probe%' AND statement NOT LIKE '%pg_prepared%'",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        assert_eq!(generic, 0, "a generic plan was used ({custom} custom)");
-        assert_eq!(custom, 11);
-        Ok(())
-    }
-
     #[test]
     fn percentiles_are_nearest_rank() {
         let values: Vec<f64> = (1..=100).map(f64::from).collect();
@@ -877,24 +556,6 @@ mod tests {
         assert_eq!(halves_p50(&in_order), (Some(3.0), Some(20.0)));
         assert_eq!(halves_p50(&[7.0]), (None, Some(7.0)));
         assert_eq!(halves_p50(&[]), (None, None));
-    }
-
-    #[test]
-    fn the_poller_backs_off_when_its_queries_are_long() {
-        let every = Duration::from_millis(10);
-        assert_eq!(poll_gap(every, Duration::from_millis(1)), every);
-        assert_eq!(
-            poll_gap(every, Duration::from_millis(25)),
-            Duration::from_millis(100)
-        );
-    }
-
-    #[test]
-    fn one_slow_query_moves_the_recent_duration_by_a_fifth() {
-        let ms = Duration::from_millis;
-        assert_eq!(smooth(ms(10), ms(10)), ms(10));
-        assert_eq!(smooth(ms(10), ms(510)), ms(110));
-        assert_eq!(smooth(ms(110), ms(10)), ms(90));
     }
 
     #[test]
