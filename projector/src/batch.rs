@@ -5,6 +5,8 @@
 //! stored in the sink at assignment), and `next` is one past the last offset the batch covers.
 //! A record below a partition's position (redelivered after a seek) is skipped, never written
 //! twice in one chain. Pure logic: no I/O.
+//!
+//! One file: the batcher and its lanes keep one chain invariant and share the tests below.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

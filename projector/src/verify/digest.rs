@@ -5,6 +5,8 @@
 //! events), one 64-bit fingerprint per event id (duplicates are dropped as the sinks drop them,
 //! and `caused` entries are only compared when both ends are inside the compared range), and one
 //! pair of fingerprints per `causedBy` link until [`SideDigest::finish`]. No event is kept.
+//!
+//! One file: the digests and their comparison share their types, and the tests use both.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};

@@ -21,6 +21,8 @@
 //!   by two hex digits), so the markers are unambiguous.
 //! * Integers are Int32 when they fit, else Int64; other numbers are doubles; epoch-ms fields
 //!   and sequences are Int64.
+//!
+//! One file: the encoding and its reverse change together; the round-trip tests check both.
 
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Number, Value};
