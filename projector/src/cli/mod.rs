@@ -426,7 +426,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Produce(args) => produce::run(args).await,
         Command::Project(args) => project::run(args).await,
-        Command::Rebuild(args) => rebuild::run(args).await,
+        Command::Rebuild(args) => match args.project.db.target {
+            Target::Postgres => rebuild::run(args).await,
+            Target::Mongo => rebuild_mongo::run(args).await,
+        },
         Command::Events(args) => events::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,

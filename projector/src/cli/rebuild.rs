@@ -301,16 +301,9 @@ pub(super) fn keep_old_text(keep_old: bool, suffix: &str) -> String {
     }
 }
 
-/// Runs the rebuild until the swap (exit 0), an interruption (130: run again to continue) or
-/// an error.
+/// Runs the PostgreSQL rebuild until the swap (exit 0), an interruption (130: run again to
+/// continue) or an error.
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    match args.project.db.target {
-        super::Target::Postgres => run_postgres(args).await,
-        super::Target::Mongo => super::rebuild_mongo::run(args).await,
-    }
-}
-
-async fn run_postgres(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let p = &args.project;
     let options: PgConnectOptions = p
         .db

@@ -30,6 +30,8 @@ const LOCK_SETTLE: Duration = Duration::from_secs(1);
 /// ends quickly.
 const MIN_BATCH: usize = 0;
 
+/// Runs the MongoDB rebuild until the swap (exit 0), an interruption (130: run again to
+/// continue) or an error.
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let p = &args.project;
     let database = &p.db.store.mongodb_database;
