@@ -17,9 +17,9 @@
 //! * fenced: the batch is dropped and the consumer reloads offsets and seeks;
 //! * timed out: the store is up but too slow for a batch this large: the batch is written
 //!   again in halves, and the writers keep later batches under a record limit
-//!   ([`WriteLimit`]) that halves whenever a write times out or takes over half the sink's
-//!   command timeout, and doubles back while writes are fast, so a slow store still sees
-//!   progress instead of the same batch timing out for ever;
+//!   ([`WriteLimit`]) that halves whenever a write times out and doubles back while writes
+//!   take under half the sink's command timeout, so a slow store still sees progress instead
+//!   of the same batch timing out for ever;
 //! * fatal: the projector stops.
 
 use std::sync::Arc;
@@ -55,15 +55,16 @@ pub(crate) struct Writer<S> {
 
 /// The most records the writers put into one store write while the store is slow.
 ///
-/// Unlimited until a write times out or takes over half of the sink's command timeout; then
-/// half of that write's records. A write of over half the limit that takes under an eighth of
-/// the timeout doubles the limit again, until it reaches the largest batch the consumer cuts
-/// and so binds nothing.
+/// Unlimited until a write times out; then half of that write's records. A write of over half
+/// the limit that takes under half of the sink's command timeout (the timeout bounds each
+/// command, and a write is several) doubles the limit again, until it reaches the largest
+/// batch the consumer cuts and so binds nothing. A write that is slow but within the timeout
+/// does not lower the limit: a write's fixed costs (its reads) do not shrink with its size.
 #[derive(Debug)]
 pub(crate) struct WriteLimit {
     /// 0: no limit.
     records: AtomicUsize,
-    /// The sink's command timeout; without one, only timeouts set the limit.
+    /// The sink's command timeout; without one, the limit never grows back.
     timeout: Option<Duration>,
     /// The most records the consumer puts in a batch.
     batch_max: usize,
@@ -91,7 +92,7 @@ impl WriteLimit {
         len > 1 && self.records().is_some_and(|limit| len > limit)
     }
 
-    /// A write of `len` records timed out, or came close: later writes take half as many.
+    /// A write of `len` records timed out: later writes take half as many.
     fn shrink(&self, len: usize) -> usize {
         let limit = (len / 2).max(1);
         let _ = self
@@ -106,18 +107,13 @@ impl WriteLimit {
         self.records().unwrap_or(limit)
     }
 
-    /// A write of `len` records took `elapsed`: shrink when it came near the timeout, grow
-    /// when it was at the limit and fast. Returns the new limit when it changed.
+    /// A write of `len` records took `elapsed`: grow when it was near the limit and well
+    /// inside the timeout. Returns the new limit when it changed.
     fn wrote(&self, len: usize, elapsed: Duration) -> Option<Option<usize>> {
         let timeout = self.timeout?;
-        if elapsed > timeout / 2 && len > 1 {
-            let before = self.records();
-            let after = self.shrink(len);
-            return (before != Some(after)).then_some(Some(after));
-        }
         let limit = self.records()?;
         // Pieces of a batch halved down to the limit hold between half of it and all of it.
-        if elapsed < timeout / 8 && len.saturating_mul(2) > limit {
+        if elapsed < timeout / 2 && len.saturating_mul(2) > limit {
             let grown = limit.saturating_mul(2);
             let next = if grown >= self.batch_max { 0 } else { grown };
             if self
@@ -267,6 +263,9 @@ impl<S: Sink> Writer<S> {
                 .inc();
             match class {
                 ErrorClass::TimedOut if len > 1 => {
+                    if self.shutdown.is_cancelled() {
+                        return Ok(Attempt::Abandoned);
+                    }
                     let limit = self.limit.shrink(len);
                     self.report_limit(Some(limit), len, started.elapsed());
                     let (a, b) = batch.split();

@@ -106,7 +106,7 @@ async fn the_mongo_server_restarting_mid_run_loses_nothing() -> anyhow::Result<(
 }
 
 /// A server that takes a command and never answers must not hold a writer for ever: with
-/// the server frozen mid-run, the command timeout fails the batch as transient, so a stop
+/// the server frozen mid-run, the command timeout fails the batch as timed out, so a stop
 /// request is honoured while the server is still frozen. Thawed, a new projector finishes the
 /// topic and the store equals it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -149,5 +149,51 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     mongo::wait_caught_up(&db, &topic.name, &group, 3, CATCH_UP).await?;
     p.stop().await?;
     mongo::assert_store_equals(&db, &published).await?;
+    Ok(())
+}
+
+/// A store that is up but too slow for whole batches within the command timeout still drains
+/// the topic: each batch that times out is written again in halves and later writes stay under
+/// the record limit, instead of the same large batch timing out for ever. The store ends equal
+/// to the topic (parts of a timed-out batch may have been applied before the timeout, and are
+/// applied again idempotently), and the limit the writers settled on is exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_too_slow_for_whole_batches_gets_them_in_halves_and_the_topic_drains()
+-> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let topic = TestTopic::create(1).await?;
+    let m = TestMongo::create().await?;
+    let db = m.database();
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(1500, 40, 47);
+    let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
+    let mut cfg = config(&topic.name, &group);
+    // One batch for the whole topic, and a command timeout that batch cannot meet but a few
+    // hundred records can: FerretDB inserts the 1,500 events with their indexes in seconds.
+    cfg.batch_max_records = 5000;
+    cfg.batch_max_latency = Duration::from_secs(2);
+    let timeout = Duration::from_secs(1);
+    let sink = MongoSink::from_database(db.clone(), &group, true).with_command_timeout(timeout);
+    mongo::ensure_indexes(&sink).await?;
+    let projector = xclog_projector::Projector::new(cfg, sink)?;
+    let metrics = projector.metrics();
+    let token = xclog_projector::CancellationToken::new();
+    let task = tokio::spawn(projector.run(token.clone()));
+
+    mongo::wait_caught_up(&db, &topic.name, &group, 1, CATCH_UP).await?;
+    let exported = metrics.encode();
+    token.cancel();
+    task.await??;
+    mongo::assert_store_equals(&db, &published).await?;
+    let timed_out = exported
+        .lines()
+        .find(|l| l.starts_with("xclog_projector_write_errors_total{kind=\"timed-out\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        timed_out >= 1,
+        "the whole batch timed out at least once:\n{exported}"
+    );
     Ok(())
 }

@@ -205,7 +205,10 @@ where
     loop {
         match attempt().await {
             Ok(()) => return Ok(()),
-            Err(error) if error.class() == ErrorClass::Transient && Instant::now() < deadline => {
+            Err(error)
+                if matches!(error.class(), ErrorClass::Transient | ErrorClass::TimedOut)
+                    && Instant::now() < deadline =>
+            {
                 tracing::warn!(error = %error, step, "store not reachable yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(PREPARE_BACKOFF_MAX);

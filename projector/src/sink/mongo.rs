@@ -214,6 +214,10 @@ impl Sink for MongoSink {
         "mongodb"
     }
 
+    fn command_timeout(&self) -> Option<Duration> {
+        Some(self.command_timeout)
+    }
+
     async fn load_offsets(
         &self,
         topic: &str,

@@ -26,7 +26,9 @@ pub async fn ensure_indexes(sink: &MongoSink) -> anyhow::Result<()> {
     wait_until(Duration::from_secs(60), "MongoDB indexes", || async {
         match sink.ensure_indexes().await {
             Ok(()) => Ok(Some(())),
-            Err(e) if e.class() == ErrorClass::Transient => Err(e.into()),
+            Err(e) if matches!(e.class(), ErrorClass::Transient | ErrorClass::TimedOut) => {
+                Err(e.into())
+            }
             Err(e) => Err(anyhow::Error::from(e).context("fatal")),
         }
     })

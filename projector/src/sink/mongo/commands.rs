@@ -16,9 +16,10 @@ const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 impl MongoSink {
     /// Runs one command of the write path, bounded by the command timeout: a server that
-    /// accepted the command and never answers (a stalled FerretDB, a frozen host) fails the
-    /// batch as a transient error instead of holding its writer for ever. Dropping the
-    /// operation closes its connection, so a late reply is never read as another's.
+    /// accepted the command and never answers (a stalled FerretDB, a frozen host, a store too
+    /// slow for a batch this large) fails the batch as timed out instead of holding its writer
+    /// for ever; the writer then writes it in smaller parts. Dropping the operation closes its
+    /// connection, so a late reply is never read as another's.
     pub(super) async fn bounded<T>(
         &self,
         ctx: &'static str,
@@ -26,13 +27,9 @@ impl MongoSink {
     ) -> Result<T, SinkError> {
         match tokio::time::timeout(self.command_timeout, op).await {
             Ok(result) => result,
-            Err(_) => Err(SinkError::Transient {
+            Err(_) => Err(SinkError::TimedOut {
                 context: ctx,
-                source: format!(
-                    "no reply from the server within {} ms (the command timeout)",
-                    self.command_timeout.as_millis()
-                )
-                .into(),
+                after: self.command_timeout,
             }),
         }
     }
