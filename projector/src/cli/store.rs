@@ -60,9 +60,6 @@ impl EventStore for Store {
     async fn events_caused_by(&self, id: &str) -> Result<Vec<StoredEvent>, ReadError> {
         both!(self, r => r.events_caused_by(id))
     }
-    async fn events_that_caused(&self, id: &str) -> Result<Vec<StoredEvent>, ReadError> {
-        both!(self, r => r.events_that_caused(id))
-    }
     async fn effect_ids(&self, ids: &[String]) -> Result<Vec<(String, String)>, ReadError> {
         both!(self, r => r.effect_ids(ids))
     }

@@ -10,6 +10,7 @@
 //! Stores implement the primitives ([`EventStore`], [`SnapshotStore`]); the trace algorithm is
 //! written once, here, for all of them.
 
+mod cursor;
 pub mod mongo;
 pub mod postgres;
 mod trace;
@@ -145,7 +146,14 @@ pub trait EventStore: Send + Sync {
     fn events_that_caused(
         &self,
         id: &str,
-    ) -> impl Future<Output = Result<Vec<StoredEvent>, ReadError>> + Send;
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, ReadError>> + Send {
+        async move {
+            let Some(event) = self.event(id).await? else {
+                return Ok(Vec::new());
+            };
+            self.events_by_ids(&event.event.caused_by).await
+        }
+    }
 
     /// Ids of the effects of each of `ids`, as `(cause, effect)` pairs (for traces).
     fn effect_ids(

@@ -11,6 +11,7 @@ use mongodb::options::FindOptions;
 use mongodb::{Collection, Database};
 use xclog_schema::InstanceSnapshot;
 
+use super::cursor::{log_cursor, page_of, parse_log_cursor, parse_time_cursor, time_cursor};
 use super::{EventPage, EventStore, Page, ReadError, SnapshotPage, SnapshotStore, StoredEvent};
 use crate::sink::mongo::{EVENTS, SNAPSHOTS, document};
 
@@ -96,63 +97,6 @@ pub fn stored_event(d: &Document) -> Result<StoredEvent, ReadError> {
         event,
         source: document::source_from_document(d),
     })
-}
-
-fn time_cursor(e: &StoredEvent) -> String {
-    format!("t:{}:{}", e.event.persisted_at, e.event.id)
-}
-
-fn parse_time_cursor(c: &str) -> Result<(i64, String), ReadError> {
-    let bad = |reason| ReadError::BadCursor {
-        cursor: c.to_owned(),
-        reason,
-    };
-    let rest = c
-        .strip_prefix("t:")
-        .ok_or_else(|| bad("not a time-ordered cursor"))?;
-    let (at, id) = rest.split_once(':').ok_or_else(|| bad("missing id"))?;
-    let at = at.parse().map_err(|_| bad("time is not a number"))?;
-    Ok((at, id.to_owned()))
-}
-
-fn log_cursor(e: &StoredEvent) -> String {
-    let offset = e.source.as_ref().map_or(-1, |s| s.offset);
-    format!("o:{offset}:{}:{}", e.event.persisted_at, e.event.id)
-}
-
-fn parse_log_cursor(c: &str) -> Result<(i64, i64, String), ReadError> {
-    let bad = |reason| ReadError::BadCursor {
-        cursor: c.to_owned(),
-        reason,
-    };
-    let rest = c
-        .strip_prefix("o:")
-        .ok_or_else(|| bad("not a log-ordered cursor"))?;
-    let mut parts = rest.splitn(3, ':');
-    let offset = parts
-        .next()
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| bad("offset is not a number"))?;
-    let at = parts
-        .next()
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| bad("time is not a number"))?;
-    let id = parts.next().ok_or_else(|| bad("missing id"))?;
-    Ok((offset, at, id.to_owned()))
-}
-
-fn page_of(
-    mut events: Vec<StoredEvent>,
-    limit: i64,
-    cursor: fn(&StoredEvent) -> String,
-) -> EventPage {
-    let next = if events.len() as i64 > limit {
-        events.truncate(limit as usize);
-        events.last().map(cursor)
-    } else {
-        None
-    };
-    EventPage { events, next }
 }
 
 /// Keyset condition "after (persistedAt, _id)".
@@ -248,13 +192,6 @@ impl EventStore for MongoReader {
         .await
     }
 
-    async fn events_that_caused(&self, id: &str) -> Result<Vec<StoredEvent>, ReadError> {
-        let Some(event) = self.event(id).await? else {
-            return Ok(Vec::new());
-        };
-        self.events_by_ids(&event.event.caused_by).await
-    }
-
     async fn effect_ids(&self, ids: &[String]) -> Result<Vec<(String, String)>, ReadError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -324,26 +261,5 @@ impl SnapshotStore for MongoReader {
             None
         };
         Ok(SnapshotPage { snapshots, next })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_foreign_cursors_are_refused() {
-        assert_eq!(
-            parse_time_cursor("t:12:a:b").unwrap(),
-            (12, "a:b".to_owned())
-        );
-        assert_eq!(
-            parse_log_cursor("o:-1:12:x:y").unwrap(),
-            (-1, 12, "x:y".to_owned())
-        );
-        assert!(matches!(
-            parse_time_cursor("o:1:2:x"),
-            Err(ReadError::BadCursor { .. })
-        ));
     }
 }

@@ -4,6 +4,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use xclog_schema::{FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent};
 
+use super::cursor::{log_cursor, page_of, parse_log_cursor, parse_time_cursor, time_cursor};
 use super::{EventPage, EventStore, Page, ReadError, SnapshotPage, SnapshotStore, StoredEvent};
 use crate::sink::SourcePosition;
 
@@ -95,62 +96,6 @@ fn store(e: sqlx::Error) -> ReadError {
     ReadError::Store(Box::new(e))
 }
 
-/// Time-ordered cursor: `t:<persisted_at>:<id>`.
-fn time_cursor(e: &StoredEvent) -> String {
-    format!("t:{}:{}", e.event.persisted_at, e.event.id)
-}
-
-fn parse_time_cursor(c: &str) -> Result<(i64, String), ReadError> {
-    let bad = |reason| ReadError::BadCursor {
-        cursor: c.to_owned(),
-        reason,
-    };
-    let rest = c
-        .strip_prefix("t:")
-        .ok_or_else(|| bad("not a time-ordered cursor"))?;
-    let (at, id) = rest.split_once(':').ok_or_else(|| bad("missing id"))?;
-    let at = at.parse().map_err(|_| bad("time is not a number"))?;
-    Ok((at, id.to_owned()))
-}
-
-/// Log-ordered cursor: `o:<offset or -1>:<persisted_at>:<id>`.
-fn log_cursor(e: &StoredEvent) -> String {
-    let offset = e.source.as_ref().map_or(-1, |s| s.offset);
-    format!("o:{offset}:{}:{}", e.event.persisted_at, e.event.id)
-}
-
-fn parse_log_cursor(c: &str) -> Result<(i64, i64, String), ReadError> {
-    let bad = |reason| ReadError::BadCursor {
-        cursor: c.to_owned(),
-        reason,
-    };
-    let rest = c
-        .strip_prefix("o:")
-        .ok_or_else(|| bad("not a log-ordered cursor"))?;
-    let mut parts = rest.splitn(3, ':');
-    let offset = parts
-        .next()
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| bad("offset is not a number"))?;
-    let at = parts
-        .next()
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| bad("time is not a number"))?;
-    let id = parts.next().ok_or_else(|| bad("missing id"))?;
-    Ok((offset, at, id.to_owned()))
-}
-
-fn page_of(rows: Vec<EventRow>, limit: i64, cursor: fn(&StoredEvent) -> String) -> EventPage {
-    let mut events: Vec<StoredEvent> = rows.into_iter().map(StoredEvent::from).collect();
-    let next = if events.len() as i64 > limit {
-        events.truncate(limit as usize);
-        events.last().map(cursor)
-    } else {
-        None
-    };
-    EventPage { events, next }
-}
-
 impl PgReader {
     /// Events projected from `topic`, ordered by instance then log order, a page at a time
     /// after the keyset `(instance_id, source_offset, id)` of the previous page's last event
@@ -236,7 +181,11 @@ impl EventStore for PgReader {
             .fetch_all(&self.pool)
             .await
             .map_err(store)?;
-        Ok(page_of(rows, limit, log_cursor))
+        Ok(page_of(
+            rows.into_iter().map(StoredEvent::from).collect(),
+            limit,
+            log_cursor,
+        ))
     }
 
     async fn events_in_time_range(
@@ -264,7 +213,11 @@ impl EventStore for PgReader {
             .fetch_all(&self.pool)
             .await
             .map_err(store)?;
-        Ok(page_of(rows, limit, time_cursor))
+        Ok(page_of(
+            rows.into_iter().map(StoredEvent::from).collect(),
+            limit,
+            time_cursor,
+        ))
     }
 
     async fn list_events(&self, page: &Page) -> Result<EventPage, ReadError> {
@@ -283,13 +236,6 @@ impl EventStore for PgReader {
             .await
             .map_err(store)?;
         Ok(rows.into_iter().map(StoredEvent::from).collect())
-    }
-
-    async fn events_that_caused(&self, id: &str) -> Result<Vec<StoredEvent>, ReadError> {
-        let Some(event) = self.event(id).await? else {
-            return Ok(Vec::new());
-        };
-        self.events_by_ids(&event.event.caused_by).await
     }
 
     async fn effect_ids(&self, ids: &[String]) -> Result<Vec<(String, String)>, ReadError> {
@@ -410,30 +356,5 @@ impl SnapshotStore for PgReader {
             None
         };
         Ok(SnapshotPage { snapshots, next })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_foreign_cursors_are_refused() {
-        assert_eq!(
-            parse_time_cursor("t:12:a:b").unwrap(),
-            (12, "a:b".to_owned())
-        );
-        assert_eq!(
-            parse_log_cursor("o:-1:12:x:y").unwrap(),
-            (-1, 12, "x:y".to_owned())
-        );
-        assert!(matches!(
-            parse_time_cursor("o:1:2:x"),
-            Err(ReadError::BadCursor { .. })
-        ));
-        assert!(matches!(
-            parse_log_cursor("o:one:2:x"),
-            Err(ReadError::BadCursor { .. })
-        ));
     }
 }

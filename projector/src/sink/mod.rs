@@ -137,8 +137,8 @@ pub const INDEX_KEY_MAX_BYTES: usize = 1300;
 /// Why a store would refuse one of the record's index keys ([`INDEX_KEY_MAX_BYTES`]), checked
 /// by both sinks before writing, so such a record is dead-lettered instead of failing batches.
 pub(crate) fn check_index_keys(record: &Record) -> Result<(), String> {
-    fn key(field: &str, s: &str) -> Result<(), String> {
-        if s.len() > INDEX_KEY_MAX_BYTES {
+    each_key_text(record, |field, s, indexed| {
+        if indexed && s.len() > INDEX_KEY_MAX_BYTES {
             Err(format!(
                 "{field} is {} bytes long; the stores index it and take at most \
                  {INDEX_KEY_MAX_BYTES} bytes",
@@ -147,30 +147,81 @@ pub(crate) fn check_index_keys(record: &Record) -> Result<(), String> {
         } else {
             Ok(())
         }
-    }
+    })
+}
+
+/// Visits the text fields both stores keep as plain text and query by (`visit(field, value,
+/// indexed)`), stopping at the first error: ids, names, states, `causedBy` entries, the optional
+/// component names, a snapshot's last event id; `indexed` for those that are btree index keys.
+pub(crate) fn each_key_text(
+    record: &Record,
+    mut visit: impl FnMut(&str, &str, bool) -> Result<(), String>,
+) -> Result<(), String> {
     match record {
         Record::Event(e) => {
-            for (f, s) in [
-                ("id", &e.id),
-                ("instanceId", &e.instance_id),
-                ("machineName", &e.machine_name),
-                ("componentName", &e.component_name),
-                ("stateBefore", &e.state_before),
-                ("stateAfter", &e.state_after),
+            for (f, s, indexed) in [
+                ("id", &e.id, true),
+                ("instanceId", &e.instance_id, true),
+                ("machineName", &e.machine_name, true),
+                ("componentName", &e.component_name, true),
+                ("event.type", &e.event.event_type, false),
+                ("stateBefore", &e.state_before, true),
+                ("stateAfter", &e.state_after, true),
             ] {
-                key(f, s)?;
+                visit(f, s, indexed)?;
             }
-            e.caused_by
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, p)| key(&format!("causedBy[{i}]"), p))
+            for (i, p) in e.caused_by.iter().enumerate() {
+                visit(&format!("causedBy[{i}]"), p, true)?;
+            }
+            for (f, s) in [
+                ("sourceComponentName", &e.source_component_name),
+                ("targetComponentName", &e.target_component_name),
+            ] {
+                if let Some(s) = s {
+                    visit(f, s, false)?;
+                }
+            }
+            Ok(())
         }
         Record::Snapshot(s) => {
-            key("instance.id", &s.instance.id)?;
-            key("instance.machineName", &s.instance.machine_name)?;
-            key("instance.currentState", &s.instance.current_state)
+            for (f, v, indexed) in [
+                ("instance.id", &s.instance.id, true),
+                ("instance.machineName", &s.instance.machine_name, true),
+                ("instance.currentState", &s.instance.current_state, true),
+                ("lastEventId", &s.last_event_id, false),
+            ] {
+                visit(f, v, indexed)?;
+            }
+            Ok(())
         }
-        Record::SnapshotDeletion(d) => key("instanceId", &d.instance_id),
+        Record::SnapshotDeletion(d) => visit("instanceId", &d.instance_id, true),
+    }
+}
+
+/// Why a record lacks an id its store keys it by: an event's id, a snapshot's or a
+/// deletion's instance id.
+pub(crate) fn check_required_ids(record: &Record) -> Result<(), String> {
+    let missing = match record {
+        Record::Event(e) => e.id.is_empty().then_some("event id is empty"),
+        Record::Snapshot(s) => s
+            .instance
+            .id
+            .is_empty()
+            .then_some("snapshot instance.id is empty"),
+        Record::SnapshotDeletion(d) => d
+            .instance_id
+            .is_empty()
+            .then_some("snapshot deletion instanceId is empty"),
+    };
+    missing.map_or(Ok(()), |m| Err(m.to_owned()))
+}
+
+/// A record's per-instance sequence, if it has one.
+pub(crate) fn record_sequence(record: &Record) -> Option<u64> {
+    match record {
+        Record::Event(e) => e.sequence,
+        Record::Snapshot(s) => s.sequence,
+        Record::SnapshotDeletion(d) => d.sequence,
     }
 }
 

@@ -464,8 +464,7 @@ async fn a_batch_the_store_cannot_write_within_the_timeout_is_written_in_halves_
 }
 
 #[tokio::test(start_paused = true)]
-async fn once_writes_take_under_half_the_timeout_the_limit_doubles_back_until_batches_are_whole()
- {
+async fn once_writes_take_under_half_the_timeout_the_limit_doubles_back_until_batches_are_whole() {
     let h = Harness::new();
     h.store.state().per_record = Duration::from_millis(100);
     h.writer.commit(h.batch(0..400)).await.expect("commits");

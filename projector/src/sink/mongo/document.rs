@@ -530,7 +530,13 @@ fn size_bound(value: &Value) -> usize {
 /// Payload content never fails here: it is encoded losslessly (see the module docs).
 pub fn check(record: &Record) -> Result<(), String> {
     crate::sink::check_index_keys(record)?;
-    fn plain(field: &str, s: &str) -> Result<(), String> {
+    crate::sink::check_required_ids(record)?;
+    if let Record::Event(e) = record
+        && e.instance_id.is_empty()
+    {
+        return Err("event instanceId is empty".to_owned());
+    }
+    crate::sink::each_key_text(record, |field, s, _| {
         if s.contains('\0') {
             Err(format!(
                 "{field} contains a NUL character; ids, names and states must be plain text in MongoDB"
@@ -538,46 +544,16 @@ pub fn check(record: &Record) -> Result<(), String> {
         } else {
             Ok(())
         }
-    }
-    fn sequence(s: Option<u64>) -> Result<(), String> {
-        match s {
-            Some(s) if i64::try_from(s).is_err() => Err(format!(
-                "sequence {s} exceeds the signed 64-bit integer range of BSON"
-            )),
-            _ => Ok(()),
-        }
+    })?;
+    if let Some(s) = crate::sink::record_sequence(record)
+        && i64::try_from(s).is_err()
+    {
+        return Err(format!(
+            "sequence {s} exceeds the signed 64-bit integer range of BSON"
+        ));
     }
     let bound = match record {
         Record::Event(e) => {
-            if e.id.is_empty() {
-                return Err("event id is empty".to_owned());
-            }
-            if e.instance_id.is_empty() {
-                return Err("event instanceId is empty".to_owned());
-            }
-            for (f, s) in [
-                ("id", &e.id),
-                ("instanceId", &e.instance_id),
-                ("machineName", &e.machine_name),
-                ("componentName", &e.component_name),
-                ("event.type", &e.event.event_type),
-                ("stateBefore", &e.state_before),
-                ("stateAfter", &e.state_after),
-            ] {
-                plain(f, s)?;
-            }
-            for p in &e.caused_by {
-                plain("causedBy", p)?;
-            }
-            for (f, s) in [
-                ("sourceComponentName", &e.source_component_name),
-                ("targetComponentName", &e.target_component_name),
-            ] {
-                if let Some(s) = s {
-                    plain(f, s)?;
-                }
-            }
-            sequence(e.sequence)?;
             size_bound(&e.event.payload)
                 + e.event
                     .extra
@@ -590,18 +566,6 @@ pub fn check(record: &Record) -> Result<(), String> {
         }
         Record::Snapshot(s) => {
             let i = &s.instance;
-            if i.id.is_empty() {
-                return Err("snapshot instance.id is empty".to_owned());
-            }
-            for (f, v) in [
-                ("instance.id", &i.id),
-                ("instance.machineName", &i.machine_name),
-                ("instance.currentState", &i.current_state),
-                ("lastEventId", &s.last_event_id),
-            ] {
-                plain(f, v)?;
-            }
-            sequence(s.sequence)?;
             size_bound(&i.context)
                 + i.public_member.as_ref().map_or(0, size_bound)
                 + i.internal_member.as_ref().map_or(0, size_bound)
@@ -612,13 +576,7 @@ pub fn check(record: &Record) -> Result<(), String> {
                 })
                 + 2048
         }
-        Record::SnapshotDeletion(d) => {
-            if d.instance_id.is_empty() {
-                return Err("snapshot deletion instanceId is empty".to_owned());
-            }
-            plain("instanceId", &d.instance_id)?;
-            return sequence(d.sequence);
-        }
+        Record::SnapshotDeletion(_) => return Ok(()),
     };
     // Only documents that might be near the limit pay for an exact measurement.
     if bound + 4096 < MAX_DOCUMENT_BYTES {

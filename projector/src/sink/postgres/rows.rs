@@ -225,41 +225,10 @@ pub(crate) fn check(record: &Record) -> Result<(), String> {
             _ => Ok(()),
         }
     }
-    fn seq(s: Option<u64>) -> Result<(), String> {
-        match s {
-            Some(s) if i64::try_from(s).is_err() => Err(format!(
-                "sequence {s} exceeds the BIGINT range of PostgreSQL"
-            )),
-            _ => Ok(()),
-        }
-    }
+    crate::sink::check_required_ids(record)?;
+    crate::sink::each_key_text(record, |field, s, _| text(field, s))?;
     match record {
         Record::Event(e) => {
-            if e.id.is_empty() {
-                return Err("event id is empty".to_owned());
-            }
-            for (f, s) in [
-                ("id", &e.id),
-                ("instanceId", &e.instance_id),
-                ("machineName", &e.machine_name),
-                ("componentName", &e.component_name),
-                ("event.type", &e.event.event_type),
-                ("stateBefore", &e.state_before),
-                ("stateAfter", &e.state_after),
-            ] {
-                text(f, s)?;
-            }
-            for p in &e.caused_by {
-                text("causedBy", p)?;
-            }
-            for (f, s) in [
-                ("sourceComponentName", &e.source_component_name),
-                ("targetComponentName", &e.target_component_name),
-            ] {
-                if let Some(s) = s {
-                    text(f, s)?;
-                }
-            }
             json("event.payload", &e.event.payload)?;
             for (k, v) in &e.event.extra {
                 text("event", k)?;
@@ -268,21 +237,9 @@ pub(crate) fn check(record: &Record) -> Result<(), String> {
             if let Some(v) = &e.public_member_snapshot {
                 json("publicMemberSnapshot", v)?;
             }
-            seq(e.sequence)
         }
         Record::Snapshot(s) => {
             let i = &s.instance;
-            if i.id.is_empty() {
-                return Err("snapshot instance.id is empty".to_owned());
-            }
-            for (f, v) in [
-                ("instance.id", &i.id),
-                ("instance.machineName", &i.machine_name),
-                ("instance.currentState", &i.current_state),
-                ("lastEventId", &s.last_event_id),
-            ] {
-                text(f, v)?;
-            }
             json("instance.context", &i.context)?;
             for (f, v) in [
                 ("instance.publicMember", &i.public_member),
@@ -306,15 +263,14 @@ pub(crate) fn check(record: &Record) -> Result<(), String> {
                     text("pendingTimeouts.eventType", &t.event_type)?;
                 }
             }
-            seq(s.sequence)
         }
-        Record::SnapshotDeletion(d) => {
-            if d.instance_id.is_empty() {
-                return Err("snapshot deletion instanceId is empty".to_owned());
-            }
-            text("instanceId", &d.instance_id)?;
-            seq(d.sequence)
-        }
+        Record::SnapshotDeletion(_) => {}
+    }
+    match crate::sink::record_sequence(record) {
+        Some(s) if i64::try_from(s).is_err() => Err(format!(
+            "sequence {s} exceeds the BIGINT range of PostgreSQL"
+        )),
+        _ => Ok(()),
     }
 }
 
