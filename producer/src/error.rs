@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::producer::Position;
+use crate::position::Position;
 
 /// What the caller should do after an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

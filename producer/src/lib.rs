@@ -25,6 +25,7 @@
 mod config;
 pub mod connection;
 mod error;
+mod position;
 mod producer;
 mod sequence;
 mod snapshot;
@@ -36,7 +37,8 @@ pub use config::{
     Secret, Security, TlsConfig,
 };
 pub use error::{Error, NextMove};
-pub use producer::{PendingAck, Position, Producer};
+pub use position::Position;
+pub use producer::{PendingAck, Producer};
 pub use sequence::SequenceAssigner;
 pub use snapshot::{DEFAULT_SNAPSHOT_INTERVAL, SnapshotPolicy};
 pub use topic::{EnsuredTopic, Retention, TopicSpec, ensure_topic};

@@ -30,15 +30,7 @@ use xclog_schema::{Encoding, InstanceSnapshot, PersistedEvent, Record, SnapshotD
 use crate::config::ProducerConfig;
 use crate::connection::{WatchedContext, create_error, fetch_metadata};
 use crate::error::Error;
-
-/// Where an acknowledged record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Position {
-    /// Partition of the topic.
-    pub partition: i32,
-    /// Offset within the partition.
-    pub offset: i64,
-}
+use crate::position::Position;
 
 type Client = FutureProducer<WatchedContext>;
 

@@ -14,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use xclog_schema::{FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent};
 
 use crate::error::Error;
-use crate::producer::{Position, Producer};
+use crate::position::Position;
+use crate::producer::Producer;
 
 /// xcomponent-ai's default `snapshotInterval`.
 pub const DEFAULT_SNAPSHOT_INTERVAL: NonZeroU32 = NonZeroU32::new(10).expect("10 is not zero");
