@@ -544,6 +544,32 @@ impl Rng {
     }
 }
 
+/// An `Order` event `id` of instance `instance` with parents `parents`, persisted at `at`: the
+/// event fixture of the projector tests of both stores.
+pub fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> xclog_schema::PersistedEvent {
+    xclog_schema::PersistedEvent {
+        id: id.to_owned(),
+        instance_id: instance.to_owned(),
+        machine_name: "Order".to_owned(),
+        component_name: "OrderComponent".to_owned(),
+        event: xclog_schema::FsmEvent {
+            event_type: "SUBMIT".to_owned(),
+            payload: serde_json::json!({"orderId": id}),
+            timestamp: Some(at),
+            extra: Default::default(),
+        },
+        state_before: "Draft".to_owned(),
+        state_after: "Submitted".to_owned(),
+        persisted_at: at,
+        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
+        caused: vec![],
+        source_component_name: None,
+        target_component_name: None,
+        public_member_snapshot: None,
+        sequence: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

@@ -2,6 +2,11 @@
 //! with SIGKILL at random points, the server restarted mid-run, and the server frozen mid-batch
 //! (FerretDB with SIGSTOP on the native stack, the MongoDB container paused on containers:
 //! `xclog_tests::services`). After recovery the store equals the topic, document for document.
+//!
+//! The tests of this file run one at a time (`#[serial]`): they share one server and one
+//! restarts it, so each catch-up deadline measures that test's own recovery only. (The sink
+//! sends no statement of an unordered command that can fail, which FerretDB 1.24 would end
+//! there: docs/DESIGN.md, "FerretDB 1.24: the rules the sink follows".)
 
 mod projector_mongo_support;
 mod projector_pg_support;
@@ -11,19 +16,14 @@ use std::time::Duration;
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use projector_mongo_support as mongo;
-use projector_pg_support::{Rng, config, producer, publish, workload, xclog_binary};
+use projector_pg_support::{SigkillRun, config, producer, publish, workload, xclog_binary};
+use serial_test::serial;
 use xclog_projector::sink::mongo::MongoSink;
 use xclog_schema::Encoding;
 use xclog_tests::{Service, TestMongo, TestTopic, services, unique_suffix, wait_until};
 
 /// Deadline of each catch-up: FerretDB 1.24 takes about 50-70 events/s on 2 cores (docs/DESIGN.md).
 const CATCH_UP: Duration = Duration::from_secs(300);
-
-/// The tests of this file run one at a time: they share one server and one restarts it, so
-/// each catch-up deadline measures that test's own recovery only. (The sink sends no statement
-/// of an unordered command that can fail, which FerretDB 1.24 would end there: docs/DESIGN.md,
-/// "FerretDB 1.24: the rules the sink follows".)
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn stored_events(db: &Database) -> u64 {
     db.collection::<Document>("events")
@@ -33,56 +33,35 @@ async fn stored_events(db: &Database) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[serial]
 async fn sigkill_at_random_points_then_a_restart_leaves_the_store_equal_to_the_topic()
 -> anyhow::Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let bin = xclog_binary()?;
     let topic = TestTopic::create(4).await?;
     let m = TestMongo::create().await?;
     let db = m.database();
     let group = format!("g-{}", unique_suffix());
-    let producer = producer()?;
-    let records = workload(3000, 60, 31);
-    let chunks: Vec<Vec<xclog_schema::Record>> = records.chunks(600).map(<[_]>::to_vec).collect();
-    let mut published = Vec::new();
-    let mut rng = Rng::from_time();
-    const KILLS: usize = 4;
-    for round in 0..KILLS {
-        let mut child = mongo::spawn_binary(&bin, &topic.name, &group, &m.uri, &m.name)?;
-        if let Some(chunk) = chunks.get(round) {
-            published.extend(publish(&producer, &topic.name, chunk, Encoding::Protobuf).await?);
-        }
-        let before = stored_events(&db).await;
-        wait_until(CATCH_UP, "the projector to store something", || {
-            let db = db.clone();
-            async move { Ok((stored_events(&db).await > before).then_some(())) }
-        })
+    let run = SigkillRun {
+        topic: &topic.name,
+        records: workload(3000, 60, 31),
+        chunk_len: 600,
+        kills: 4,
+        catch_up: CATCH_UP,
+    };
+    let published = run
+        .run(
+            || mongo::spawn_binary(&bin, &topic.name, &group, &m.uri, &m.name),
+            async || stored_events(&db).await,
+            async || mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await,
+        )
         .await?;
-        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
-        child.kill()?; // SIGKILL
-        child.wait()?;
-    }
-    for chunk in chunks.iter().skip(KILLS) {
-        published.extend(publish(&producer, &topic.name, chunk, Encoding::Json).await?);
-    }
-    let mut child = mongo::spawn_binary(&bin, &topic.name, &group, &m.uri, &m.name)?;
-    let caught_up = mongo::wait_caught_up(&db, &topic.name, &group, 4, CATCH_UP).await;
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let status = child.wait()?;
-    caught_up?;
-    assert!(
-        status.success(),
-        "xclog project exited with {status} after SIGTERM"
-    );
     mongo::assert_store_equals(&db, &published).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[serial]
 async fn the_mongo_server_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let topic = TestTopic::create(3).await?;
     let m = TestMongo::create().await?;
     let db = m.database();
@@ -110,9 +89,9 @@ async fn the_mongo_server_restarting_mid_run_loses_nothing() -> anyhow::Result<(
 /// request is honoured while the server is still frozen. Thawed, a new projector finishes the
 /// topic and the store equals it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[serial]
 async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -> anyhow::Result<()>
 {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let topic = TestTopic::create(3).await?;
     let m = TestMongo::create().await?;
     let db = m.database();
@@ -133,7 +112,8 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
     .await?;
 
     let frozen = services::freeze(Service::Mongo).await?;
-    // Let the writer's next command go out and wait on the frozen server.
+    // Let the writer's next command go out and wait on the frozen server (a command waiting on
+    // a frozen server shows nowhere to await it).
     tokio::time::sleep(Duration::from_secs(1)).await;
     frozen_run.token.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(30), frozen_run.task).await;
@@ -158,9 +138,9 @@ async fn a_frozen_server_times_out_the_command_and_the_projector_still_stops() -
 /// to the topic (parts of a timed-out batch may have been applied before the timeout, and are
 /// applied again idempotently), and the limit the writers settled on is exported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[serial]
 async fn a_store_too_slow_for_whole_batches_gets_them_in_halves_and_the_topic_drains()
 -> anyhow::Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let topic = TestTopic::create(1).await?;
     let m = TestMongo::create().await?;
     let db = m.database();

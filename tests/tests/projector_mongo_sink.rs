@@ -11,32 +11,15 @@ use xclog_projector::sink::mongo::MongoSink;
 use xclog_projector::sink::{
     ErrorClass, OffsetAdvance, Sink, SinkRecord, SourcePosition, WriteBatch,
 };
-use xclog_schema::{
-    FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent, Record,
-};
+use xclog_schema::{FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent, Record};
 use xclog_tests::TestMongo;
 
+/// An event whose state after names it (`S-<id>`), so an instance's current state shows
+/// which of its events it came from.
 fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
     PersistedEvent {
-        id: id.into(),
-        instance_id: instance.into(),
-        machine_name: "Order".into(),
-        component_name: "Shop".into(),
-        event: FsmEvent {
-            event_type: "SUBMIT".into(),
-            payload: json!({"orderId": id}),
-            timestamp: Some(at),
-            extra: Default::default(),
-        },
-        state_before: "Draft".into(),
         state_after: format!("S-{id}"),
-        persisted_at: at,
-        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
-        caused: vec![],
-        source_component_name: None,
-        target_component_name: None,
-        public_member_snapshot: None,
-        sequence: None,
+        ..xclog_tests::event(id, instance, parents, at)
     }
 }
 

@@ -11,13 +11,6 @@ use xclog_tests::{Service, TestPg, TestTopic, services, unique_suffix, wait_unti
 
 const CATCH_UP: Duration = Duration::from_secs(180);
 
-async fn stored_events(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM fsm_events")
-        .fetch_one(pool)
-        .await
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarting_mid_run_loses_nothing() -> anyhow::Result<()> {
     let topic = TestTopic::create(3).await?;

@@ -11,31 +11,13 @@ use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::sink::{
     ErrorClass, OffsetAdvance, Sink, SinkRecord, SourcePosition, WriteBatch,
 };
-use xclog_schema::{FsmEvent, PersistedEvent, Record};
+use xclog_schema::{PersistedEvent, Record};
 use xclog_tests::TestPg;
 
+/// An event alone in an instance of its own (`inst-<id>`).
 fn event(id: String, parents: Vec<String>, at: i64) -> PersistedEvent {
-    PersistedEvent {
-        instance_id: format!("inst-{id}"),
-        id,
-        machine_name: "M".into(),
-        component_name: "C".into(),
-        event: FsmEvent {
-            event_type: "E".into(),
-            payload: json!({}),
-            timestamp: None,
-            extra: Default::default(),
-        },
-        state_before: "a".into(),
-        state_after: "b".into(),
-        persisted_at: at,
-        caused_by: parents,
-        caused: vec![],
-        source_component_name: None,
-        target_component_name: None,
-        public_member_snapshot: None,
-        sequence: None,
-    }
+    let parents: Vec<&str> = parents.iter().map(String::as_str).collect();
+    projector_pg_support::event(&id, &format!("inst-{id}"), &parents, at)
 }
 
 fn batch(partition: i32, expected: Option<i64>, events: Vec<PersistedEvent>) -> WriteBatch {

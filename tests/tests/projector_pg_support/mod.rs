@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::{CancellationToken, Projector, ProjectorConfig};
 use xclog_schema::{
-    Encoding, FsmEvent, FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent, Record,
+    Encoding, FsmInstance, InstanceSnapshot, InstanceStatus, PersistedEvent, Record,
 };
 use xclog_tests::{brokers, wait_until};
 
@@ -440,33 +440,82 @@ pub fn spawn_binary(
         .context("spawning xclog project")
 }
 
-#[allow(unused_imports)] // each test file uses a subset
-pub use xclog_tests::Rng;
+/// Events in the store's `fsm_events` table (0 while the database does not answer).
+pub async fn stored_events(pool: &PgPool) -> u64 {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM fsm_events")
+        .fetch_one(pool)
+        .await
+        .map_or(0, |n| n.max(0) as u64)
+}
 
-/// An event of instance `instance` with parents `parents`, persisted at `at`.
-pub fn event(id: &str, instance: &str, parents: &[&str], at: i64) -> PersistedEvent {
-    PersistedEvent {
-        id: id.to_owned(),
-        instance_id: instance.to_owned(),
-        machine_name: "Order".to_owned(),
-        component_name: "OrderComponent".to_owned(),
-        event: FsmEvent {
-            event_type: "SUBMIT".to_owned(),
-            payload: json!({"orderId": id}),
-            timestamp: Some(at),
-            extra: Default::default(),
-        },
-        state_before: "Draft".to_owned(),
-        state_after: "Submitted".to_owned(),
-        persisted_at: at,
-        caused_by: parents.iter().map(|p| (*p).to_owned()).collect(),
-        caused: vec![],
-        source_component_name: None,
-        target_component_name: None,
-        public_member_snapshot: None,
-        sequence: None,
+/// A run of `xclog project` killed with SIGKILL at random points, for either store: `records`
+/// are published in chunks of `chunk_len`, one chunk (as protobuf) into each of `kills` lives
+/// of the projector, the rest (as JSON) before a last life that catches up and is stopped with
+/// SIGTERM.
+pub struct SigkillRun<'a> {
+    pub topic: &'a str,
+    pub records: Vec<Record>,
+    pub chunk_len: usize,
+    pub kills: usize,
+    /// Deadline of each wait for progress.
+    pub catch_up: Duration,
+}
+
+impl SigkillRun<'_> {
+    /// Runs the lives, with the store's parts: `spawn` starts `xclog project` against the
+    /// store, `stored_events` counts the events it holds, and `caught_up` waits until the
+    /// projector's stored offsets reach the end of the topic. Returns what was published.
+    pub async fn run(
+        self,
+        spawn: impl Fn() -> anyhow::Result<std::process::Child>,
+        stored_events: impl AsyncFn() -> u64,
+        caught_up: impl AsyncFnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<Published>> {
+        let producer = producer()?;
+        let chunks: Vec<&[Record]> = self.records.chunks(self.chunk_len).collect();
+        let stored_events = &stored_events;
+        let mut published = Vec::new();
+        let mut rng = Rng::from_time();
+        for round in 0..self.kills {
+            // Publish while the projector works, so kills land mid-batch and mid-commit.
+            let mut child = spawn()?;
+            if let Some(chunk) = chunks.get(round) {
+                published.extend(publish(&producer, self.topic, chunk, Encoding::Protobuf).await?);
+            }
+            let before = stored_events().await;
+            // Wait for progress (so each life stores something), then kill at a random moment.
+            wait_until(
+                self.catch_up,
+                "the projector to store something",
+                || async move { Ok((stored_events().await > before).then_some(())) },
+            )
+            .await?;
+            // The kill point is drawn at random on purpose: there is no state to wait for.
+            tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+            child.kill()?; // SIGKILL
+            child.wait()?;
+        }
+        for chunk in chunks.iter().skip(self.kills) {
+            published.extend(publish(&producer, self.topic, chunk, Encoding::Json).await?);
+        }
+        let mut child = spawn()?;
+        let caught_up = caught_up().await;
+        // SIGTERM: graceful stop.
+        let _ = std::process::Command::new("kill")
+            .arg(child.id().to_string())
+            .status();
+        let status = child.wait()?;
+        caught_up?;
+        assert!(
+            status.success(),
+            "xclog project exited with {status} after SIGTERM"
+        );
+        Ok(published)
     }
 }
+
+#[allow(unused_imports)] // each test file uses a subset
+pub use xclog_tests::{Rng, event};
 
 /// A snapshot record of `instance` in `state` at `at`.
 pub fn snapshot(instance: &str, at: i64, seq: Option<u64>, state: &str) -> Record {
