@@ -420,6 +420,7 @@ impl Run {
                     }
                 }
             }
+            // A poll step much finer than `wait_until`'s, so a batch this short is still seen.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         None
@@ -576,6 +577,7 @@ async fn kill_loop(run: Arc<Run>, store: Store, seed: u64) -> anyhow::Result<Kil
         let mid = if rng.below(3) < 2 {
             run.wait_mid_batch(store, &state.members, life).await
         } else {
+            // A random life on purpose: the kill moment is what varies, not a state to await.
             tokio::time::sleep(life).await;
             None
         };
@@ -697,6 +699,7 @@ async fn connect_producer(run: &Run) -> anyhow::Result<Producer> {
             Ok(p) => return Ok(p),
             Err(error) => {
                 last = Some(error);
+                // The pause between connection attempts; the attempt itself is the condition.
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -842,6 +845,7 @@ async fn restart_services(run: Arc<Run>) -> anyhow::Result<Restarts> {
             if round >= n {
                 continue;
             }
+            // The configured pace of the restarts, not a wait for any state.
             tokio::time::sleep(run.config.restart_interval).await;
             let under = run.alive.iter().all(|a| a.load(Ordering::SeqCst) > 0);
             run.log.note(run.started, &format!("restarting {service}"));

@@ -250,7 +250,8 @@ async fn a_record_of_a_newer_schema_version_stops_its_partition_before_it_and_th
         metrics.contains("xclog_projector_partition_stopped{partition=\"0\"} 1"),
         "{metrics}"
     );
-    // A while later it still has not moved past the record, nor dead-lettered it.
+    // A while later it still has not moved past the record, nor dead-lettered it (an absence:
+    // there is no condition to await, so a fixed while).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stored_offsets(&pg.pool, &topic.name).await?[&0], stop_at);
     p.stop().await?;

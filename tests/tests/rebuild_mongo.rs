@@ -282,6 +282,7 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
             break n;
         }
         ensure!(started.elapsed() < LONG, "the rebuild stored nothing");
+        // A short poll step, finer than `wait_until`'s, so the kill lands while the rebuild runs.
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let after_kill = shadow_progress(&db).await;

@@ -110,6 +110,7 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
                 );
                 last = count;
                 polls += 1;
+                // The reader's pace: it samples the store all through the rebuild, awaiting nothing.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             anyhow::Ok(polls)
@@ -181,6 +182,7 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
             break n;
         }
         ensure!(started.elapsed() < LONG, "the rebuild stored nothing");
+        // A short poll step, finer than `wait_until`'s, so the kill lands while the rebuild runs.
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     ensure!(at_kill < total, "killed too late ({at_kill} of {total})");

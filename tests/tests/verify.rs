@@ -83,6 +83,7 @@ fn run_verify(
             let _ = child.wait();
             anyhow::bail!("xclog verify {args:?} did not finish within {VERIFY_TIMEOUT:?}");
         }
+        // The poll step of a blocking wait for the child's exit with a deadline.
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut next = || {
