@@ -1,7 +1,8 @@
 //! Test support for xclog's end-to-end tests (the tests themselves are in `tests/tests/`).
 //!
 //! Every test that touches a real service gets its own resources, so tests run in parallel
-//! without `#[serial]`:
+//! (only tests that restart or freeze a shared server run one at a time: alone in their binary,
+//! or `#[serial]`):
 //! - [`TestTopic`]: a topic with a unique name, deleted when dropped;
 //! - [`TestPg`]: a fresh PostgreSQL database, dropped when dropped;
 //! - [`TestMongo`]: a fresh MongoDB (FerretDB on the native stack) database, dropped when dropped.
