@@ -146,13 +146,16 @@ async fn a_store_too_slow_for_whole_batches_gets_them_in_halves_and_the_topic_dr
     let db = m.database();
     let group = format!("g-{}", unique_suffix());
     let producer = producer()?;
-    let records = workload(1500, 40, 47);
+    let records = workload(3000, 40, 47);
     let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
     let mut cfg = config(&topic.name, &group);
-    // One batch for the whole topic, and a command timeout that batch cannot meet but a few
-    // hundred records can: FerretDB inserts the 1,500 events with their indexes in seconds.
+    // One batch for the whole topic (about 3,950 records: the batch waits for every fetch
+    // instead of being cut 5 ms after its first record), and a command timeout that batch
+    // cannot meet but a few hundred records can: FerretDB inserts the 3,000 events with their
+    // indexes in seconds.
     cfg.batch_max_records = 5000;
-    cfg.batch_max_latency = Duration::from_secs(2);
+    cfg.batch_linger = Duration::from_secs(3);
+    cfg.batch_max_latency = Duration::from_secs(5);
     let timeout = Duration::from_secs(1);
     let sink = MongoSink::from_database(db.clone(), &group, true).with_command_timeout(timeout);
     mongo::ensure_indexes(&sink).await?;
