@@ -16,7 +16,10 @@
 # Everything listens on 127.0.0.1. Ports: XCLOG_KAFKA_PORT (9092; controller on +1, SASL_SSL
 # listener on +2), XCLOG_PG_PORT (5432), XCLOG_MONGO_PORT (27017).
 # Kafka's SASL_SSL listener uses a throwaway CA, broker certificate and SCRAM-SHA-512 user made
-# once under run/kafka/tls/ (test-only credentials; `env` prints them).
+# once under run/kafka/tls/ (test-only credentials; `env` prints them). The broker authorizes
+# with ACLs: everything is allowed (PLAINTEXT clients are super users, resources without ACLs
+# are open) except Write on topics named xclog-write-denied-* for the SCRAM user, which
+# is how tests see a broker refuse a write for lack of rights.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +34,7 @@ KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
 KAFKA_SECURE_PORT=$((KAFKA_PORT + 2))
 KAFKA_TLS=$RUN/kafka/tls
 KAFKA_SCRAM_USER=xclog
+KAFKA_WRITE_DENIED_PREFIX=xclog-write-denied-
 PG_PORT=${XCLOG_PG_PORT:-5432}
 MONGO_PORT=${XCLOG_MONGO_PORT:-27017}
 PG_USER=xclog
@@ -249,6 +253,23 @@ ensure_kafka_scram_user() {
     touch "$marker"
 }
 
+# The ACLs live in the cluster's metadata too: the SCRAM user may do anything on topics named
+# $KAFKA_WRITE_DENIED_PREFIX* (create, describe, read) except write to them.
+ensure_kafka_acls() {
+    local cluster marker
+    cluster=$(sed -n 's/^cluster.id=//p' "$RUN/kafka/data/meta.properties")
+    marker=$KAFKA_TLS/write-denied-acls-$cluster
+    [[ -f $marker ]] && return 0
+    say "denying $KAFKA_SCRAM_USER Write on topics $KAFKA_WRITE_DENIED_PREFIX*"
+    local acl=(java -Xmx256m -Dlog4j2.configurationFile="$RUN/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*"
+        org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --add
+        --topic "$KAFKA_WRITE_DENIED_PREFIX" --resource-pattern-type prefixed)
+    { "${acl[@]}" --allow-principal "User:$KAFKA_SCRAM_USER" --operation All \
+        && "${acl[@]}" --deny-principal "User:$KAFKA_SCRAM_USER" --operation Write; } >>"$RUN/kafka/kafka.log" 2>&1 \
+        || fail "add the write-denied ACLs" kafka "kafka-acls --add failed"
+    touch "$marker"
+}
+
 # A TLS handshake with the SASL_SSL listener that verifies its certificate against the CA.
 kafka_secure_ready() {
     [[ -f $KAFKA_TLS/ca.pem ]] || return 1
@@ -262,12 +283,14 @@ start_kafka() {
     mkdir -p "$dir/data"
     if pid_alive "$dir/kafka.pid" && kafka_ready >/dev/null 2>&1; then
         say "kafka already running (pid $(cat "$dir/kafka.pid"))"
-        if grep -q '^listeners=.*SASL_SSL://' "$dir/server.properties" 2>/dev/null; then
+        if grep -q '^listeners=.*SASL_SSL://' "$dir/server.properties" 2>/dev/null \
+            && grep -q '^authorizer.class.name=' "$dir/server.properties" 2>/dev/null; then
             wait_for 30 kafka "TLS handshake on the SASL_SSL listener 127.0.0.1:$KAFKA_SECURE_PORT" kafka_secure_ready
             ensure_kafka_scram_user
+            ensure_kafka_acls
             return 0
         fi
-        say "kafka runs without the SASL_SSL listener on 127.0.0.1:$KAFKA_SECURE_PORT (started by an older stack.sh); restarting it with the listener"
+        say "kafka runs without the SASL_SSL listener or the ACL authorizer (started by an older stack.sh); restarting it with them"
         stop_pidfile kafka
     fi
     if pid_alive "$dir/kafka.pid"; then
@@ -294,6 +317,9 @@ listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS/broker.p12
 listener.name.sasl_ssl.ssl.keystore.password=$(cat "$KAFKA_TLS/keystore-password")
 listener.name.sasl_ssl.ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 log.dirs=$dir/data
 auto.create.topics.enable=false
 delete.topic.enable=true
@@ -332,6 +358,7 @@ EOF
     wait_for 120 kafka "Kafka metadata request" kafka_ready
     wait_for 30 kafka "TLS handshake on the SASL_SSL listener 127.0.0.1:$KAFKA_SECURE_PORT" kafka_secure_ready
     ensure_kafka_scram_user
+    ensure_kafka_acls
 }
 
 # Any process of the group led by PID (the service started with setsid), or PID itself, alive.
@@ -392,6 +419,7 @@ export XCLOG_KAFKA_SECURE_CA_FILE=$KAFKA_TLS/ca.pem
 export XCLOG_KAFKA_SECURE_USERNAME=$KAFKA_SCRAM_USER
 export XCLOG_KAFKA_SECURE_PASSWORD=$(cat "$KAFKA_TLS/scram-password")
 export XCLOG_KAFKA_SECURE_PASSWORD_FILE=$KAFKA_TLS/scram-password
+export XCLOG_KAFKA_SECURE_WRITE_DENIED_PREFIX=$KAFKA_WRITE_DENIED_PREFIX
 EOF
     fi
 }

@@ -183,10 +183,9 @@ impl ConsumerLoop {
         self.shared.wait_drained(self.config.drain_timeout);
         let was_stopped = state.stopped.clear();
         let (g, unsought) = reseek_all(
-            &self.consumer,
+            |partition, offset| seek(&self.consumer, topic, partition, offset),
             &self.shared,
             &self.loader,
-            topic,
             &mut state.lanes,
             &self.shutdown,
         );
@@ -200,16 +199,8 @@ impl ConsumerLoop {
             );
         }
         resume(&self.consumer, topic, &was_stopped, &state.stopped);
-        for (partition, offset, error) in unsought {
-            // Reading on from wherever the consumer was would skip or repeat records.
-            state.stopped.stop(
-                &self.consumer,
-                partition,
-                format!(
-                    "cannot seek to the stored offset {offset} after a fence ({error}); \
-                     restart the projector to read it from there"
-                ),
-            );
+        for partition in stop_unsought(&mut state.stopped, unsought) {
+            pause_stopped(&self.consumer, topic, partition);
         }
     }
 
@@ -485,6 +476,13 @@ struct Stopped {
     metrics: Arc<Metrics>,
 }
 
+/// Pauses a stopped partition (a failure is logged: the stop still holds in the books).
+fn pause_stopped(consumer: &BaseConsumer<ProjectorContext>, topic: &str, partition: i32) {
+    if let Err(error) = consumer.pause(&tpl_of(topic, &[partition])) {
+        tracing::warn!(error = %error, partition, "pause of the stopped partition failed");
+    }
+}
+
 impl Stopped {
     fn new(topic: String, metrics: Arc<Metrics>) -> Self {
         Self {
@@ -504,10 +502,14 @@ impl Stopped {
 
     /// Stops reading `partition` for `reason` (logged as an error).
     fn stop(&mut self, consumer: &BaseConsumer<ProjectorContext>, partition: i32, reason: String) {
+        pause_stopped(consumer, &self.topic, partition);
+        self.record(partition, reason);
+    }
+
+    /// Counts `partition` as stopped for `reason`: logged as an error, named by `/readyz`,
+    /// and 1 in the stopped-partition gauge. The caller pauses it.
+    fn record(&mut self, partition: i32, reason: String) {
         tracing::error!(topic = %self.topic, partition, reason = %reason, "stopped reading the partition");
-        if let Err(error) = consumer.pause(&tpl_of(&self.topic, &[partition])) {
-            tracing::warn!(error = %error, partition, "pause of the stopped partition failed");
-        }
         self.partitions.insert(partition);
         self.metrics.stop_partition(partition, reason);
     }
@@ -588,10 +590,9 @@ fn resume(
 /// After a fence: reload stored offsets of every assigned partition and seek to them. Returns
 /// the generation and the partitions whose seek failed (partition, offset, error).
 fn reseek_all(
-    consumer: &BaseConsumer<ProjectorContext>,
+    seek: impl Fn(i32, Offset) -> KafkaResult<()>,
     shared: &Shared,
     loader: &OffsetLoader,
-    topic: &str,
     lanes: &mut Lanes,
     shutdown: &CancellationToken,
 ) -> (u64, Vec<(i32, String, String)>) {
@@ -620,13 +621,13 @@ fn reseek_all(
         let offset = stored.get(&p).copied();
         let position = offset.map_or(Offset::Beginning, Offset::Offset);
         // A seek can fail while the partition's fetcher is between states; try a few times.
-        let mut result = seek(consumer, topic, p, position);
+        let mut result = seek(p, position);
         for _ in 0..3 {
             if result.is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
-            result = seek(consumer, topic, p, position);
+            result = seek(p, position);
         }
         if let Err(error) = result {
             let at = offset.map_or_else(|| "the beginning".to_owned(), |o| o.to_string());
@@ -638,6 +639,24 @@ fn reseek_all(
     let generation = shared.generation();
     lanes.assign(generation, &assignment);
     (generation, unsought)
+}
+
+/// Stops each partition whose seek failed after a fence, since reading on from wherever the
+/// consumer was would skip or repeat records; returns the partitions to pause.
+fn stop_unsought(stopped: &mut Stopped, unsought: Vec<(i32, String, String)>) -> Vec<i32> {
+    unsought
+        .into_iter()
+        .map(|(partition, offset, error)| {
+            stopped.record(
+                partition,
+                format!(
+                    "cannot seek to the stored offset {offset} after a fence ({error}); \
+                     restart the projector to read it from there"
+                ),
+            );
+            partition
+        })
+        .collect()
 }
 
 fn seek(
@@ -689,5 +708,66 @@ mod tests {
         assert_eq!(held.paused, vec![false; 4]);
         assert!(held.ready.iter().all(Option::is_none));
         assert_eq!(held.forget(), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_partition_whose_seek_fails_after_a_fence_is_stopped_naming_its_stored_offset_and_the_others_read_on()
+     {
+        let policy = CutPolicy {
+            max_records: 10,
+            max_bytes: usize::MAX,
+            max_latency: Duration::from_secs(60),
+            linger: Duration::from_secs(60),
+        };
+        let mut lanes = Lanes::new("t", 2, policy);
+        lanes.assign(1, &BTreeMap::from([(0, Some(3)), (1, Some(4)), (2, None)]));
+        let shared = Shared::new(2, 1);
+        let loader: OffsetLoader = Arc::new(|_: &[i32]| Ok(HashMap::from([(0, 10), (1, 20)])));
+        let sought = std::sync::Mutex::new(Vec::new());
+        let seek = |partition: i32, offset: Offset| {
+            sought.lock().unwrap().push((partition, offset));
+            if partition == 1 {
+                Err(rdkafka::error::KafkaError::Seek(
+                    "Local: Erroneous state".to_owned(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+
+        let (_, unsought) = reseek_all(
+            seek,
+            &shared,
+            &loader,
+            &mut lanes,
+            &CancellationToken::new(),
+        );
+
+        let sought = sought.into_inner().unwrap();
+        assert_eq!(
+            sought.iter().filter(|(p, _)| *p == 1).count(),
+            4,
+            "a failing seek is tried again a few times: {sought:?}"
+        );
+        assert!(sought.contains(&(0, Offset::Offset(10))), "{sought:?}");
+        assert!(sought.contains(&(2, Offset::Beginning)), "{sought:?}");
+        // Every partition reads on from its stored offset in the books, the failed one too
+        // (it is paused, so nothing is read from wherever the consumer really is).
+        assert_eq!(lanes.next_offset(0), Some(10));
+        assert_eq!(lanes.next_offset(1), Some(20));
+
+        let metrics = Metrics::new();
+        let mut stopped = Stopped::new("t".to_owned(), metrics.clone());
+        assert_eq!(stop_unsought(&mut stopped, unsought), vec![1]);
+        assert!(stopped.contains(1) && !stopped.contains(0) && !stopped.contains(2));
+        let blockers = metrics.blockers();
+        assert_eq!(blockers.len(), 1, "{blockers:?}");
+        assert!(
+            blockers[0].starts_with(
+                "partition 1 stopped: cannot seek to the stored offset 20 after a fence"
+            ) && blockers[0].contains("Erroneous state")
+                && blockers[0].contains("restart the projector"),
+            "{blockers:?}"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The `xclog` binary against the local stack's SASL_SSL listener (SCRAM-SHA-512, a throwaway
 //! CA): `produce`, `project`, `status`, `verify` and `snapshot --delete` round trip through it,
 //! and a wrong password or an untrusted CA fails at once with an error that says which, never
-//! showing the password. Settings come from `eval "$(scripts/stack.sh env)"`
+//! showing the password; a dead-letter topic the user may not write to (the stack's ACLs deny
+//! it Write on `xclog-write-denied-*`) stops the projector saying to grant Write, with nothing
+//! committed past the refused record. Settings come from `eval "$(scripts/stack.sh env)"`
 //! (`XCLOG_KAFKA_SECURE_*`). On the test containers (`make test-docker`) these tests are
 //! skipped, saying so: the Kafka container has no SASL_SSL listener.
 
@@ -9,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::io::AsyncReadExt as _;
 use xclog_tests::{TestPg, TestTopic, unique_suffix, xclog_binary};
 
@@ -407,5 +410,89 @@ async fn a_broker_certificate_from_a_ca_the_client_does_not_trust_fails_saying_s
     );
     assert!(run.took < Duration::from_secs(20), "took {:?}", run.took);
     assert_never_shown(&run.output, &s.password);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_the_principal_may_not_write_stops_the_projector_saying_grant_write()
+-> anyhow::Result<()> {
+    let Some(s) = secure()? else {
+        return Ok(());
+    };
+    // The stack's ACLs let the SCRAM user create and read these topics, never write to them.
+    let denied_prefix = std::env::var("XCLOG_KAFKA_SECURE_WRITE_DENIED_PREFIX").context(
+        "XCLOG_KAFKA_SECURE_WRITE_DENIED_PREFIX is not set: run eval \"$(scripts/stack.sh env)\"",
+    )?;
+    let flags = s.flags(&s.ca_file);
+    let topic = TestTopic::create(1).await?;
+    let dead_letter_topic = format!("{denied_prefix}{}", unique_suffix());
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", xclog_tests::brokers())
+        .create()?;
+    let delivery = producer
+        .send(
+            FutureRecord::to(&topic.name)
+                .key("i-1")
+                .payload("not a record"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    anyhow::ensure!(
+        delivery.partition == 0,
+        "one partition, got {}",
+        delivery.partition
+    );
+    let poison_at = delivery.offset;
+
+    let run = xclog(
+        &args(
+            &[
+                "project",
+                "--target",
+                "postgres",
+                "--topic",
+                &topic.name,
+                "--group",
+                &group,
+                "--dead-letter-topic",
+                &dead_letter_topic,
+                "--http-addr",
+                "off",
+            ],
+            &flags,
+        ),
+        Some(&s.password),
+        &pg.url,
+        Duration::from_secs(150),
+    )
+    .await
+    .context("the projector kept retrying a dead letter it may not write instead of stopping")?;
+    assert!(!run.ok, "the projector did not fail: {}", run.output);
+    assert!(
+        run.output.contains(&dead_letter_topic)
+            && run.output.contains(&format!("offset {poison_at}"))
+            && run
+                .output
+                .contains("grant this projector's principal Write"),
+        "the error does not name the topic, the record and the fix: {}",
+        run.output
+    );
+    assert_never_shown(&run.output, &s.password);
+    // Nothing at or past the refused record was committed: it is read again once granted.
+    let stored: Option<i64> = sqlx::query_scalar(
+        "SELECT next_offset FROM xclog_offsets WHERE topic = $1 AND partition = 0",
+    )
+    .bind(&topic.name)
+    .fetch_optional(&pg.pool)
+    .await?;
+    assert!(
+        stored.is_none_or(|next| next <= poison_at),
+        "stored {stored:?}, refused record at {poison_at}"
+    );
+    xclog_tests::delete_topics(&[&dead_letter_topic]).await?;
     Ok(())
 }
