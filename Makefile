@@ -55,7 +55,7 @@ bench: stack-up
 ## exits non-zero on any lost or doubled event or a verify difference. SOAK_ARGS passes flags
 ## (`make soak SOAK_ARGS="--kills 20 --restarts 1"`; `--help` lists them)
 soak: stack-up
-	cargo build -q -p xclog-projector --bin xclog -p xclog-tests --bin xclog-soak
+	cargo build -q -p xclog-cli --bin xclog -p xclog-tests --bin xclog-soak
 	$(WITH_ENV) cargo run -q -p xclog-tests --bin xclog-soak -- $(SOAK_ARGS)
 
 stack-up:

@@ -140,7 +140,7 @@ def render(args):
     prod = sorted({r["side"] for r in rows if r["comparison"] == "producer"})
     if prod:
         out.append("")
-        out.append("Producer (the producer's own bench, `cargo bench -p xclog-producer --bench throughput`, "
+        out.append("Producer (the producer's bench, `cargo bench -p xclog-bench --bench throughput`, "
                    "called once per run; see its section for its settings):")
         out.append("")
         out.append("Each invocation of the bench runs Kafka's `ProducerPerformance` first and last; a ratio is "

@@ -35,7 +35,7 @@ done
 
 eval "$(scripts/stack.sh env)"
 [[ ${BENCH_NO_BUILD:-0} == 1 ]] ||
-    cargo build -q --profile "$PROFILE" -p xclog-projector -p xclog-bench --bin xclog --bin xclog-bench
+    cargo build -q --profile "$PROFILE" -p xclog-cli -p xclog-bench --bin xclog --bin xclog-bench
 dir=$PROFILE; [[ $PROFILE == dev ]] && dir=debug
 XCLOG="target/$dir/xclog"
 BENCH="target/$dir/xclog-bench"

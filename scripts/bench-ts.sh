@@ -20,7 +20,7 @@
 # 3. `node ts/build/bench/publish.js`: awaited appends (linger 0 and 5 ms), fire-and-forget,
 #    and the example runtime through the package (read-your-writes on and off, and with its
 #    publishing alone, alternated) and on the seed's direct PostgreSQL store;
-# 4. `cargo bench -p xclog-producer --bench throughput`: the Rust producer and Kafka's
+# 4. `cargo bench -p xclog-bench --bench throughput`: the Rust producer and Kafka's
 #    ProducerPerformance on the same broker;
 # 5. prints the table and rewrites the "TypeScript package" section of docs/BENCHMARKS.md.
 #
@@ -62,7 +62,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "building xclog and the package"
-cargo build -q -p xclog-projector --bin xclog
+cargo build -q -p xclog-cli --bin xclog
 scripts/ts.sh build
 
 say "fresh topics $PREFIX-publish, $PREFIX-runtime and databases $XDB, $SDB"
@@ -86,8 +86,8 @@ node ts/build/bench/publish.js --brokers "$XCLOG_KAFKA_BROKERS" --topic-prefix "
     --xclog-db "$BASE/$XDB" --seed-db "$BASE/$SDB" --projection "$PREFIX-pg" \
     --awaited "$AWAITED" --fire "$FIRE" --flows "$FLOWS" | tee "$WORK/ts.jsonl"
 
-say "the Rust producer and Kafka's ProducerPerformance: cargo bench -p xclog-producer --bench throughput"
-XCLOG_BENCH_RECORDS=$PRODUCER_RECORDS cargo bench -q -p xclog-producer --bench throughput \
+say "the Rust producer and Kafka's ProducerPerformance: cargo bench -p xclog-bench --bench throughput"
+XCLOG_BENCH_RECORDS=$PRODUCER_RECORDS cargo bench -q -p xclog-bench --bench throughput \
     >"$WORK/producer.md" 2>"$WORK/producer.log" || { cat "$WORK/producer.log" >&2; exit 1; }
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -152,7 +152,7 @@ fresh_pg() { # fresh_pg DB [migrate]: a fresh database, with the projector's mig
 if [[ -z ${BENCH_NO_BUILD:-} ]]; then
     say "building xclog and xclog-bench (profile $PROFILE)"
     # (--bin names both: a --bin filter applies to every -p package)
-    cargo build -q --profile "$PROFILE" -p xclog-projector -p xclog-bench --bin xclog --bin xclog-bench
+    cargo build -q --profile "$PROFILE" -p xclog-cli -p xclog-bench --bin xclog --bin xclog-bench
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN_DIR=$TARGET_DIR/$([[ $PROFILE == dev ]] && echo debug || echo release)
@@ -591,10 +591,10 @@ PRODUCER_OUT=$WORK/producer.md
 : >"$PRODUCER_OUT"
 if want producer; then
     PRODUCER_RECORDS=$((REQUESTED_EVENTS < 200000 ? REQUESTED_EVENTS : 200000))
-    say "producer vs kafka-producer-perf-test: cargo bench -p xclog-producer --bench throughput ($PRODUCER_RECORDS records)"
+    say "producer vs kafka-producer-perf-test: cargo bench -p xclog-bench --bench throughput ($PRODUCER_RECORDS records)"
     for ((run = 1; run <= RUNS; run++)); do
         XCLOG_BENCH_RECORDS=$PRODUCER_RECORDS XCLOG_KAFKA_LIBS=$KAFKA_LIBS \
-            cargo bench -q -p xclog-producer --bench throughput >"$WORK/producer-$run.md" 2>"$WORK/producer-$run.log" \
+            cargo bench -q -p xclog-bench --bench throughput >"$WORK/producer-$run.md" 2>"$WORK/producer-$run.log" \
             || die "the producer bench failed (log: $WORK/producer-$run.log)"
         python3 bench/report.py producer-rows "$WORK/producer-$run.md" "$run" >>"$RAW"
     done

@@ -42,7 +42,7 @@ mkdir -p "$LOGS"
 step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 
 step "building xclog and the TypeScript package"
-cargo build -q -p xclog-projector --bin xclog
+cargo build -q -p xclog-cli --bin xclog
 scripts/ts.sh build
 XCLOG=target/debug/xclog
 

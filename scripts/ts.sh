@@ -91,7 +91,7 @@ test)
     # Building them alone would resolve the workspace's features differently from
     # `cargo test --workspace` and rebuild half of it: make test passes --prebuilt.
     if [[ ${2:-} != --prebuilt ]]; then
-        cargo build -q -p xclog-projector --bin xclog
+        cargo build -q -p xclog-cli --bin xclog
         cargo build -q -p xclog-producer --example publish_keys
     fi
     cd "$TS"

@@ -1,7 +1,7 @@
 //! `delay`: the end-to-end delay of a sink, "publish acknowledged -> row visible", while events
 //! arrive at a steady rate.
 //!
-//! It publishes fresh events of the workload generator (`xclog_producer::workload`, with a seed
+//! It publishes fresh events of the workload generator (`xclog_workload`, with a seed
 //! of its own so every id is new to the store) at `--rate` events/s for `--seconds`, in one of
 //! two forms:
 //! - `xclog`: the records `xclog produce` writes (events and the snapshots that fall due,
@@ -49,8 +49,8 @@ use anyhow::bail;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use xclog_producer::DEFAULT_SNAPSHOT_INTERVAL;
-use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_schema::Record;
+use xclog_workload::{Workload, WorkloadConfig};
 
 use poller::{PollStats, Store, poll_visibility, poller_failure};
 use publisher::{Ack, PUBLISH_LINGER, Publisher};

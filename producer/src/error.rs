@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use xclog_kafka::ConnectError;
 
 use crate::position::Position;
 
@@ -199,6 +200,26 @@ pub enum Error {
         /// What went wrong.
         problem: String,
     },
+}
+
+/// A client that could not be created or connected: the same case of the producer's errors,
+/// with the same message and [`Error::next_move`].
+impl From<ConnectError> for Error {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::Config { field, problem } => Error::Config { field, problem },
+            ConnectError::Unreachable {
+                brokers,
+                waited,
+                source,
+            } => Error::Unreachable {
+                brokers,
+                waited,
+                source,
+            },
+            ConnectError::Refused { brokers, reason } => Error::Refused { brokers, reason },
+        }
+    }
 }
 
 impl Error {

@@ -13,24 +13,23 @@
 //!   an instance gets a snapshot (every N transitions, always on final/error).
 //! - [`ensure_topic`] creates the topic with the settings a log needs (infinite
 //!   retention, no compaction) and refuses an existing topic that would lose data.
-//! - [`workload`] generates a realistic, reproducible FSM workload (`xclog produce`,
-//!   tests and benchmarks use it).
+//! - Every client connects through [`connection`] (the `xclog-kafka` crate, shared with the
+//!   projector), which tells brokers that refuse the client's credentials or certificate from
+//!   brokers that do not answer.
 //!
-//! - [`connection`] tells brokers that refuse the client's credentials or certificate from
-//!   brokers that do not answer, for every Kafka client (the `xclog` binary's too).
+//! A realistic, reproducible FSM workload to publish (for load tests and benchmarks) is the
+//! `xclog-workload` crate.
 //!
 //! Errors are [`Error`]; [`Error::next_move`] says whether to retry, fix the config, give
 //! up on the record, or recreate the producer.
 
 mod config;
-pub mod connection;
 mod error;
 mod position;
 mod producer;
 mod sequence;
 mod snapshot;
 mod topic;
-pub mod workload;
 
 pub use config::{
     Compression, DEFAULT_LINGER, MAX_IN_FLIGHT_LIMIT, ProducerConfig, SaslConfig, SaslMechanism,
@@ -42,4 +41,6 @@ pub use producer::{PendingAck, Producer};
 pub use sequence::SequenceAssigner;
 pub use snapshot::{DEFAULT_SNAPSHOT_INTERVAL, SnapshotPolicy};
 pub use topic::{EnsuredTopic, Retention, TopicSpec, ensure_topic};
+/// The Kafka client plumbing every client of the producer connects through.
+pub use xclog_kafka as connection;
 pub use xclog_schema::Encoding;

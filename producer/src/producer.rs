@@ -28,9 +28,9 @@ use rdkafka::types::RDKafkaRespErr;
 use xclog_schema::{Encoding, InstanceSnapshot, PersistedEvent, Record, SnapshotDeletion};
 
 use crate::config::ProducerConfig;
-use crate::connection::{WatchedContext, create_error, fetch_metadata};
 use crate::error::Error;
 use crate::position::Position;
+use xclog_kafka::{WatchedContext, create_error, fetch_metadata};
 
 type Client = FutureProducer<WatchedContext>;
 

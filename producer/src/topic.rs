@@ -14,8 +14,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::{ProducerConfig, check_topic_name};
-use crate::connection::{WatchedContext, connect, create_error};
 use crate::error::Error;
+use xclog_kafka::{WatchedContext, connect, create_error};
 
 /// How long topic records must be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -10,7 +10,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-use xclog_producer::connection::create_error;
+use xclog_kafka::create_error;
 
 use crate::batch::DeadLetter;
 use crate::config::ProjectorConfig;
@@ -42,7 +42,7 @@ const HEADER_ROOM_BYTES: usize = 16 * 1024;
 pub enum DeadLetterError {
     /// The producer could not be created (bad Kafka settings): fix the configuration.
     #[error("cannot create the dead-letter producer; check the Kafka settings")]
-    Client(#[source] xclog_producer::Error),
+    Client(#[source] xclog_kafka::ConnectError),
     /// The dead-letter topic does not exist and could not be created: create it or grant rights.
     #[error("cannot create the dead-letter topic {topic:?}; create it or allow topic creation")]
     CreateTopic {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{Producer as _, ThreadedProducer};
-use xclog_producer::connection::WatchedContext;
+use xclog_kafka::{ConnectError, WatchedContext};
 
 use crate::config::Secret;
 
@@ -26,16 +26,16 @@ pub fn client_config(brokers: &str, settings: &[(String, Secret)]) -> ClientConf
 
 /// Connects with `settings` and reads the metadata (of `topic` only, when given), blocking at
 /// most `timeout`; the client returned can read watermarks too. A refused password or an
-/// untrusted certificate fails at once with [`xclog_producer::Error::Refused`], saying what to
-/// check; brokers that do not answer fail with [`xclog_producer::Error::Unreachable`] after
+/// untrusted certificate fails at once with [`ConnectError::Refused`], saying what to
+/// check; brokers that do not answer fail with [`ConnectError::Unreachable`] after
 /// `timeout`.
 pub fn connect(
     brokers: &str,
     settings: &[(String, Secret)],
     topic: Option<&str>,
     timeout: Duration,
-) -> Result<(ThreadedProducer<WatchedContext>, Metadata), xclog_producer::Error> {
-    xclog_producer::connection::connect(&client_config(brokers, settings), brokers, topic, timeout)
+) -> Result<(ThreadedProducer<WatchedContext>, Metadata), ConnectError> {
+    xclog_kafka::connect(&client_config(brokers, settings), brokers, topic, timeout)
 }
 
 /// Why [`watermarks`] could not read a topic's offsets.
@@ -50,7 +50,7 @@ pub enum TopicError {
         /// The brokers asked.
         brokers: String,
         /// Unreachable or refused.
-        source: Box<xclog_producer::Error>,
+        source: Box<ConnectError>,
     },
     /// The brokers answered and do not have the topic.
     #[error("topic {topic} does not exist on {brokers}")]

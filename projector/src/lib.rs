@@ -1,4 +1,6 @@
-//! xclog projector: consumes the xclog topic and materializes it into a store.
+//! xclog projector: consumes the xclog topic and materializes it into a store. The `xclog`
+//! binary (crate `xclog-cli`) runs it as a daemon (`xclog project`) and serves the read API's
+//! commands.
 //!
 //! What flows where:
 //!
@@ -20,7 +22,8 @@
 //! * [`rebuild`]: rebuilding a store from the topic beside the live one, then the swap.
 //! * [`verify`]: `xclog verify`, the comparison of the topic and the stores.
 //! * [`time`]: epoch milliseconds as ISO-8601 UTC and back, for people.
-//! * [`kafka`]: the one place every Kafka client's settings (brokers, TLS, SASL) come from.
+//! * [`kafka`]: the one place every Kafka client's settings (brokers, TLS, SASL) come from;
+//!   the clients connect through `xclog_kafka`, the plumbing the producer library uses too.
 //! * [`metrics`], `http`: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! The design and its invariants are in `docs/DESIGN.md`; operating it in `docs/OPERATIONS.md`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
+use xclog_kafka::{ConnectError, create_error};
 
 use crate::config::{ConfigError, ProjectorConfig, defaults};
 use crate::consumer::{ConsumerLoop, RecordCheck};
@@ -17,7 +18,6 @@ use crate::rebalance::{OffsetLoader, ProjectorContext};
 use crate::sink::{Sink, SinkError};
 use crate::watermarks::{self, Watermarks};
 use crate::writer::{WriteLimit, Writer};
-use xclog_producer::connection::create_error;
 
 /// Why the projector stopped (or could not start).
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum ProjectorError {
     /// The brokers refused the connection (credentials, certificate) or a Kafka client could
     /// not be created from the settings: fix the Kafka security settings.
     #[error("cannot connect to Kafka")]
-    Connect(#[source] xclog_producer::Error),
+    Connect(#[source] ConnectError),
     /// The dead-letter topic or producer could not be set up.
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
@@ -151,7 +151,7 @@ impl<S: Sink> Projector<S> {
             .map_err(|e| ProjectorError::Task(e.to_string()))?;
             match connected {
                 Ok(partitions) => partitions.unwrap_or(1),
-                Err(error @ xclog_producer::Error::Unreachable { .. }) => {
+                Err(error @ ConnectError::Unreachable { .. }) => {
                     tracing::warn!(error = %error, "Kafka does not answer yet; starting anyway");
                     1
                 }

@@ -501,7 +501,7 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     let profile_dir = test_profile_dir()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "xclog-projector", "--bin", "xclog"])
+        .args(["build", "-q", "-p", "xclog-cli", "--bin", "xclog"])
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(&root)
@@ -509,7 +509,7 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
         .context("running cargo build for the xclog binary")?;
     anyhow::ensure!(
         status.success(),
-        "cargo build -p xclog-projector --bin xclog failed"
+        "cargo build -p xclog-cli --bin xclog failed"
     );
     let bin = profile_dir.join("xclog");
     anyhow::ensure!(bin.exists(), "{} not found after building", bin.display());

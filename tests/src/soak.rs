@@ -32,9 +32,9 @@ use anyhow::{Context as _, ensure};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use mongodb::bson::{Document, doc};
-use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{Producer, ProducerConfig};
 use xclog_schema::Record;
+use xclog_workload::{Workload, WorkloadConfig};
 
 use crate::{
     Rng, Service, TestMongo, TestPg, TestTopic, brokers, run_to_end, services, unique_suffix,

@@ -11,10 +11,10 @@ use std::time::Duration;
 use rdkafka::Message as _;
 use rdkafka::message::{Headers as _, OwnedMessage};
 use tokio::sync::{mpsc, watch};
-use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{PendingAck, Producer, ProducerConfig};
 use xclog_schema::{Limits, Record};
 use xclog_tests::{Service, TestTopic, brokers, services, wait_until};
+use xclog_workload::{Workload, WorkloadConfig};
 
 /// Starts Kafka again if the test fails while it is stopped (other tests share the broker).
 struct RestartOnDrop;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rdkafka::Message as _;
 use rdkafka::message::{Headers as _, OwnedMessage};
-use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{Producer, ProducerConfig};
 use xclog_schema::{Decoded, Limits, Record};
 use xclog_tests::{TestTopic, brokers};
+use xclog_workload::{Workload, WorkloadConfig};
 
 fn decode(message: &OwnedMessage) -> Decoded {
     let headers: Vec<(&str, &[u8])> = message

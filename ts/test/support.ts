@@ -38,7 +38,7 @@ export async function cargoBuilt(kind: 'bin' | 'example', pkg: string, name: str
 
 /** Runs `xclog ARGS` and returns its standard output (throws with stderr on a non-zero exit). */
 export async function xclog(args: string[], env: Record<string, string> = {}): Promise<string> {
-  await cargoBuilt('bin', 'xclog-projector', 'xclog');
+  await cargoBuilt('bin', 'xclog-cli', 'xclog');
   try {
     const { stdout } = await run(xclogBin, args, { env: { ...process.env, ...env }, maxBuffer: 1 << 28 });
     return stdout;
@@ -50,7 +50,7 @@ export async function xclog(args: string[], env: Record<string, string> = {}): P
 
 /** Runs `xclog ARGS` and returns its exit code and output, whatever the code. */
 export async function xclogStatus(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  await cargoBuilt('bin', 'xclog-projector', 'xclog');
+  await cargoBuilt('bin', 'xclog-cli', 'xclog');
   try {
     const { stdout, stderr } = await run(xclogBin, args, { maxBuffer: 1 << 28 });
     return { code: 0, stdout, stderr };
@@ -164,7 +164,7 @@ export class Projector {
     topic: string,
     opts: { databaseUrl?: string; mongoDatabase?: string; group: string; httpPort: number },
   ): Promise<Projector> {
-    await cargoBuilt('bin', 'xclog-projector', 'xclog');
+    await cargoBuilt('bin', 'xclog-cli', 'xclog');
     mkdirSync(logDir, { recursive: true });
     const log = path.join(logDir, `${opts.group}.log`);
     const args = ['project', '--target', targetStore, '--topic', topic, '--group', opts.group, '--http-addr', `127.0.0.1:${opts.httpPort}`];

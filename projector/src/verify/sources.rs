@@ -76,7 +76,7 @@ impl TopicSource {
             .create()
             .map_err(|e| VerifyError::Source {
                 what: format!("creating a Kafka consumer for {}", self.brokers),
-                source: Box::new(xclog_producer::connection::create_error(&e)),
+                source: Box::new(xclog_kafka::create_error(&e)),
             })
     }
 

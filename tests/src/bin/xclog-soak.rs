@@ -58,9 +58,7 @@ async fn main() -> ExitCode {
         .ok()
         .and_then(|exe| Some(exe.parent()?.join("xclog")));
     let Some(xclog) = args.xclog.or(beside).filter(|bin| bin.exists()) else {
-        eprintln!(
-            "error: no xclog binary; cargo build -p xclog-projector --bin xclog, or --xclog PATH"
-        );
+        eprintln!("error: no xclog binary; cargo build -p xclog-cli --bin xclog, or --xclog PATH");
         return ExitCode::from(2);
     };
     let mut config = SoakConfig::full(xclog);

@@ -147,14 +147,14 @@ pub async fn publish_raw(
 
 /// The realistic workload of the load generator.
 pub fn workload(events: u64, instances: usize, seed: u64) -> Vec<Record> {
-    let config = xclog_producer::workload::WorkloadConfig {
+    let config = xclog_workload::WorkloadConfig {
         seed,
         events,
         instances,
         payload_bytes: 128,
         ..Default::default()
     };
-    xclog_producer::workload::Workload::new(config).collect()
+    xclog_workload::Workload::new(config).collect()
 }
 
 /// Projector settings for tests: small batches so runs cross many batch boundaries.

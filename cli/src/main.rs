@@ -1,5 +1,13 @@
-//! Subcommands of `xclog`. One file per subcommand; each owns its clap `Args` struct,
-//! whose doc comments are the `--help` text.
+//! `xclog`, the one binary of xclog: `produce` publishes a reproducible workload, `project`
+//! materializes the topic into PostgreSQL or MongoDB, `rebuild`, `status` and `verify` look
+//! after the stores, `events`, `trace` and `snapshot` read them back. It is the crate that
+//! depends on the producer, the projector and the workload generator together, so that the
+//! producer and projector libraries never depend on each other.
+//!
+//! Thin by design: each subcommand (one file each) owns its clap `Args` struct, whose doc
+//! comments are the `--help` text, parses its typed config (flags and `XCLOG_*` environment
+//! variables, from one clap definition) and hands it to a library. Errors are reported once,
+//! here, with their cause chain.
 
 mod events;
 mod kafka;
@@ -18,6 +26,23 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Cli::parse();
+    if let Err(error) = init_tracing(&args) {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(args).await {
+        Ok(code) => code,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// xclog: the durable event log for FSM runtimes (Kafka -> PostgreSQL / MongoDB).
 #[derive(Debug, Parser)]
@@ -71,7 +96,7 @@ impl LogArgs {
         // A report command ends with its answer or with one error saying what failed, so
         // librdkafka's running commentary (a broker down, retried every few ms) stays out.
         let default = if command.prints_a_report() {
-            "warn,librdkafka=off,xclog_producer::connection=off"
+            "warn,librdkafka=off,xclog_kafka=off"
         } else {
             "info"
         };

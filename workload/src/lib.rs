@@ -1,4 +1,7 @@
-//! A realistic, reproducible FSM workload: order flows across three components.
+//! xclog workload: a realistic, reproducible FSM workload, order flows across three
+//! components. `xclog produce` publishes it; the end-to-end tests, the soak and the benchmarks
+//! publish it too and check what comes back against it. It is a crate of its own so that the
+//! producer library apps embed does not carry a load generator.
 //!
 //! Each *flow* is one order going through three xcomponent-style components, with real
 //! `causedBy`/`caused` chains inside and across components:
@@ -35,10 +38,8 @@ use std::num::NonZeroU32;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
+use xclog_producer::{DEFAULT_SNAPSHOT_INTERVAL, SequenceAssigner, SnapshotPolicy};
 use xclog_schema::{FsmEvent, FsmInstance, InstanceStatus, PersistedEvent, Record};
-
-use crate::sequence::SequenceAssigner;
-use crate::snapshot::{DEFAULT_SNAPSHOT_INTERVAL, SnapshotPolicy};
 
 /// 2026-01-01T00:00:00Z in epoch milliseconds: where the synthetic clock starts.
 pub const CLOCK_START_MS: i64 = 1_767_225_600_000;

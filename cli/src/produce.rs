@@ -1,5 +1,5 @@
 //! `xclog produce`: the load generator. Publishes the reproducible workload of
-//! `xclog_producer::workload` (Order, Inventory and Payment flows with causedBy chains and
+//! `xclog_workload` (Order, Inventory and Payment flows with causedBy chains and
 //! snapshots) and prints what the brokers acknowledged.
 
 use std::collections::VecDeque;
@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{Compression, Encoding, PendingAck, Producer, ProducerConfig, TopicSpec};
 use xclog_schema::RecordKind;
+use xclog_workload::{Workload, WorkloadConfig};
 
 /// The linger of `xclog produce`: fire-and-forget publishing ran 1.2x-1.7x faster with 5 ms
 /// than with none (`docs/BENCHMARKS.md`, "Producer").

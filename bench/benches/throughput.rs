@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! scripts/stack.sh up
-//! cargo bench -p xclog-producer --bench throughput
+//! cargo bench -p xclog-bench --bench throughput
 //! ```
 //!
 //! Environment: `XCLOG_KAFKA_BROKERS` (default `127.0.0.1:9092`), `XCLOG_BENCH_RECORDS`
@@ -27,9 +27,9 @@ use anyhow::{Context as _, bail};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use xclog_producer::workload::{Workload, WorkloadConfig};
 use xclog_producer::{DEFAULT_LINGER, Producer, ProducerConfig, TopicSpec, ensure_topic};
 use xclog_schema::{Encoding, PersistedEvent, Record};
+use xclog_workload::{Workload, WorkloadConfig};
 
 const RECORD_SIZE: usize = 600;
 const PARTITIONS: i32 = 3;

@@ -3,9 +3,9 @@
 //! librdkafka retries a failed SASL authentication or TLS handshake for ever and reports it
 //! only through its error callback, so a wrong password or an untrusted broker certificate
 //! looks like brokers that never answer. [`WatchedContext`] keeps the first such refusal, and
-//! [`fetch_metadata`] returns it as [`Error::Refused`] as soon as it is seen instead of
-//! waiting out its timeout. Every Kafka client of the producer (and of the `xclog` binary)
-//! uses this context, so the refusal reads the same everywhere.
+//! [`fetch_metadata`] returns it as [`ConnectError::Refused`] as soon as it is seen instead of
+//! waiting out its timeout. Every Kafka client of the producer, the projector and the `xclog`
+//! binary uses this context, so the refusal reads the same everywhere.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 
-use crate::error::Error;
+use crate::error::ConnectError;
 
 /// Routes librdkafka's log lines and errors to `tracing`, and keeps the first authentication
 /// or TLS failure it reports (read it through [`WatchedContext::watch`]).
@@ -114,15 +114,15 @@ const SLICE: Duration = Duration::from_millis(500);
 /// `watch` is the [`WatchedContext::watch`] of the client's context.
 ///
 /// # Errors
-/// [`Error::Refused`] as soon as the brokers refused the client's credentials or TLS;
-/// [`Error::Unreachable`] when no broker answered within `timeout`.
+/// [`ConnectError::Refused`] as soon as the brokers refused the client's credentials or TLS;
+/// [`ConnectError::Unreachable`] when no broker answered within `timeout`.
 pub fn fetch_metadata<C: ClientContext>(
     client: &Client<C>,
     watch: &RefusalWatch,
     brokers: &str,
     topic: Option<&str>,
     timeout: Duration,
-) -> Result<Metadata, Error> {
+) -> Result<Metadata, ConnectError> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -130,13 +130,13 @@ pub fn fetch_metadata<C: ClientContext>(
             Ok(metadata) => return Ok(metadata),
             Err(source) => {
                 if let Some(reason) = watch.refusal() {
-                    return Err(Error::Refused {
+                    return Err(ConnectError::Refused {
                         brokers: brokers.to_owned(),
                         reason,
                     });
                 }
                 if Instant::now() >= deadline {
-                    return Err(Error::Unreachable {
+                    return Err(ConnectError::Unreachable {
                         brokers: brokers.to_owned(),
                         waited: timeout,
                         source,
@@ -154,13 +154,13 @@ pub fn fetch_metadata<C: ClientContext>(
 /// refusal only to whoever polls them, admin clients not at all.
 ///
 /// # Errors
-/// As [`fetch_metadata`]; [`Error::Config`] when librdkafka refuses `config`.
+/// As [`fetch_metadata`]; [`ConnectError::Config`] when librdkafka refuses `config`.
 pub fn connect(
     config: &ClientConfig,
     brokers: &str,
     topic: Option<&str>,
     timeout: Duration,
-) -> Result<(ThreadedProducer<WatchedContext>, Metadata), Error> {
+) -> Result<(ThreadedProducer<WatchedContext>, Metadata), ConnectError> {
     let context = WatchedContext::default();
     let watch = context.watch();
     let client: ThreadedProducer<WatchedContext> = config
@@ -172,7 +172,7 @@ pub fn connect(
 
 /// The error for a client librdkafka would not create: names the setting it refused, never
 /// the value of a password or secret.
-pub fn create_error(error: &KafkaError) -> Error {
+pub fn create_error(error: &KafkaError) -> ConnectError {
     match error {
         KafkaError::ClientConfig(_, description, key, value) => {
             let lower = key.to_ascii_lowercase();
@@ -184,15 +184,15 @@ pub fn create_error(error: &KafkaError) -> Error {
             } else {
                 value.as_str()
             };
-            Error::config(
-                key.clone(),
-                format!("= {shown:?} was refused: {description}"),
-            )
+            ConnectError::Config {
+                field: key.clone(),
+                problem: format!("= {shown:?} was refused: {description}"),
+            }
         }
-        other => Error::config(
-            "(client)",
-            format!("librdkafka refused the config: {other}"),
-        ),
+        other => ConnectError::Config {
+            field: "(client)".to_owned(),
+            problem: format!("librdkafka refused the config: {other}"),
+        },
     }
 }
 
