@@ -488,11 +488,36 @@ fn test_profile_dir() -> anyhow::Result<std::path::PathBuf> {
         .to_owned())
 }
 
+/// Clears from `command`'s environment what cargo sets for a running test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, `CARGO_CRATE_NAME`, ...), for children that run cargo. Build scripts that
+/// watch those variables (ring's watches `CARGO_MANIFEST_DIR`) would otherwise run again in a
+/// nested build, rebuilding everything above them, and again in the next ordinary build.
+pub fn without_test_cargo_env<C: std::borrow::BorrowMut<std::process::Command>>(
+    mut command: C,
+) -> C {
+    const SET_FOR_TESTS: [&str; 8] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if SET_FOR_TESTS.iter().any(|prefix| name.starts_with(prefix)) {
+            command.borrow_mut().env_remove(name);
+        }
+    }
+    command
+}
+
 /// Path of the `xclog` binary, built on first use into the target directory this test binary
 /// lives in (`target/<profile>/deps/<test>`), whatever `CARGO_TARGET_DIR` the child sees.
 ///
-/// `XCLOG_TEST_BINARY` names a prebuilt binary instead (the nested `cargo build` runs with the
-/// test's environment, which can make cargo rebuild dependencies the test build just built).
+/// `XCLOG_TEST_BINARY` names a prebuilt binary instead.
 pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(bin) = std::env::var_os("XCLOG_TEST_BINARY") {
         return Ok(bin.into());
@@ -500,7 +525,7 @@ pub fn xclog_binary() -> anyhow::Result<std::path::PathBuf> {
     let (root, target_dir) = (workspace_root()?, test_target_dir()?);
     let profile_dir = test_profile_dir()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
+    let status = without_test_cargo_env(std::process::Command::new(cargo))
         .args(["build", "-q", "-p", "xclog-cli", "--bin", "xclog"])
         .arg("--target-dir")
         .arg(&target_dir)

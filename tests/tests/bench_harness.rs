@@ -26,7 +26,7 @@ fn the_harness_runs_every_store_comparison_and_each_side_writes_every_event() ->
         "xclog-bench-harness-{}.jsonl",
         xclog_tests::unique_suffix()
     ));
-    let out = std::process::Command::new("bash")
+    let out = xclog_tests::without_test_cargo_env(std::process::Command::new("bash"))
         .arg(root.join("scripts/bench.sh"))
         .args([
             "--events",
