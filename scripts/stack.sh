@@ -237,27 +237,18 @@ ensure_kafka_tls() {
     mv "$KAFKA_TLS.tmp" "$KAFKA_TLS"
 }
 
-# A Kafka admin tool (main class, then its args) against the plaintext listener, its output
-# appended to the Kafka log.
-kafka_tool() {
-    java -Xmx256m -Dlog4j2.configurationFile="$RUN/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" \
-        "$1" --bootstrap-server "127.0.0.1:$KAFKA_PORT" "${@:2}" >>"$RUN/kafka/kafka.log" 2>&1
-}
-
-# The marker of a step done once per formatted cluster (named after the cluster id), so it is
-# done whether the storage was formatted by an older stack.sh or just now.
-cluster_marker() {
-    echo "$KAFKA_TLS/$1-$(sed -n 's/^cluster.id=//p' "$RUN/kafka/data/meta.properties")"
-}
-
-# The SCRAM user lives in the cluster's metadata.
+# The SCRAM user lives in the cluster's metadata: added once per formatted cluster (the marker
+# is named after the cluster id), whether the storage was formatted before the listener existed
+# or just now.
 ensure_kafka_scram_user() {
-    local marker
-    marker=$(cluster_marker scram-user)
+    local cluster marker
+    cluster=$(sed -n 's/^cluster.id=//p' "$RUN/kafka/data/meta.properties")
+    marker=$KAFKA_TLS/scram-user-$cluster
     [[ -f $marker ]] && return 0
     say "adding SCRAM-SHA-512 user $KAFKA_SCRAM_USER to the Kafka cluster"
-    kafka_tool kafka.admin.ConfigCommand --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
-        --add-config "SCRAM-SHA-512=[password=$(cat "$KAFKA_TLS/scram-password")]" \
+    java -Xmx256m -Dlog4j2.configurationFile="$RUN/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" kafka.admin.ConfigCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
+        --add-config "SCRAM-SHA-512=[password=$(cat "$KAFKA_TLS/scram-password")]" >>"$RUN/kafka/kafka.log" 2>&1 \
         || fail "add the SCRAM user" kafka "kafka-configs --alter --add-config SCRAM-SHA-512 failed"
     touch "$marker"
 }
@@ -265,13 +256,16 @@ ensure_kafka_scram_user() {
 # The ACLs live in the cluster's metadata too: the SCRAM user may do anything on topics named
 # $KAFKA_WRITE_DENIED_PREFIX* (create, describe, read) except write to them.
 ensure_kafka_acls() {
-    local marker
-    marker=$(cluster_marker write-denied-acls)
+    local cluster marker
+    cluster=$(sed -n 's/^cluster.id=//p' "$RUN/kafka/data/meta.properties")
+    marker=$KAFKA_TLS/write-denied-acls-$cluster
     [[ -f $marker ]] && return 0
     say "denying $KAFKA_SCRAM_USER Write on topics $KAFKA_WRITE_DENIED_PREFIX*"
-    local on=(--add --topic "$KAFKA_WRITE_DENIED_PREFIX" --resource-pattern-type prefixed)
-    { kafka_tool org.apache.kafka.tools.AclCommand "${on[@]}" --allow-principal "User:$KAFKA_SCRAM_USER" --operation All \
-        && kafka_tool org.apache.kafka.tools.AclCommand "${on[@]}" --deny-principal "User:$KAFKA_SCRAM_USER" --operation Write; } \
+    local acl=(java -Xmx256m -Dlog4j2.configurationFile="$RUN/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*"
+        org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --add
+        --topic "$KAFKA_WRITE_DENIED_PREFIX" --resource-pattern-type prefixed)
+    { "${acl[@]}" --allow-principal "User:$KAFKA_SCRAM_USER" --operation All \
+        && "${acl[@]}" --deny-principal "User:$KAFKA_SCRAM_USER" --operation Write; } >>"$RUN/kafka/kafka.log" 2>&1 \
         || fail "add the write-denied ACLs" kafka "kafka-acls --add failed"
     touch "$marker"
 }

@@ -492,7 +492,9 @@ fn test_profile_dir() -> anyhow::Result<std::path::PathBuf> {
 /// `CARGO_PKG_*`, `CARGO_CRATE_NAME`, ...), for children that run cargo. Build scripts that
 /// watch those variables (ring's watches `CARGO_MANIFEST_DIR`) would otherwise run again in a
 /// nested build, rebuilding everything above them, and again in the next ordinary build.
-pub fn without_test_cargo_env(mut command: std::process::Command) -> std::process::Command {
+pub fn without_test_cargo_env<C: std::borrow::BorrowMut<std::process::Command>>(
+    mut command: C,
+) -> C {
     const SET_FOR_TESTS: [&str; 8] = [
         "CARGO_MANIFEST_",
         "CARGO_PKG_",
@@ -506,7 +508,7 @@ pub fn without_test_cargo_env(mut command: std::process::Command) -> std::proces
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         if SET_FOR_TESTS.iter().any(|prefix| name.starts_with(prefix)) {
-            command.env_remove(name);
+            command.borrow_mut().env_remove(name);
         }
     }
     command
