@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use xclog_projector::rebuild::stage::{StageSink, StageState};
 use xclog_projector::rebuild::{self, PgRebuild, SwapOutcome};
 use xclog_projector::sink::postgres::PgSink;
 use xclog_projector::{CancellationToken, Projector, Sink};
@@ -32,6 +33,12 @@ pub struct RebuildArgs {
     /// Say what would be done (partitions, offsets, records to read) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// How a new shadow's bulk (the topic up to its end at start) is written: `staged` (binary
+    /// `COPY` into staging tables, then the store derived set-wise; needs room for a second
+    /// copy of the history until then) or `batches` (through the live sink, batch by batch).
+    /// A resumed rebuild goes on the way it started.
+    #[arg(long, env = "XCLOG_REBUILD_BULK", default_value = "staged", value_parser = ["staged", "batches"])]
+    pub bulk: String,
     /// Progress display: `auto` (a bar on a terminal, log lines otherwise), `bar` or `log`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log"])]
     pub progress: String,
@@ -301,6 +308,25 @@ pub(super) fn keep_old_text(keep_old: bool, suffix: &str) -> String {
     }
 }
 
+/// Shows the shadow's progress until its stored offsets reach `target`; `Err` with the exit
+/// code after an interruption (the projector is stopped).
+async fn read_to(
+    run: &mut ShadowRun,
+    rb: &PgRebuild,
+    target: &BTreeMap<i32, i64>,
+) -> anyhow::Result<Result<(), ExitCode>> {
+    loop {
+        if let Wake::Interrupted = run.next().await? {
+            return Ok(Err(interrupted_at(&rb.offsets(&rb.shadow_schema).await?)));
+        }
+        let shadow = rb.offsets(&rb.shadow_schema).await?;
+        run.progress.show(rebuild::remaining(&shadow, target));
+        if rebuild::caught_up(&shadow, target) {
+            return Ok(Ok(()));
+        }
+    }
+}
+
 /// Runs the PostgreSQL rebuild until the swap (exit 0), an interruption (130: run again to
 /// continue) or an error.
 pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
@@ -334,6 +360,21 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     rb.check_single_topic().await?;
 
     let resuming = rb.shadow_exists().await?;
+    let mut staging = if resuming {
+        rb.stage_state().await?
+    } else {
+        StageState::Absent
+    };
+    if staging == StageState::Lost {
+        println!(
+            "the staged rows of the interrupted rebuild were lost (PostgreSQL restarted after a \
+             crash, which empties staging tables): staging starts over from the first offset"
+        );
+        if !args.dry_run {
+            rb.create_stage().await?;
+        }
+        staging = StageState::Intact;
+    }
     let start = if resuming {
         Some(rb.offsets(&args.shadow_schema).await?)
     } else {
@@ -364,11 +405,39 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
             deferred,
             "secondary indexes deferred to the end of the bulk"
         );
+        if args.bulk == "staged" {
+            rb.create_stage().await?;
+            staging = StageState::Intact;
+        }
     }
     let pool = PgPoolOptions::new()
         .max_connections(p.db_max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(rb.shadow_options());
+    let began = Instant::now();
+    let mut start = start;
+    if staging == StageState::Intact {
+        // The bulk: staged batch by batch, then derived set-wise (`rebuild::stage`).
+        let sink = StageSink::new(pool.clone(), projection.clone());
+        let mut run = ShadowRun::start(
+            p,
+            sink,
+            xclog_projector::config::defaults::BATCH_MAX_RECORDS,
+            Progress::new(&args.progress, &start, &target),
+        )?;
+        if let Err(code) = read_to(&mut run, &rb, &target).await? {
+            return Ok(code);
+        }
+        run.stop().await;
+        let t = Instant::now();
+        let events = rb.finish_stage().await?;
+        println!(
+            "derived the store from the staged records in {:.1}s ({events} events)",
+            t.elapsed().as_secs_f64()
+        );
+        start = rb.offsets(&args.shadow_schema).await?;
+    }
+    // The rest of the topic, through the live sink, until caught up with the live store.
     let sink = PgSink::from_pool(pool, projection.clone());
     let mut run = ShadowRun::start(
         p,
@@ -376,15 +445,9 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         xclog_projector::config::defaults::BATCH_MAX_RECORDS,
         Progress::new(&args.progress, &start, &target),
     )?;
-    let began = Instant::now();
     loop {
-        if let Wake::Interrupted = run.next().await? {
-            return Ok(interrupted_at(&rb.offsets(&args.shadow_schema).await?));
-        }
-        let shadow = rb.offsets(&args.shadow_schema).await?;
-        run.progress.show(rebuild::remaining(&shadow, &target));
-        if !rebuild::caught_up(&shadow, &target) {
-            continue;
+        if let Err(code) = read_to(&mut run, &rb, &target).await? {
+            return Ok(code);
         }
         if !rb.deferred_indexes().await?.is_empty() {
             run.progress.finish();

@@ -21,12 +21,13 @@
 //! SIGKILL, crash) continues from the shadow's stored offsets on the next run.
 
 pub mod mongo;
+pub mod stage;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use sqlx::Executor as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
 use crate::config::ProjectorConfig;
 use crate::sink::SinkError;
@@ -292,6 +293,29 @@ impl PgRebuild {
                 .await
                 .map_err(|e| classify(e, "looking up a table"))?;
         Ok(found.is_some())
+    }
+
+    /// Where the shadow's staging stands ([`stage`]).
+    pub async fn stage_state(&self) -> Result<stage::StageState, RebuildError> {
+        Ok(stage::state(&self.pool, &self.shadow_schema).await?)
+    }
+
+    /// Creates the shadow's staging tables, or empties them and its offsets after their rows
+    /// were lost ([`stage::StageState::Lost`]).
+    pub async fn create_stage(&self) -> Result<(), RebuildError> {
+        Ok(stage::create(&self.pool, &self.shadow_schema).await?)
+    }
+
+    /// Derives the shadow's store from its staged rows ([`stage::finish`]), on a connection of
+    /// its own that does not log its statements as slow: they are meant to take long.
+    pub async fn finish_stage(&self) -> Result<u64, RebuildError> {
+        let options = self.shadow_options().disable_statement_logging();
+        let mut conn = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| classify(e, "connecting to the shadow schema"))?;
+        let events = stage::finish(&mut conn, &self.shadow_schema).await?;
+        let _ = sqlx::Connection::close(conn).await;
+        Ok(events)
     }
 
     /// Whether a shadow from an earlier (interrupted) run exists.

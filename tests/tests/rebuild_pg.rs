@@ -1,5 +1,6 @@
 //! `xclog rebuild --target postgres`: a rebuild beside a live projector under traffic, with a
-//! reader polling the store; a rebuild killed midway and rerun; refusals that change nothing.
+//! reader polling the store; a rebuild killed midway and rerun; a rebuild whose staged rows a
+//! server crash emptied; refusals that change nothing.
 
 mod projector_pg_support;
 
@@ -46,6 +47,38 @@ async fn indexes(pool: &PgPool) -> anyhow::Result<Vec<(String, String)>> {
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// Starts `xclog rebuild` and kills it (SIGKILL) once the shadow has stored some offsets;
+/// returns how many records they cover.
+async fn kill_once_the_shadow_stored_some(
+    topic: &str,
+    group: &str,
+    pg: &TestPg,
+) -> anyhow::Result<i64> {
+    let mut child = rebuild_command(topic, group, &pg.url)?
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the rebuild ended ({status}) before it could be killed midway");
+        }
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets")
+                .fetch_one(&pg.pool)
+                .await
+                .unwrap_or(None);
+        if let Some(n) = stored.filter(|&n| n > 0) {
+            child.kill()?; // SIGKILL
+            child.wait()?;
+            return Ok(n);
+        }
+        ensure!(started.elapsed() < LONG, "the rebuild stored nothing");
+        // A short poll step, finer than `wait_until`'s, so the kill lands while the rebuild runs.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,30 +194,7 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
     let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
     let total = published.len() as i64;
 
-    let mut child = rebuild_command(&topic.name, &group, &pg.url)?
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    // Kill it once the shadow has stored some, but not all, of the topic.
-    let started = Instant::now();
-    let at_kill = loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("the rebuild ended ({status}) before it could be killed midway");
-        }
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets")
-                .fetch_one(&pg.pool)
-                .await
-                .unwrap_or(None);
-        if let Some(n) = stored.filter(|&n| n > 0) {
-            child.kill()?; // SIGKILL
-            child.wait()?;
-            break n;
-        }
-        ensure!(started.elapsed() < LONG, "the rebuild stored nothing");
-        // A short poll step, finer than `wait_until`'s, so the kill lands while the rebuild runs.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let at_kill = kill_once_the_shadow_stored_some(&topic.name, &group, &pg).await?;
     ensure!(at_kill < total, "killed too late ({at_kill} of {total})");
     let after_kill: i64 =
         sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets")
@@ -195,6 +205,80 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
     let (ok, stdout, stderr) =
         run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
     check_resumed_run(ok, &stdout, &stderr, total - after_kill)?;
+    assert_store_equals(&pg.pool, &published).await?;
+    ensure!(schemas_like(&pg.pool, "xclog_%").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_whose_staged_rows_a_server_crash_emptied_stages_again_and_ends_equal_to_the_topic()
+-> anyhow::Result<()> {
+    let topic = TestTopic::create(2).await?;
+    let pg = TestPg::create().await?;
+    let group = format!("g-{}", unique_suffix());
+    let producer = producer()?;
+    let records = workload(40_000, 400, 41);
+    // Repeats of event ids with other content, later in the log: the first copy must win.
+    let repeats: Vec<Record> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event(e) => {
+                let mut e = e.clone();
+                e.state_after = "REPEATED".to_owned();
+                Some(Record::Event(e))
+            }
+            Record::Snapshot(_) | Record::SnapshotDeletion(_) => None,
+        })
+        .step_by(97)
+        .take(60)
+        .collect();
+    let mut published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
+    published.extend(publish(&producer, &topic.name, &repeats, Encoding::Protobuf).await?);
+    let total = published.len() as i64;
+
+    let at_kill = kill_once_the_shadow_stored_some(&topic.name, &group, &pg).await?;
+    ensure!(at_kill < total, "killed too late ({at_kill} of {total})");
+    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM xclog_rebuild.xclog_stage_events")
+        .fetch_one(&pg.pool)
+        .await?;
+    ensure!(staged > 0, "the killed rebuild staged no event");
+    let unlogged: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'xclog_rebuild' AND relname LIKE 'xclog_stage_%' \
+           AND relkind = 'r' AND relpersistence = 'u' ORDER BY 1",
+    )
+    .fetch_all(&pg.pool)
+    .await?;
+    ensure!(
+        unlogged
+            == [
+                "xclog_stage_events",
+                "xclog_stage_marker",
+                "xclog_stage_snapshots"
+            ],
+        "staging tables that a crash empties: {unlogged:?}"
+    );
+    // What PostgreSQL's crash recovery does to unlogged tables; the shadow's offsets stay.
+    sqlx::query(
+        "TRUNCATE xclog_rebuild.xclog_stage_events, xclog_rebuild.xclog_stage_snapshots, \
+         xclog_rebuild.xclog_stage_marker",
+    )
+    .execute(&pg.pool)
+    .await?;
+
+    let (ok, stdout, stderr) =
+        run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    ensure!(ok, "the second run failed:\n{stdout}\n{stderr}");
+    ensure!(stdout.contains("staging starts over"), "{stdout}");
+    ensure!(
+        stdout.contains(&format!("records to read:           {total} ")),
+        "the second run does not read the whole topic ({total} records):\n{stdout}"
+    );
+    ensure!(
+        stdout.contains("derived the store from the staged records"),
+        "{stdout}"
+    );
+    ensure!(stdout.contains("swapped"), "{stdout}");
     assert_store_equals(&pg.pool, &published).await?;
     ensure!(schemas_like(&pg.pool, "xclog_%").await?.is_empty());
     Ok(())

@@ -127,52 +127,7 @@ impl PgSink {
             .map_err(err)?;
 
         // 1. Fencing: advance offsets only from the offset the batch started from.
-        let mut offsets = batch.offsets.clone();
-        offsets.sort_by_key(|o| o.partition);
-        for o in &offsets {
-            let done = match o.expected {
-                Some(expected) => sqlx::query(
-                    "UPDATE xclog_offsets SET next_offset = $4, updated_at = now() \
-                     WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
-                )
-                .bind(&self.projection)
-                .bind(&batch.topic)
-                .bind(o.partition)
-                .bind(o.next)
-                .bind(expected)
-                .execute(&mut **tx)
-                .await
-                .map_err(err)?,
-                None => sqlx::query(
-                    "INSERT INTO xclog_offsets (projection, topic, partition, next_offset) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(&self.projection)
-                .bind(&batch.topic)
-                .bind(o.partition)
-                .bind(o.next)
-                .execute(&mut **tx)
-                .await
-                .map_err(err)?,
-            };
-            if done.rows_affected() != 1 {
-                let stored: Option<i64> = sqlx::query_scalar(
-                    "SELECT next_offset FROM xclog_offsets \
-                     WHERE projection = $1 AND topic = $2 AND partition = $3",
-                )
-                .bind(&self.projection)
-                .bind(&batch.topic)
-                .bind(o.partition)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(err)?;
-                return Err(SinkError::Fenced {
-                    partition: o.partition,
-                    expected: o.expected,
-                    stored,
-                });
-            }
-        }
+        advance_offsets(tx, &self.projection, batch).await?;
 
         let (events, snapshots, deleted) = rows::columns(&batch.records);
         let mut outcome = WriteOutcome::default();
@@ -302,6 +257,84 @@ impl PgSink {
     }
 }
 
+/// Step 1 of every batch: advances each partition's stored offset in `xclog_offsets` (of the
+/// connection's `search_path`), only from the offset the batch started from, in partition
+/// order; [`SinkError::Fenced`] if another writer moved it.
+pub(crate) async fn advance_offsets(
+    tx: &mut Transaction<'static, Postgres>,
+    projection: &str,
+    batch: &WriteBatch,
+) -> Result<(), SinkError> {
+    let err = |e| classify(e, "writing a batch");
+    let mut offsets = batch.offsets.clone();
+    offsets.sort_by_key(|o| o.partition);
+    for o in &offsets {
+        let done = match o.expected {
+            Some(expected) => sqlx::query(
+                "UPDATE xclog_offsets SET next_offset = $4, updated_at = now() \
+                 WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
+            )
+            .bind(projection)
+            .bind(&batch.topic)
+            .bind(o.partition)
+            .bind(o.next)
+            .bind(expected)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?,
+            None => sqlx::query(
+                "INSERT INTO xclog_offsets (projection, topic, partition, next_offset) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(projection)
+            .bind(&batch.topic)
+            .bind(o.partition)
+            .bind(o.next)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?,
+        };
+        if done.rows_affected() != 1 {
+            let stored: Option<i64> = sqlx::query_scalar(
+                "SELECT next_offset FROM xclog_offsets \
+                 WHERE projection = $1 AND topic = $2 AND partition = $3",
+            )
+            .bind(projection)
+            .bind(&batch.topic)
+            .bind(o.partition)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(err)?;
+            return Err(SinkError::Fenced {
+                partition: o.partition,
+                expected: o.expected,
+                stored,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Stored offsets of `projection` for `partitions` of `topic`.
+pub(crate) async fn load_offsets(
+    pool: &PgPool,
+    projection: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, SinkError> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM xclog_offsets \
+         WHERE projection = $1 AND topic = $2 AND partition = ANY($3)",
+    )
+    .bind(projection)
+    .bind(topic)
+    .bind(partitions)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| classify(e, "loading stored offsets"))?;
+    Ok(rows.into_iter().collect())
+}
+
 const INSERT_EVENTS: &str = r#"
 WITH ins AS (
     INSERT INTO fsm_events (id, instance_id, machine_name, component_name, event_type, event_payload,
@@ -421,17 +454,7 @@ impl Sink for PgSink {
         topic: &str,
         partitions: &[i32],
     ) -> Result<HashMap<i32, i64>, SinkError> {
-        let rows: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT partition, next_offset FROM xclog_offsets \
-             WHERE projection = $1 AND topic = $2 AND partition = ANY($3)",
-        )
-        .bind(&self.projection)
-        .bind(topic)
-        .bind(partitions)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| classify(e, "loading stored offsets"))?;
-        Ok(rows.into_iter().collect())
+        load_offsets(&self.pool, &self.projection, topic, partitions).await
     }
 
     async fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
