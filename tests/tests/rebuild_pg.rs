@@ -55,8 +55,10 @@ async fn kill_once_the_shadow_stored_some(
     topic: &str,
     group: &str,
     pg: &TestPg,
+    bulk: &str,
 ) -> anyhow::Result<i64> {
     let mut child = rebuild_command(topic, group, &pg.url)?
+        .args(["--bulk", bulk])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -159,11 +161,17 @@ async fn a_rebuild_under_live_traffic_never_shows_a_reader_less_and_ends_equal_t
         stop.clone(),
     );
 
-    let (ok, stdout, stderr) =
-        run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
+    // The bulk staged and derived set-wise, the tail through the live sink.
+    let mut rebuild = rebuild_command(&topic.name, &group, &pg.url)?;
+    rebuild.args(["--bulk", "staged"]);
+    let (ok, stdout, stderr) = run_to_end(LONG, rebuild).await?;
     stop.store(true, Ordering::Relaxed);
     ensure!(ok, "xclog rebuild failed:\n{stdout}\n{stderr}");
     ensure!(stdout.contains("swapped"), "{stdout}");
+    ensure!(
+        stdout.contains("derived the store from the staged records"),
+        "{stdout}"
+    );
     ensure!(stdout.contains("secondary indexes in"), "{stdout}");
     let polls = reader.await??;
     ensure!(polls > 10, "the reader polled only {polls} times");
@@ -194,7 +202,7 @@ async fn a_rebuild_killed_midway_continues_from_its_stored_offsets() -> anyhow::
     let published = publish(&producer, &topic.name, &records, Encoding::Protobuf).await?;
     let total = published.len() as i64;
 
-    let at_kill = kill_once_the_shadow_stored_some(&topic.name, &group, &pg).await?;
+    let at_kill = kill_once_the_shadow_stored_some(&topic.name, &group, &pg, "batches").await?;
     ensure!(at_kill < total, "killed too late ({at_kill} of {total})");
     let after_kill: i64 =
         sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM xclog_rebuild.xclog_offsets")
@@ -236,7 +244,7 @@ async fn a_rebuild_whose_staged_rows_a_server_crash_emptied_stages_again_and_end
     published.extend(publish(&producer, &topic.name, &repeats, Encoding::Protobuf).await?);
     let total = published.len() as i64;
 
-    let at_kill = kill_once_the_shadow_stored_some(&topic.name, &group, &pg).await?;
+    let at_kill = kill_once_the_shadow_stored_some(&topic.name, &group, &pg, "staged").await?;
     ensure!(at_kill < total, "killed too late ({at_kill} of {total})");
     let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM xclog_rebuild.xclog_stage_events")
         .fetch_one(&pg.pool)
@@ -266,6 +274,7 @@ async fn a_rebuild_whose_staged_rows_a_server_crash_emptied_stages_again_and_end
     .execute(&pg.pool)
     .await?;
 
+    // Without `--bulk`: a resumed rebuild goes on the way it started.
     let (ok, stdout, stderr) =
         run_to_end(LONG, rebuild_command(&topic.name, &group, &pg.url)?).await?;
     ensure!(ok, "the second run failed:\n{stdout}\n{stderr}");
