@@ -1,10 +1,12 @@
-//! The rebuild's bulk, loaded set-wise.
+//! The rebuild's bulk, loaded set-wise (`xclog rebuild --bulk staged`).
 //!
 //! Projecting a whole topic batch by batch repeats, for every batch, work a store built in one
 //! go does once: each parent's `caused` is written with its row, then rewritten when a child
 //! arrives in a later batch; the instance view is upserted per batch; every row is checked
 //! against the event id index. A rebuild knows the whole history before anyone reads the
-//! shadow, so it loads it in two steps instead:
+//! shadow, so it can load it in two steps instead (not the default: the second step is a
+//! second pass over every row, which on 1,000,000 events costs more than the rewrites it
+//! saves; docs/DESIGN.md, section 8):
 //!
 //! 1. **Stage.** The rebuild's projector writes each batch with one binary `COPY` into staging
 //!    tables of the shadow schema (`xclog_stage_events`, `xclog_stage_snapshots`, no index),
