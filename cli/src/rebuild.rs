@@ -33,12 +33,11 @@ pub struct RebuildArgs {
     /// Say what would be done (partitions, offsets, records to read) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// How a new shadow's bulk (the topic up to its end at start) is written: `batches`
-    /// (through the live sink, batch by batch) or `staged` (binary `COPY` into staging tables,
-    /// then the store derived set-wise; needs room for a second copy of the history until
-    /// then; faster on 100,000 events, slower on 1,000,000: docs/DESIGN.md, section 8). A
-    /// resumed rebuild goes on the way it started.
-    #[arg(long, env = "XCLOG_REBUILD_BULK", default_value = "batches", value_parser = ["batches", "staged"])]
+    /// How a new shadow's bulk (the topic up to its end at start) is written: `staged` (binary
+    /// `COPY` into staging tables, then the store derived set-wise; needs room for a second
+    /// copy of the history until then) or `batches` (through the live sink, batch by batch;
+    /// slower). A resumed rebuild goes on the way it started.
+    #[arg(long, env = "XCLOG_REBUILD_BULK", default_value = "staged", value_parser = ["staged", "batches"])]
     pub bulk: String,
     /// Progress display: `auto` (a bar on a terminal, log lines otherwise), `bar` or `log`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "log"])]

@@ -1,12 +1,11 @@
-//! The rebuild's bulk, loaded set-wise (`xclog rebuild --bulk staged`).
+//! The rebuild's bulk, loaded set-wise (`xclog rebuild`; `--bulk batches` writes it through
+//! the live sink instead).
 //!
 //! Projecting a whole topic batch by batch repeats, for every batch, work a store built in one
 //! go does once: each parent's `caused` is written with its row, then rewritten when a child
 //! arrives in a later batch; the instance view is upserted per batch; every row is checked
 //! against the event id index. A rebuild knows the whole history before anyone reads the
-//! shadow, so it can load it in two steps instead (not the default: the second step is a
-//! second pass over every row, which on 1,000,000 events costs more than the rewrites it
-//! saves; docs/DESIGN.md, section 8):
+//! shadow, so it loads it in two steps instead (docs/DESIGN.md, section 8, has the figures):
 //!
 //! 1. **Stage.** The rebuild's projector writes each batch with one binary `COPY` into staging
 //!    tables of the shadow schema (`xclog_stage_events`, `xclog_stage_snapshots`, no index),
@@ -503,7 +502,12 @@ pub async fn finish(conn: &mut PgConnection, schema: &str) -> Result<u64, SinkEr
     .await
     .map_err(err)?;
     steps.done("edges");
-    // Events, each with its children: `caused` is written once, complete.
+    // Events, each with its children: `caused` is written once, complete. Their pages are
+    // filled (the room migration 0003 leaves is for that rewrite, which these rows never
+    // get); new pages the live sink writes keep the room.
+    tx.execute("ALTER TABLE fsm_events SET (fillfactor = 100)")
+        .await
+        .map_err(err)?;
     let events = tx
         .execute(
             format!(
@@ -528,6 +532,9 @@ pub async fn finish(conn: &mut PgConnection, schema: &str) -> Result<u64, SinkEr
         .map_err(err)?
         .rows_affected();
 
+    tx.execute("ALTER TABLE fsm_events SET (fillfactor = 50)")
+        .await
+        .map_err(err)?;
     steps.done("events");
     // Per instance, the snapshot that counts: the newest in the instance order within the
     // last stretch (between deletions) that has one. Stored only if no deletion follows it.
