@@ -232,6 +232,22 @@ pub enum SwapOutcome {
     },
 }
 
+/// Whether `schema` has a table named `table`.
+pub(crate) async fn table_exists(
+    pool: &PgPool,
+    schema: &str,
+    table: &str,
+) -> Result<bool, SinkError> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2")
+            .bind(schema)
+            .bind(table)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| classify(e, "looking up a table"))?;
+    Ok(found.is_some())
+}
+
 /// A rebuild of one projection of one topic into a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgRebuild {
@@ -285,14 +301,7 @@ impl PgRebuild {
     }
 
     async fn table_exists(&self, schema: &str, table: &str) -> Result<bool, RebuildError> {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2")
-                .bind(schema)
-                .bind(table)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| classify(e, "looking up a table"))?;
-        Ok(found.is_some())
+        Ok(table_exists(&self.pool, schema, table).await?)
     }
 
     /// Where the shadow's staging stands ([`stage`]).

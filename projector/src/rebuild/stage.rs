@@ -34,13 +34,14 @@
 //! the live sink keeps the state of the snapshot that created its row, which depends on where
 //! batches were cut.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection as _, Executor as _};
 use xclog_schema::Record;
 
+use super::table_exists;
 use crate::sink::postgres::{advance_offsets, classify, load_offsets, rows};
 use crate::sink::{Sink, SinkError, SinkRecord, WriteBatch, WriteOutcome};
 
@@ -99,17 +100,6 @@ pub enum StageState {
     /// Staging tables without their marker: PostgreSQL restarted after a crash and emptied
     /// them; the shadow's offsets no longer describe staged rows.
     Lost,
-}
-
-async fn table_exists(pool: &PgPool, schema: &str, table: &str) -> Result<bool, SinkError> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2")
-            .bind(schema)
-            .bind(table)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| classify(e, "looking up the staging tables"))?;
-    Ok(found.is_some())
 }
 
 /// Whether `schema` has staging tables, and whether their rows are intact.
@@ -190,23 +180,11 @@ impl Sink for StageSink {
         advance_offsets(&mut tx, &self.projection, batch).await?;
         let mut outcome = WriteOutcome::default();
         if let Some((rows, data)) = events {
-            let mut copy = tx
-                .copy_in_raw(&format!("COPY {STAGE_EVENTS} FROM STDIN (FORMAT binary)"))
-                .await
-                .map_err(err)?;
-            copy.send(data).await.map_err(err)?;
-            copy.finish().await.map_err(err)?;
+            copy_in(&mut tx, STAGE_EVENTS, data).await.map_err(err)?;
             outcome.events_inserted = rows;
         }
         if let Some((rows, data)) = snapshots {
-            let mut copy = tx
-                .copy_in_raw(&format!(
-                    "COPY {STAGE_SNAPSHOTS} FROM STDIN (FORMAT binary)"
-                ))
-                .await
-                .map_err(err)?;
-            copy.send(data).await.map_err(err)?;
-            copy.finish().await.map_err(err)?;
+            copy_in(&mut tx, STAGE_SNAPSHOTS, data).await.map_err(err)?;
             outcome.snapshots_applied = rows;
         }
         tx.commit().await.map_err(err)?;
@@ -216,6 +194,19 @@ impl Sink for StageSink {
     fn check(&self, record: &Record) -> Result<(), String> {
         rows::check(record)
     }
+}
+
+/// Sends `data` (binary `COPY` data) into `table` of the transaction's `search_path`.
+async fn copy_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    table: &str,
+    data: Vec<u8>,
+) -> Result<u64, sqlx::Error> {
+    let mut copy = tx
+        .copy_in_raw(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .await?;
+    copy.send(data).await?;
+    copy.finish().await
 }
 
 /// `COPY ... (FORMAT binary)` data: a header, tuples of length-prefixed fields in network byte
@@ -366,18 +357,12 @@ fn encode(records: &[SinkRecord]) -> (Option<Copied>, Option<Copied>) {
     }
 
     let mut snapshots = CopyData::new();
-    let plan = crate::sink::snapshot_plan(records);
-    let deleted: HashSet<&str> = plan.deleted.iter().copied().collect();
-    let mut last_deletion: HashMap<&str, &SinkRecord> = HashMap::new();
+    let mut last_deletion: BTreeMap<&str, &SinkRecord> = BTreeMap::new();
     for r in records {
-        if let Record::SnapshotDeletion(d) = &r.record
-            && deleted.contains(d.instance_id.as_str())
-        {
+        if let Record::SnapshotDeletion(d) = &r.record {
             last_deletion.insert(&d.instance_id, r);
         }
     }
-    let mut last_deletion: Vec<_> = last_deletion.into_iter().collect();
-    last_deletion.sort_unstable_by_key(|(id, _)| *id);
     for (instance_id, r) in last_deletion {
         snapshots.row(20);
         snapshots.text(instance_id);
@@ -389,7 +374,7 @@ fn encode(records: &[SinkRecord]) -> (Option<Copied>, Option<Copied>) {
         snapshots.i32(r.source.partition);
         snapshots.i64(r.source.offset);
     }
-    for (s, r) in plan.snapshots {
+    for (s, r) in crate::sink::snapshot_plan(records).snapshots {
         let i = &s.instance;
         snapshots.row(20);
         snapshots.text(&i.id);
@@ -460,17 +445,15 @@ pub async fn finish(conn: &mut PgConnection, schema: &str) -> Result<u64, SinkEr
         .map_err(err)?;
     steps.done("settings");
     // Event ids staged more than once (a producer retry, a republished range): rare, so the
-    // first-copy rule is applied to them alone, from an index built for this transaction.
-    tx.execute(
-        "CREATE TEMP TABLE xclog_stage_repeated ON COMMIT DROP AS \
-         SELECT id FROM xclog_stage_events GROUP BY id HAVING count(*) > 1",
-    )
-    .await
-    .map_err(err)?;
-    let repeated: i64 = sqlx::query_scalar("SELECT count(*) FROM xclog_stage_repeated")
-        .fetch_one(&mut *tx)
+    // first-copy rule is applied to them alone.
+    let repeated = tx
+        .execute(
+            "CREATE TEMP TABLE xclog_stage_repeated ON COMMIT DROP AS \
+             SELECT id FROM xclog_stage_events GROUP BY id HAVING count(*) > 1",
+        )
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .rows_affected();
     let winners = if repeated == 0 {
         "SELECT * FROM xclog_stage_events".to_owned()
     } else {
@@ -504,7 +487,16 @@ pub async fn finish(conn: &mut PgConnection, schema: &str) -> Result<u64, SinkEr
     steps.done("edges");
     // Events, each with its children: `caused` is written once, complete. Their pages are
     // filled (the room migration 0003 leaves is for that rewrite, which these rows never
-    // get); new pages the live sink writes keep the room.
+    // get); the table's own setting is put back for the pages the live sink writes later.
+    let fillfactor: String = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT option_value FROM pg_options_to_table(reloptions) \
+                          WHERE option_name = 'fillfactor'), '100') \
+         FROM pg_class WHERE oid = 'fsm_events'::regclass",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err)?;
+    let fillfactor: u8 = fillfactor.parse().unwrap_or(100);
     tx.execute("ALTER TABLE fsm_events SET (fillfactor = 100)")
         .await
         .map_err(err)?;
@@ -532,7 +524,7 @@ pub async fn finish(conn: &mut PgConnection, schema: &str) -> Result<u64, SinkEr
         .map_err(err)?
         .rows_affected();
 
-    tx.execute("ALTER TABLE fsm_events SET (fillfactor = 50)")
+    tx.execute(format!("ALTER TABLE fsm_events SET (fillfactor = {fillfactor})").as_str())
         .await
         .map_err(err)?;
     steps.done("events");
